@@ -1,0 +1,129 @@
+#include "util/compute.h"
+
+#include "util/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const whet_kernels *whet_kernels_from_env(void)
+{
+    const char *want = getenv("WHET_ISA");
+    if (!want || !*want)
+        return whet_kernels_best();
+    int isa = whet_isa_from_name(want);
+    if (isa < 0) {
+        whet_error("WHET_ISA='%s': unknown level (expected scalar, avx2, avx512 or neon)", want);
+        return NULL;
+    }
+    const whet_kernels *k = whet_kernels_for((whet_isa)isa);
+    if (!k) {
+        const whet_cpu_features *f = whet_cpu_detect();
+        whet_error("WHET_ISA=%s: this %s CPU (%s) cannot run it; 'whet cpu' lists what it has",
+                   want, f->arch, f->brand[0] ? f->brand : "unnamed");
+        return NULL;
+    }
+    return k;
+}
+
+whet_compute *whet_compute_create(const whet_kernels *kernels, int threads)
+{
+    if (threads <= 0)
+        threads = whet_thread_count(0);
+    if (threads <= 0)
+        return NULL;
+    whet_compute *c = calloc(1, sizeof *c);
+    if (!c)
+        goto oom;
+    c->kernels = kernels;
+    c->threads = threads;
+    c->gemm_workspace = calloc((size_t)threads, sizeof *c->gemm_workspace);
+    if (!c->gemm_workspace)
+        goto oom;
+    for (int i = 0; i < threads; i++) {
+        /* 64-byte aligned, the size rounded up as aligned_alloc requires */
+        size_t bytes = (kernels->gemm_workspace_bytes + 63) & ~(size_t)63;
+        c->gemm_workspace[i] = aligned_alloc(64, bytes ? bytes : 64);
+        if (!c->gemm_workspace[i])
+            goto oom;
+    }
+    c->pool = whet_pool_create(threads);
+    if (!c->pool) {
+        whet_compute_destroy(c);
+        return NULL;
+    }
+    return c;
+oom:
+    whet_error("out of memory setting up %d threads", threads);
+    whet_compute_destroy(c);
+    return NULL;
+}
+
+void whet_compute_destroy(whet_compute *c)
+{
+    if (!c)
+        return;
+    if (c->gemm_workspace)
+        for (int i = 0; i < c->threads; i++)
+            free(c->gemm_workspace[i]);
+    free(c->gemm_workspace);
+    whet_pool_destroy(c->pool);
+    free(c);
+}
+
+/* A GEMM split into `parts` slabs of C along its longer side, each slab a
+ * multiple of the micro-tile so no thread works on ragged tiles mid-matrix. */
+typedef struct {
+    whet_compute *c;
+    const whet_gemm *g;
+    int bf16;
+    int split_rows;
+    size_t step; /* rows or columns per task */
+} gemm_job;
+
+static void gemm_task(void *p, size_t task, int worker)
+{
+    gemm_job *job = p;
+    const whet_gemm *g = job->g;
+    size_t m0 = 0, m1 = g->M, n0 = 0, n1 = g->N;
+    if (job->split_rows) {
+        m0 = task * job->step;
+        m1 = m0 + job->step < g->M ? m0 + job->step : g->M;
+    } else {
+        n0 = task * job->step;
+        n1 = n0 + job->step < g->N ? n0 + job->step : g->N;
+    }
+    const whet_kernels *k = job->c->kernels;
+    void *ws = job->c->gemm_workspace[worker];
+    if (job->bf16)
+        k->gemm_bf16(g, m0, m1, n0, n1, ws);
+    else
+        k->sgemm(g, m0, m1, n0, n1, ws);
+}
+
+static void compute_gemm(whet_compute *c, const whet_gemm *g, int bf16)
+{
+    if (g->M == 0 || g->N == 0)
+        return;
+    const whet_kernels *k = c->kernels;
+    gemm_job job = {.c = c, .g = g, .bf16 = bf16};
+    job.split_rows = g->M >= g->N;
+    size_t extent = job.split_rows ? g->M : g->N;
+    size_t tile = job.split_rows ? k->gemm_tile_m : k->gemm_tile_n;
+    if (tile == 0)
+        tile = 1;
+    size_t tiles = (extent + tile - 1) / tile;
+    size_t parts = (size_t)c->threads < tiles ? (size_t)c->threads : tiles;
+    job.step = (tiles + parts - 1) / parts * tile;
+    size_t ntasks = (extent + job.step - 1) / job.step;
+    whet_pool_run(c->pool, ntasks, gemm_task, &job);
+}
+
+void whet_compute_sgemm(whet_compute *c, const whet_gemm *g)
+{
+    compute_gemm(c, g, 0);
+}
+
+void whet_compute_gemm_bf16(whet_compute *c, const whet_gemm *g)
+{
+    compute_gemm(c, g, 1);
+}

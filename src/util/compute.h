@@ -1,0 +1,30 @@
+/* The compute context: the chosen kernel table, the thread pool and each
+ * worker's GEMM scratch. Splits kernels across threads by rows or columns of
+ * their output, never along a reduction, so results are bit-identical for any
+ * thread count. */
+#ifndef WHET_COMPUTE_H
+#define WHET_COMPUTE_H
+
+#include "simd/simd.h"
+#include "util/threadpool.h"
+
+typedef struct whet_compute {
+    const whet_kernels *kernels;
+    whet_pool *pool;
+    int threads;
+    void **gemm_workspace; /* one per worker, kernels->gemm_workspace_bytes each */
+} whet_compute;
+
+/* The kernel table WHET_ISA names, or the best one when it is unset. Prints an
+ * error and returns NULL for an unknown name or a level this CPU cannot run. */
+const whet_kernels *whet_kernels_from_env(void);
+
+/* threads ≤ 0 means whet_thread_count(0). NULL (after an error) on failure. */
+whet_compute *whet_compute_create(const whet_kernels *kernels, int threads);
+void whet_compute_destroy(whet_compute *c);
+
+/* g->B is fp32 (sgemm) or bf16 (gemm_bf16), split across the pool. */
+void whet_compute_sgemm(whet_compute *c, const whet_gemm *g);
+void whet_compute_gemm_bf16(whet_compute *c, const whet_gemm *g);
+
+#endif

@@ -1,0 +1,241 @@
+#if defined(__linux__)
+#define _GNU_SOURCE /* sched_getaffinity */
+#endif
+#include "util/threadpool.h"
+
+#include "util/log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* One job at a time: the caller publishes it by bumping `generation`; workers
+ * spin briefly on that counter (a training step issues thousands of short jobs,
+ * and a futex wake-up costs more than most of them), then sleep on `wake`. */
+struct whet_pool {
+    int threads;
+    pthread_t *handles;
+    pthread_mutex_t mutex;
+    pthread_cond_t wake, done;
+    atomic_uint generation;
+    atomic_int unfinished; /* workers (not counting the caller) still on the job */
+    int stopping;
+    /* the current job */
+    whet_task_fn fn;
+    void *ctx;
+    size_t ntasks;
+    atomic_size_t next_task;
+};
+
+struct worker_arg {
+    whet_pool *pool;
+    int index;
+};
+
+enum { SPIN_ROUNDS = 20000 };
+
+static void run_tasks(whet_pool *pool, int worker)
+{
+    for (;;) {
+        size_t task = atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
+        if (task >= pool->ntasks)
+            break;
+        pool->fn(pool->ctx, task, worker);
+    }
+}
+
+static void *worker_main(void *p)
+{
+    struct worker_arg arg = *(struct worker_arg *)p;
+    free(p);
+    whet_pool *pool = arg.pool;
+    unsigned seen = atomic_load(&pool->generation);
+    for (;;) {
+        unsigned now = seen;
+        for (int spin = 0; spin < SPIN_ROUNDS; spin++) {
+            now = atomic_load_explicit(&pool->generation, memory_order_acquire);
+            if (now != seen)
+                break;
+        }
+        if (now == seen) {
+            pthread_mutex_lock(&pool->mutex);
+            while ((now = atomic_load(&pool->generation)) == seen && !pool->stopping)
+                pthread_cond_wait(&pool->wake, &pool->mutex);
+            int stop = pool->stopping;
+            pthread_mutex_unlock(&pool->mutex);
+            if (stop)
+                return NULL;
+        }
+        seen = now;
+        run_tasks(pool, arg.index);
+        if (atomic_fetch_sub_explicit(&pool->unfinished, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&pool->mutex);
+            pthread_cond_signal(&pool->done);
+            pthread_mutex_unlock(&pool->mutex);
+        }
+    }
+}
+
+whet_pool *whet_pool_create(int threads)
+{
+    if (threads < 1)
+        threads = 1;
+    whet_pool *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return NULL;
+    pool->threads = threads;
+    pthread_mutex_init(&pool->mutex, NULL);
+    pthread_cond_init(&pool->wake, NULL);
+    pthread_cond_init(&pool->done, NULL);
+    atomic_init(&pool->generation, 0);
+    atomic_init(&pool->unfinished, 0);
+    atomic_init(&pool->next_task, 0);
+    pool->handles = calloc((size_t)threads, sizeof *pool->handles);
+    if (!pool->handles) {
+        free(pool);
+        return NULL;
+    }
+    for (int i = 1; i < threads; i++) {
+        struct worker_arg *arg = malloc(sizeof *arg);
+        int err = arg ? 0 : ENOMEM;
+        if (arg) {
+            arg->pool = pool;
+            arg->index = i;
+            err = pthread_create(&pool->handles[i], NULL, worker_main, arg);
+            if (err)
+                free(arg);
+        }
+        if (err) {
+            whet_error("cannot start thread %d of %d: %s", i + 1, threads, strerror(err));
+            pool->threads = i; /* destroy joins the ones that started */
+            whet_pool_destroy(pool);
+            return NULL;
+        }
+    }
+    return pool;
+}
+
+void whet_pool_destroy(whet_pool *pool)
+{
+    if (!pool)
+        return;
+    pthread_mutex_lock(&pool->mutex);
+    pool->stopping = 1;
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->mutex);
+    for (int i = 1; i < pool->threads; i++)
+        pthread_join(pool->handles[i], NULL);
+    pthread_mutex_destroy(&pool->mutex);
+    pthread_cond_destroy(&pool->wake);
+    pthread_cond_destroy(&pool->done);
+    free(pool->handles);
+    free(pool);
+}
+
+int whet_pool_threads(const whet_pool *pool)
+{
+    return pool->threads;
+}
+
+void whet_pool_run(whet_pool *pool, size_t ntasks, whet_task_fn fn, void *ctx)
+{
+    if (ntasks == 0)
+        return;
+    if (pool->threads == 1 || ntasks == 1) {
+        for (size_t task = 0; task < ntasks; task++)
+            fn(ctx, task, 0);
+        return;
+    }
+    pool->fn = fn;
+    pool->ctx = ctx;
+    pool->ntasks = ntasks;
+    atomic_store_explicit(&pool->next_task, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->unfinished, pool->threads - 1, memory_order_relaxed);
+    pthread_mutex_lock(&pool->mutex);
+    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->mutex);
+
+    run_tasks(pool, 0);
+
+    for (int spin = 0; spin < SPIN_ROUNDS; spin++)
+        if (atomic_load_explicit(&pool->unfinished, memory_order_acquire) == 0)
+            return;
+    pthread_mutex_lock(&pool->mutex);
+    while (atomic_load(&pool->unfinished) != 0)
+        pthread_cond_wait(&pool->done, &pool->mutex);
+    pthread_mutex_unlock(&pool->mutex);
+}
+
+/* Counts distinct (package, core) pairs among the CPUs we may run on. */
+int whet_physical_cores(void)
+{
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (online < 1)
+        online = 1;
+#if defined(__linux__)
+    cpu_set_t allowed;
+    int have_affinity = sched_getaffinity(0, sizeof allowed, &allowed) == 0;
+    enum { MAX_CPUS = 1024 };
+    static long core_keys[MAX_CPUS];
+    int ncores = 0, ncpus = 0;
+    for (int cpu = 0; cpu < MAX_CPUS && cpu < CPU_SETSIZE; cpu++) {
+        if (have_affinity && !CPU_ISSET(cpu, &allowed))
+            continue;
+        char path[128];
+        long package = 0, core = -1;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/core_id", cpu);
+        FILE *f = fopen(path, "r");
+        if (!f) {
+            if (!have_affinity)
+                break;
+            ncpus++;
+            continue;
+        }
+        if (fscanf(f, "%ld", &core) != 1)
+            core = -1;
+        fclose(f);
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/physical_package_id", cpu);
+        f = fopen(path, "r");
+        if (f) {
+            if (fscanf(f, "%ld", &package) != 1)
+                package = 0;
+            fclose(f);
+        }
+        ncpus++;
+        long key = package * 100000 + core;
+        int seen = 0;
+        for (int i = 0; i < ncores; i++)
+            seen |= core_keys[i] == key;
+        if (!seen && core >= 0)
+            core_keys[ncores++] = key;
+    }
+    if (ncores > 0)
+        return ncores;
+    if (ncpus > 0)
+        return ncpus;
+#endif
+    return (int)online;
+}
+
+int whet_thread_count(int requested)
+{
+    if (requested > 0)
+        return requested;
+    const char *env = getenv("WHET_THREADS");
+    if (env && *env) {
+        char *end;
+        long n = strtol(env, &end, 10);
+        if (*end || n < 1 || n > 4096) {
+            whet_error("WHET_THREADS='%s': expected a whole number from 1 to 4096", env);
+            return -1;
+        }
+        return (int)n;
+    }
+    return whet_physical_cores();
+}
