@@ -127,3 +127,35 @@ void whet_compute_gemm_bf16(whet_compute *c, const whet_gemm *g)
 {
     compute_gemm(c, g, 1);
 }
+
+typedef struct {
+    whet_range_fn fn;
+    void *ctx;
+    size_t n, step;
+} range_job;
+
+static void range_task(void *p, size_t task, int worker)
+{
+    (void)worker;
+    range_job *job = p;
+    size_t begin = task * job->step;
+    size_t end = begin + job->step < job->n ? begin + job->step : job->n;
+    job->fn(job->ctx, begin, end);
+}
+
+void whet_compute_for(whet_compute *c, size_t n, size_t grain, whet_range_fn fn, void *ctx)
+{
+    if (n == 0)
+        return;
+    if (grain == 0)
+        grain = 1;
+    size_t parts = n / grain;
+    if (parts > (size_t)c->threads)
+        parts = (size_t)c->threads;
+    if (parts <= 1) {
+        fn(ctx, 0, n);
+        return;
+    }
+    range_job job = {.fn = fn, .ctx = ctx, .n = n, .step = (n + parts - 1) / parts};
+    whet_pool_run(c->pool, (n + job.step - 1) / job.step, range_task, &job);
+}

@@ -27,4 +27,9 @@ void whet_compute_destroy(whet_compute *c);
 void whet_compute_sgemm(whet_compute *c, const whet_gemm *g);
 void whet_compute_gemm_bf16(whet_compute *c, const whet_gemm *g);
 
+/* Runs fn(ctx, begin, end) over [0, n) cut into at most `threads` contiguous
+ * ranges of at least `grain` items: for row-wise and element-wise kernels. */
+typedef void (*whet_range_fn)(void *ctx, size_t begin, size_t end);
+void whet_compute_for(whet_compute *c, size_t n, size_t grain, whet_range_fn fn, void *ctx);
+
 #endif
