@@ -57,6 +57,8 @@ CLI_TESTS := $(sort $(wildcard tests/cli/*.sh))
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 MAN_PAGES := $(wildcard man/*.1 man/*.5)
 
+.SECONDARY:
+
 .PHONY: all check tests check-unit check-cli check-aarch64 check-sanitize bench fuzz fuzz-smoke \
 	install uninstall clean distclean help
 
@@ -81,7 +83,7 @@ $(BUILD)/whet: $(MAIN_OBJ) $(BUILD)/libwhet.a
 
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT_OBJ) $(BUILD)/libwhet.a $(CONFIG)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) $(CMOCKA_CFLAGS) -Itests -MMD -MP $< $(TEST_SUPPORT_OBJ) $(BUILD)/libwhet.a \
+	$(CC) $(BASE_CFLAGS) $(CMOCKA_CFLAGS) -Itests -Itests/support -MMD -MP $< $(TEST_SUPPORT_OBJ) $(BUILD)/libwhet.a \
 		-o $@ $(LDFLAGS) $(CMOCKA_LIBS) $(LDLIBS)
 
 tests: $(TEST_BIN) $(BUILD)/whet

@@ -54,7 +54,8 @@ static void *worker_main(void *p)
     struct worker_arg arg = *(struct worker_arg *)p;
     free(p);
     whet_pool *pool = arg.pool;
-    unsigned seen = atomic_load(&pool->generation);
+    unsigned seen = 0; /* the generation at creation: a job published before this thread got
+                         * scheduled must still be run by it */
     for (;;) {
         unsigned now = seen;
         for (int spin = 0; spin < SPIN_ROUNDS; spin++) {

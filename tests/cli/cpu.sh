@@ -1,0 +1,44 @@
+# whet cpu: features, the measured FMA peak, the chosen kernels; WHET_ISA and
+# WHET_THREADS are honoured and checked.
+. "$(dirname "$0")/lib.inc"
+
+run 0 cpu
+stdout_has '^arch: +(x86_64|aarch64)'
+stdout_has '^fma peak: +[0-9]+\.[0-9] GFLOP/s per core'
+stdout_has '^  sgemm +[a-z0-9]+'
+stdout_has '^  gemm_bf16 +[a-z0-9]+ \((vdpbf16ps|bfdot|convert)\)'
+# the peak is a measurement, so it must be positive
+grep -E '^fma peak:' "$out" | grep -qvE ' 0\.0 GFLOP' || fail "FMA peak measured as 0"
+
+run 0 cpu --json
+stdout_has '^\{"arch":"[a-z0-9_]+",.*"fma_peak_gflops_per_core":[0-9.]+,.*"kernels":\{"sgemm":'
+
+WHET_ISA=scalar run 0 cpu
+stdout_has '^chosen: +scalar \(WHET_ISA\)'
+stdout_has '^  rmsnorm_forward +scalar$'
+
+WHET_ISA=avx1024 run 1 cpu
+stderr_has "^whet: WHET_ISA='avx1024': unknown level"
+
+# a level the CPU cannot run is refused cleanly, never a SIGILL later
+case $(uname -m) in
+x86_64) foreign=neon ;;
+*) foreign=avx512 ;;
+esac
+if ! grep -qE "^available:.* $foreign( |$)" "$out"; then
+    WHET_ISA=$foreign run 1 cpu
+    stderr_has "^whet: WHET_ISA=$foreign: this .* CPU .* cannot run it"
+fi
+
+WHET_THREADS=3 run 0 cpu
+stdout_has '^threads: +3 \(WHET_THREADS\)'
+WHET_THREADS=zero run 1 cpu
+stderr_has "^whet: WHET_THREADS='zero': expected a whole number"
+
+run 2 cpu --no-such-option
+run 2 cpu extra-argument
+stderr_has "unexpected argument 'extra-argument'"
+run 0 cpu --help
+stdout_has '^usage: whet cpu'
+
+finish

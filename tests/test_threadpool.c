@@ -1,0 +1,159 @@
+/* The thread pool and the compute context's work splitting: every task runs
+ * exactly once, ranges tile [0,n) without gaps or overlap, WHET_THREADS is
+ * validated, and a GEMM split across 1, 2 or 3 threads gives identical bits. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "kernel_check.h"
+#include "util/compute.h"
+#include "util/threadpool.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    atomic_int *hits;
+    int threads;
+    atomic_int bad_worker;
+} hit_ctx;
+
+static void count_hit(void *p, size_t task, int worker)
+{
+    hit_ctx *ctx = p;
+    atomic_fetch_add(&ctx->hits[task], 1);
+    if (worker < 0 || worker >= ctx->threads)
+        atomic_store(&ctx->bad_worker, 1);
+}
+
+static void every_task_runs_exactly_once(void **state)
+{
+    (void)state;
+    for (int threads = 1; threads <= 4; threads++) {
+        whet_pool *pool = whet_pool_create(threads);
+        assert_non_null(pool);
+        assert_int_equal(whet_pool_threads(pool), threads);
+        /* many short jobs in a row: the spin/sleep hand-over must never lose one */
+        for (size_t ntasks = 0; ntasks < 200; ntasks += 7) {
+            atomic_int hits[200];
+            for (size_t i = 0; i < 200; i++)
+                atomic_init(&hits[i], 0);
+            hit_ctx ctx = {.hits = hits, .threads = threads};
+            atomic_init(&ctx.bad_worker, 0);
+            whet_pool_run(pool, ntasks, count_hit, &ctx);
+            for (size_t i = 0; i < 200; i++)
+                assert_int_equal(atomic_load(&hits[i]), i < ntasks ? 1 : 0);
+            assert_int_equal(atomic_load(&ctx.bad_worker), 0);
+        }
+        whet_pool_destroy(pool);
+    }
+}
+
+typedef struct {
+    unsigned char *covered;
+    atomic_int calls;
+} range_ctx;
+
+static void mark_range(void *p, size_t begin, size_t end)
+{
+    range_ctx *ctx = p;
+    atomic_fetch_add(&ctx->calls, 1);
+    for (size_t i = begin; i < end; i++)
+        ctx->covered[i]++;
+}
+
+static void ranges_tile_the_interval(void **state)
+{
+    (void)state;
+    const whet_kernels *k = whet_kernels_for(WHET_ISA_SCALAR);
+    for (int threads = 1; threads <= 3; threads++) {
+        whet_compute *c = whet_compute_create(k, threads);
+        assert_non_null(c);
+        const size_t sizes[] = {0, 1, 2, 3, 5, 64, 1000, 4099};
+        const size_t grains[] = {1, 16, 5000};
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+            for (size_t gi = 0; gi < 3; gi++) {
+                size_t n = sizes[si];
+                range_ctx ctx = {.covered = calloc(n + 1, 1)};
+                atomic_init(&ctx.calls, 0);
+                whet_compute_for(c, n, grains[gi], mark_range, &ctx);
+                for (size_t i = 0; i < n; i++)
+                    assert_int_equal(ctx.covered[i], 1);
+                assert_true(atomic_load(&ctx.calls) <= threads);
+                /* a range smaller than the grain is never split */
+                if (n > 0 && n < grains[gi])
+                    assert_int_equal(atomic_load(&ctx.calls), 1);
+                free(ctx.covered);
+            }
+        whet_compute_destroy(c);
+    }
+}
+
+static void thread_count_from_environment(void **state)
+{
+    (void)state;
+    unsetenv("WHET_THREADS");
+    assert_int_equal(whet_thread_count(5), 5);
+    assert_true(whet_thread_count(0) >= 1);
+    assert_int_equal(whet_thread_count(0), whet_physical_cores());
+    setenv("WHET_THREADS", "3", 1);
+    assert_int_equal(whet_thread_count(0), 3);
+    assert_int_equal(whet_thread_count(2), 2); /* the option wins over the environment */
+    const char *bad[] = {"0", "-1", "two", "3x", "99999"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setenv("WHET_THREADS", bad[i], 1);
+        assert_int_equal(whet_thread_count(0), -1);
+    }
+    unsetenv("WHET_THREADS");
+}
+
+/* A GEMM whose C rows and columns are split differently for each thread count
+ * must still give identical bits, in every layout, on every ISA. */
+static void gemm_bits_independent_of_threads(void **state)
+{
+    (void)state;
+    const whet_kernels *tables[WHET_ISA_COUNT];
+    int ntables = kc_tables(tables);
+    const size_t shapes[][3] = {{61, 37, 45}, {5, 130, 17}, {200, 9, 33}};
+    for (int t = 0; t < ntables; t++)
+        for (size_t s = 0; s < 3; s++)
+            for (int layout = 0; layout < 3; layout++) {
+                size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                kc_rng rng = kc_seed(17 + s);
+                float *A = kc_floats(M * K), *B = kc_floats(N * K);
+                kc_fill(&rng, A, M * K, -1, 1);
+                kc_fill(&rng, B, N * K, -1, 1);
+                float *first = NULL;
+                for (int threads = 1; threads <= 3; threads++) {
+                    whet_compute *c = whet_compute_create(tables[t], threads);
+                    float *C = kc_floats(M * N);
+                    whet_gemm g = {.layout = (whet_gemm_layout)layout, .M = M, .N = N, .K = K, .A = A,
+                                   .lda = layout == WHET_GEMM_TN ? M : K, .B = B,
+                                   .ldb = layout == WHET_GEMM_NT ? K : N, .C = C, .ldc = N};
+                    whet_compute_sgemm(c, &g);
+                    if (!first)
+                        first = C;
+                    else {
+                        assert_memory_equal(first, C, M * N * sizeof(float));
+                        kc_free(C);
+                    }
+                    whet_compute_destroy(c);
+                }
+                kc_free(first);
+                kc_free(A);
+                kc_free(B);
+            }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(every_task_runs_exactly_once),
+        cmocka_unit_test(ranges_tile_the_interval),
+        cmocka_unit_test(thread_count_from_environment),
+        cmocka_unit_test(gemm_bits_independent_of_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
