@@ -475,6 +475,8 @@ static void reader_refuses_bad_entries(void **state)
     expect_parse_error("{\"a\\u0000b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
                        "m.safetensors: line 1, column 2 (byte 9): expected a tensor name without U+0000, found a key "
                        "holding U+0000");
+    expect_parse_error("{\"\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+                       "m.safetensors: line 1, column 2 (byte 9): expected a tensor name, found \"\"");
     expect_parse_error("{\"__metadata__\":[\"format\",\"pt\"]}", 0,
                        "m.safetensors: line 1, column 17 (byte 24): expected __metadata__ to be an object of "
                        "strings, found an array of 2 items");

@@ -733,7 +733,7 @@ static int close_container(parser *p, whet_json *v)
 {
     frame *f = &p->stack[p->depth - 1];
     size_t count = p->scratch_len - f->scratch_start;
-    const whet_json_member *children = p->scratch + f->scratch_start;
+    const whet_json_member *children = count ? p->scratch + f->scratch_start : NULL; /* scratch may be NULL */
     memset(v, 0, sizeof *v);
     v->line = f->line;
     v->column = f->column;

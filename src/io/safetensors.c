@@ -221,6 +221,9 @@ static int read_tensor_entry(const whet_json_doc *doc, const whet_json_member *m
     const whet_json *v = &m->value;
     if (strlen(m->key) != m->key_len)
         return fail_at_key(e, doc, m, "a tensor name without U+0000");
+    if (m->key_len == 0) /* the writer cannot write one either */
+        return whet_fail(e, "%s: line %" PRIu32 ", column %" PRIu32 " (byte %zu): expected a tensor name, found \"\"",
+                         whet_json_doc_name(doc), m->line, m->column, m->offset);
     t->name = m->key;
     if (v->type != WHET_JSON_OBJECT)
         return whet_json_fail_at(e, doc, v, "an object with dtype, shape and data_offsets for tensor \"%s\"", t->name);
