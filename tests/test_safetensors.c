@@ -773,6 +773,76 @@ static void sharded_model_refusals(void **state)
     expect_index_error(f, message);
 }
 
+static void model_dir_writer_shards_and_cleans_up(void **state)
+{
+    fixture *f = *state;
+    const float values[6] = {1, 2, 3, 4, 5, 6};
+    const int64_t two[] = {2};
+    const whet_st_entry entries[] = {{"c", WHET_ST_F32, 1, two, values + 4},
+                                     {"a", WHET_ST_F32, 1, two, values},
+                                     {"b", WHET_ST_F32, 1, two, values + 2}};
+    const whet_st_kv meta[] = {{"written_by", "whet"}};
+    assert_int_equal(whet_write_file_atomic(path_in(f, "config.json"), "{}", 2, NULL), 0);
+    whet_err e = {{0}};
+
+    /* 16-byte shards: a and b, then c */
+    if (whet_st_write_model_dir(f->dir, entries, 3, meta, 1, 16, &e) != 0)
+        fail_msg("%s", e.msg);
+    assert_int_equal(files_in(f), 4);
+    size_t size;
+    unsigned char *index = read_all(path_in(f, "model.safetensors.index.json"), &size);
+    static const char expected_index[] = "{\n  \"metadata\": {\n    \"total_size\": 24\n  },\n  \"weight_map\": {\n"
+                                         "    \"a\": \"model-00001-of-00002.safetensors\",\n"
+                                         "    \"b\": \"model-00001-of-00002.safetensors\",\n"
+                                         "    \"c\": \"model-00002-of-00002.safetensors\"\n  }\n}\n";
+    assert_int_equal(size, sizeof expected_index - 1);
+    assert_memory_equal(index, expected_index, size);
+    free(index);
+    whet_safetensors *st = NULL;
+    if (whet_st_open_dir(&st, f->dir, &e) != 0)
+        fail_msg("%s", e.msg);
+    assert_int_equal(whet_st_count(st), 3);
+    for (size_t i = 0; i < 3; i++) {
+        const whet_st_tensor *t = whet_st_tensor_at(st, i);
+        assert_memory_equal(t->data, values + 2 * i, 8);
+        assert_string_equal(t->file, path_in(f, i < 2 ? "model-00001-of-00002.safetensors"
+                                                      : "model-00002-of-00002.safetensors"));
+    }
+    assert_string_equal(whet_st_metadata(st, "written_by"), "whet"); /* every shard carries it */
+    whet_st_close(st);
+
+    /* 8-byte shards: three of them; the two-shard save is removed */
+    assert_int_equal(whet_st_write_model_dir(f->dir, entries, 3, meta, 1, 8, &e), 0);
+    assert_int_equal(files_in(f), 5);
+    assert_int_equal(access(path_in(f, "model-00001-of-00002.safetensors"), F_OK), -1);
+    assert_int_equal(access(path_in(f, "model-00003-of-00003.safetensors"), F_OK), 0);
+    assert_int_equal(whet_st_open_dir(&st, f->dir, &e), 0);
+    assert_int_equal(whet_st_count(st), 3);
+    whet_st_close(st);
+
+    /* everything fits: one model.safetensors, and no index or shard remains */
+    assert_int_equal(whet_st_write_model_dir(f->dir, entries, 3, meta, 1, 0, &e), 0);
+    assert_int_equal(files_in(f), 2);
+    assert_int_equal(access(path_in(f, "config.json"), F_OK), 0);
+    assert_int_equal(whet_st_open_dir(&st, f->dir, &e), 0);
+    assert_string_equal(whet_st_name(st), path_in(f, "model.safetensors"));
+    assert_int_equal(whet_st_count(st), 3);
+    whet_st_close(st);
+
+    /* a tensor larger than the shard size gets a shard of its own */
+    assert_int_equal(whet_st_write_model_dir(f->dir, entries, 3, NULL, 0, 4, &e), 0);
+    assert_int_equal(files_in(f), 5);
+    assert_int_equal(access(path_in(f, "model.safetensors"), F_OK), -1);
+
+    /* refusals come before any file is touched */
+    const whet_st_entry twice[] = {{"a", WHET_ST_F32, 1, two, values}, {"a", WHET_ST_F16, 1, two, values}};
+    assert_int_equal(whet_st_write_model_dir(f->dir, twice, 2, NULL, 0, 4, &e), -1);
+    char expected[600];
+    snprintf(expected, sizeof expected, "%s: tensor \"a\" given twice", f->dir);
+    assert_string_equal(e.msg, expected);
+    assert_int_equal(files_in(f), 5);
+}
+
 static void dtype_names_and_sizes(void **state)
 {
     (void)state;
@@ -804,6 +874,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(writer_refuses_bad_input_and_keeps_the_old_file, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(sharded_model_through_its_index, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(sharded_model_refusals, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(model_dir_writer_shards_and_cleans_up, make_dir, remove_dir),
         cmocka_unit_test(dtype_names_and_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,10 +1,12 @@
 #include "io/safetensors.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "io/json.h"
 
@@ -844,4 +846,156 @@ int whet_st_write(const char *path, const whet_st_entry *tensors, size_t count, 
         return -1;
     }
     return whet_atomic_commit(&a, e);
+}
+
+/* ---- model directories ---- */
+
+static const char single_file_name[] = "model.safetensors";
+static const char index_file_name[] = "model.safetensors.index.json";
+
+static char *join_path(const char *dir, const char *name)
+{
+    size_t len = strlen(dir) + strlen(name) + 2;
+    char *path = malloc(len);
+    if (path)
+        snprintf(path, len, "%s/%s", dir, name);
+    return path;
+}
+
+/* Whether name is "model-NNNNN-of-NNNNN.safetensors" (save_pretrained's shard names). */
+static int is_shard_name(const char *name)
+{
+    static const char pattern[] = "model-#####-of-#####.safetensors";
+    if (strlen(name) != sizeof pattern - 1)
+        return 0;
+    for (size_t i = 0; pattern[i]; i++)
+        if (pattern[i] == '#' ? !(name[i] >= '0' && name[i] <= '9') : name[i] != pattern[i])
+            return 0;
+    return 1;
+}
+
+/* Removes the weights files of an earlier save that the new one did not write. */
+static int remove_stale_weights(const char *dir, size_t shard_count, whet_err *e)
+{
+    char keep[64] = "";
+    if (shard_count > 1)
+        snprintf(keep, sizeof keep, "-of-%05zu.safetensors", shard_count);
+    DIR *d = opendir(dir);
+    if (!d)
+        return whet_fail(e, "%s: cannot list: %s", dir, strerror(errno));
+    int rc = 0;
+    struct dirent *entry;
+    while (rc == 0 && (entry = readdir(d)) != NULL) {
+        const char *name = entry->d_name;
+        int stale;
+        if (shard_count > 1)
+            stale = strcmp(name, single_file_name) == 0 || (is_shard_name(name) && strcmp(name + 11, keep) != 0);
+        else
+            stale = strcmp(name, index_file_name) == 0 || is_shard_name(name);
+        if (!stale)
+            continue;
+        char *path = join_path(dir, name);
+        if (!path)
+            rc = whet_fail(e, "%s: out of memory", dir);
+        else if (unlink(path) != 0 && errno != ENOENT)
+            rc = whet_fail(e, "%s: cannot remove this file of an earlier save: %s", path, strerror(errno));
+        free(path);
+    }
+    closedir(d);
+    return rc;
+}
+
+static int write_index_file(const char *dir, const whet_st_entry *const *by_name, const size_t *shard_of,
+                            size_t count, size_t shard_count, uint64_t total_size, whet_err *e)
+{
+    char *path = join_path(dir, index_file_name);
+    if (!path)
+        return whet_fail(e, "%s: out of memory", dir);
+    whet_json_writer w;
+    whet_json_writer_init(&w, 2);
+    whet_json_begin_object(&w);
+    whet_json_key(&w, "metadata");
+    whet_json_begin_object(&w);
+    whet_json_key(&w, "total_size");
+    whet_json_write_int(&w, (int64_t)total_size);
+    whet_json_end_object(&w);
+    whet_json_key(&w, "weight_map");
+    whet_json_begin_object(&w);
+    for (size_t i = 0; i < count; i++) {
+        char file[64];
+        snprintf(file, sizeof file, "model-%05zu-of-%05zu.safetensors", shard_of[i] + 1, shard_count);
+        whet_json_key(&w, by_name[i]->name);
+        whet_json_write_string(&w, file);
+    }
+    whet_json_end_object(&w);
+    whet_json_end_object(&w);
+    const char *text;
+    size_t len;
+    int rc = whet_json_writer_finish(&w, path, &text, &len, e);
+    if (rc == 0)
+        rc = whet_write_file_atomic(path, text, len, e);
+    whet_json_writer_free(&w);
+    free(path);
+    return rc;
+}
+
+int whet_st_write_model_dir(const char *dir, const whet_st_entry *tensors, size_t count, const whet_st_kv *metadata,
+                            size_t metadata_count, uint64_t max_shard_bytes, whet_err *e)
+{
+    write_item *items = malloc((count ? count : 1) * sizeof *items);
+    const whet_st_entry **by_name = malloc((count ? count : 1) * sizeof *by_name);
+    whet_st_kv *meta = malloc((metadata_count ? metadata_count : 1) * sizeof *meta);
+    size_t *shard_of = malloc((count ? count : 1) * sizeof *shard_of);
+    whet_st_entry *shard = malloc((count ? count : 1) * sizeof *shard);
+    char *path = NULL;
+    int rc = 0;
+    if (!items || !by_name || !meta || !shard_of || !shard)
+        rc = whet_fail(e, "%s: out of memory", dir);
+    /* everything is checked before the first file is written */
+    if (rc == 0)
+        rc = prepare_write(dir, tensors, count, metadata, metadata_count, items, by_name, meta, e);
+    /* shards in name order: prepare_write sorted by_name */
+    size_t shard_count = 0;
+    uint64_t total_size = 0, in_shard = 0;
+    for (size_t i = 0; rc == 0 && i < count; i++) {
+        uint64_t numel, nbytes;
+        tensor_size(by_name[i]->dtype, by_name[i]->shape, by_name[i]->rank, &numel, &nbytes);
+        if (shard_count == 0 || (max_shard_bytes && in_shard > 0 && in_shard + nbytes > max_shard_bytes)) {
+            shard_count++;
+            in_shard = 0;
+        }
+        shard_of[i] = shard_count - 1;
+        in_shard += nbytes;
+        total_size += nbytes;
+    }
+    if (rc == 0 && shard_count <= 1) {
+        if (!(path = join_path(dir, single_file_name)))
+            rc = whet_fail(e, "%s: out of memory", dir);
+        else
+            rc = whet_st_write(path, tensors, count, metadata, metadata_count, e);
+    }
+    for (size_t s = 0; rc == 0 && shard_count > 1 && s < shard_count; s++) {
+        size_t n = 0;
+        for (size_t i = 0; i < count; i++)
+            if (shard_of[i] == s)
+                shard[n++] = *by_name[i];
+        char file[64];
+        snprintf(file, sizeof file, "model-%05zu-of-%05zu.safetensors", s + 1, shard_count);
+        free(path);
+        if (!(path = join_path(dir, file)))
+            rc = whet_fail(e, "%s: out of memory", dir);
+        else
+            rc = whet_st_write(path, shard, n, metadata, metadata_count, e);
+    }
+    if (rc == 0 && shard_count > 1)
+        rc = write_index_file(dir, by_name, shard_of, count, shard_count, total_size, e);
+    if (rc == 0)
+        rc = remove_stale_weights(dir, shard_count, e);
+    free(path);
+    free(items);
+    free(by_name);
+    free(meta);
+    free(shard_of);
+    free(shard);
+    return rc;
 }

@@ -149,4 +149,16 @@ int whet_st_write(const char *path, const whet_st_entry *tensors, size_t count, 
 int whet_st_write_stream(FILE *f, const char *name, const whet_st_entry *tensors, size_t count,
                          const whet_st_kv *metadata, size_t metadata_count, whet_err *e);
 
+/* Writes a model directory the way transformers' save_pretrained lays it out:
+ * one model.safetensors when all tensors fit in max_shard_bytes (0: no
+ * limit); otherwise model-00001-of-0000N.safetensors ..., filled in name order
+ * up to max_shard_bytes each (a larger tensor gets a shard of its own), and
+ * model.safetensors.index.json ({"metadata": {"total_size": bytes},
+ * "weight_map": {name: shard}}), written last. Each file is atomic. Weights
+ * files of an earlier save that the new layout does not use (the other
+ * layout's index or single file, shards of another count) are removed, so
+ * that a reader never mixes two saves. */
+int whet_st_write_model_dir(const char *dir, const whet_st_entry *tensors, size_t count, const whet_st_kv *metadata,
+                            size_t metadata_count, uint64_t max_shard_bytes, whet_err *e);
+
 #endif
