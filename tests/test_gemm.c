@@ -1,0 +1,393 @@
+/* GEMM kernels of every ISA table against the scalar reference: all layouts,
+ * odd shapes, padded strides, accumulate, arbitrary sub-blocks; then bit-equal
+ * results for any split of C (1, 2, 3 threads, or sub-blocks at odd offsets).
+ *
+ * Error bound per element (Higham's dot-product bound, for kernel and reference
+ * each, so c = 2 with a little slack):
+ *   |C − Cref| ≤ c·(K·ε·(|A|·|B|) + ε·|C0|) [+ ε_bf16·(|A|·|B|) for gemm_bf16]
+ * with ε = 2^-24, C0 the accumulated-into C, and ε_bf16 = 2^-8 for a kernel that
+ * rounds A to bf16 (the vdpbf16ps and BFDOT paths). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "kernel_check.h"
+#include "simd/simd.h"
+#include "util/compute.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const size_t shape_sizes[] = {1, 3, 7, 17, 33, 127, 257};
+enum { NSHAPE_SIZES = sizeof shape_sizes / sizeof shape_sizes[0] };
+
+/* K beyond every ISA's k block, so blocked sums and the C += acc step are hit. */
+static const size_t long_k[] = {700, 1100};
+
+#if defined(__aarch64__) /* under qemu: the same code paths on smaller "large" shapes */
+enum { LARGE_M = 256, LARGE_N = 200, LARGE_K = 576 };
+#else
+enum { LARGE_M = 1024, LARGE_N = 576, LARGE_K = 576 };
+#endif
+
+typedef struct {
+    whet_gemm g;
+    float *A, *Bf, *C, *C0;
+    whet_bf16 *Bh;
+    size_t a_count, b_count, c_count;
+} problem;
+
+static float bf16_value(whet_bf16 b)
+{
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static whet_bf16 round_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (whet_bf16)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+/* A problem with strides padded by `pad` extra elements and random data in
+ * [-1, 1], the padding included (a kernel reading it would show). */
+static problem make_problem(kc_rng *r, whet_gemm_layout layout, size_t M, size_t N, size_t K, size_t pad,
+                            int accumulate)
+{
+    problem p;
+    memset(&p, 0, sizeof p);
+    whet_gemm *g = &p.g;
+    g->layout = layout;
+    g->M = M, g->N = N, g->K = K;
+    g->accumulate = accumulate;
+    size_t a_rows = layout == WHET_GEMM_TN ? K : M, a_cols = layout == WHET_GEMM_TN ? M : K;
+    size_t b_rows = layout == WHET_GEMM_NT ? N : K, b_cols = layout == WHET_GEMM_NT ? K : N;
+    g->lda = a_cols + pad;
+    g->ldb = b_cols + pad;
+    g->ldc = N + pad;
+    p.a_count = a_rows * g->lda;
+    p.b_count = b_rows * g->ldb;
+    p.c_count = M * g->ldc;
+    p.A = kc_floats(p.a_count);
+    p.Bf = kc_floats(p.b_count);
+    p.Bh = (whet_bf16 *)kc_floats(p.b_count / 2 + 1);
+    p.C = kc_floats(p.c_count);
+    p.C0 = kc_floats(p.c_count);
+    kc_fill(r, p.A, p.a_count, -1, 1);
+    kc_fill(r, p.Bf, p.b_count, -1, 1);
+    for (size_t i = 0; i < p.b_count; i++)
+        p.Bh[i] = round_bf16(p.Bf[i]);
+    kc_fill(r, p.C0, p.c_count, -1, 1);
+    g->A = p.A;
+    g->C = p.C;
+    return p;
+}
+
+static void free_problem(problem *p)
+{
+    kc_free(p->A);
+    kc_free(p->Bf);
+    kc_free(p->Bh);
+    kc_free(p->C);
+    kc_free(p->C0);
+}
+
+static double a_at(const whet_gemm *g, size_t i, size_t k)
+{
+    return g->layout == WHET_GEMM_TN ? g->A[k * g->lda + i] : g->A[i * g->lda + k];
+}
+
+static size_t b_index(const whet_gemm *g, size_t k, size_t j)
+{
+    return g->layout == WHET_GEMM_NT ? j * g->ldb + k : k * g->ldb + j;
+}
+
+/* Runs one kernel on the sub-block with a fresh copy of C0. */
+static void run(const whet_kernels *k, problem *p, int bf16, size_t m0, size_t m1, size_t n0, size_t n1,
+                void *ws)
+{
+    memcpy(p->C, p->C0, p->c_count * sizeof(float));
+    p->g.B = bf16 ? (const void *)p->Bh : (const void *)p->Bf;
+    if (bf16)
+        k->gemm_bf16(&p->g, m0, m1, n0, n1, ws);
+    else
+        k->sgemm(&p->g, m0, m1, n0, n1, ws);
+}
+
+static void *workspace_for(const whet_kernels *k)
+{
+    void *ws = aligned_alloc(64, (k->gemm_workspace_bytes + 63) / 64 * 64 + 64);
+    assert_non_null(ws);
+    return ws;
+}
+
+/* Checks p->C (from kernel `name`) against ref on [m0,m1)×[n0,n1) within the
+ * bound, and equal to C0 everywhere else (padding included). */
+static void check_against(const problem *p, const float *ref, int bf16, int rounds_a, size_t m0, size_t m1,
+                          size_t n0, size_t n1, const char *name)
+{
+    const whet_gemm *g = &p->g;
+    const double eps = ldexp(1.0, -24), eps_bf16 = ldexp(1.0, -8);
+    for (size_t i = 0; i < g->M; i++)
+        for (size_t j = 0; j < g->ldc; j++) {
+            size_t at = i * g->ldc + j;
+            int inside = i >= m0 && i < m1 && j >= n0 && j < n1;
+            if (!inside) {
+                if (memcmp(&p->C[at], &p->C0[at], sizeof(float)) != 0) {
+                    print_error("%s%s layout %d M=%zu N=%zu K=%zu: C[%zu,%zu] outside [%zu,%zu)x[%zu,%zu) "
+                                "changed\n", name, bf16 ? " bf16" : "", g->layout, g->M, g->N, g->K, i, j,
+                                m0, m1, n0, n1);
+                    fail();
+                }
+                continue;
+            }
+            double abs_ab = 0;
+            for (size_t k = 0; k < g->K; k++) {
+                size_t bi = b_index(g, k, j);
+                abs_ab += fabs(a_at(g, i, k)) * fabs(bf16 ? bf16_value(p->Bh[bi]) : p->Bf[bi]);
+            }
+            double c0 = g->accumulate ? fabs(p->C0[at]) : 0;
+            double bound = 2.5 * ((double)g->K * eps * abs_ab + eps * c0) + (rounds_a ? eps_bf16 * abs_ab : 0);
+            double diff = fabs((double)p->C[at] - ref[at]);
+            if (!(diff <= bound)) {
+                print_error("%s%s layout %d M=%zu N=%zu K=%zu acc=%d: C[%zu,%zu] = %.9g, scalar %.9g, "
+                            "|diff| %.3g > bound %.3g\n", name, bf16 ? " bf16" : "", g->layout, g->M, g->N,
+                            g->K, g->accumulate, i, j, p->C[at], ref[at], diff, bound);
+                fail();
+            }
+        }
+}
+
+/* Every table on one problem, each on a random sub-block (and the whole of C
+ * for the first), against the scalar reference. */
+static void check_problem(kc_rng *r, const whet_kernels **tables, int ntables, void **ws, whet_gemm_layout layout,
+                          size_t M, size_t N, size_t K)
+{
+    size_t pad = kc_next(r) % 2 ? kc_next(r) % 5 + 1 : 0;
+    int accumulate = (int)(kc_next(r) % 2);
+    problem p = make_problem(r, layout, M, N, K, pad, accumulate);
+    float *ref = kc_floats(p.c_count);
+    for (int bf16 = 0; bf16 <= 1; bf16++) {
+        /* the reference computes every element, so any sub-block can be checked */
+        run(tables[0], &p, bf16, 0, M, 0, N, ws[0]);
+        memcpy(ref, p.C, p.c_count * sizeof(float));
+        for (int t = 0; t < ntables; t++) {
+            size_t m0 = 0, m1 = M, n0 = 0, n1 = N;
+            if (kc_next(r) % 3) {
+                m0 = kc_next(r) % M, m1 = m0 + 1 + kc_next(r) % (M - m0);
+                n0 = kc_next(r) % N, n1 = n0 + 1 + kc_next(r) % (N - n0);
+            }
+            run(tables[t], &p, bf16, m0, m1, n0, n1, ws[t]);
+            int rounds_a = bf16 && strcmp(tables[t]->gemm_bf16_kind, "convert") != 0;
+            check_against(&p, ref, bf16, rounds_a, m0, m1, n0, n1, tables[t]->name);
+        }
+    }
+    kc_free(ref);
+    free_problem(&p);
+}
+
+typedef struct {
+    const whet_kernels *tables[WHET_ISA_COUNT];
+    void *ws[WHET_ISA_COUNT];
+    int n;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->n = kc_tables(f->tables);
+    for (int t = 0; t < f->n; t++)
+        f->ws[t] = workspace_for(f->tables[t]);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    for (int t = 0; t < f->n; t++)
+        free(f->ws[t]);
+    free(f);
+    return 0;
+}
+
+/* Every (M, N, K) from the small sizes, every layout. */
+static void small_shapes_match_scalar(void **state)
+{
+    fixture *f = *state;
+    kc_rng r = kc_seed(1);
+    for (int layout = 0; layout < 3; layout++)
+        for (size_t a = 0; a < 5; a++)
+            for (size_t b = 0; b < 5; b++)
+                for (size_t c = 0; c < 5; c++)
+                    check_problem(&r, f->tables, f->n, f->ws, (whet_gemm_layout)layout, shape_sizes[a],
+                                  shape_sizes[b], shape_sizes[c]);
+}
+
+/* Random draws that include 127, 257 and k beyond the cache blocks. */
+static void odd_shapes_match_scalar(void **state)
+{
+    fixture *f = *state;
+    kc_rng r = kc_seed(2);
+    for (int layout = 0; layout < 3; layout++)
+        for (int draw = 0; draw < 8; draw++) {
+            size_t M = shape_sizes[kc_next(&r) % NSHAPE_SIZES];
+            size_t N = shape_sizes[kc_next(&r) % NSHAPE_SIZES];
+            size_t K = draw % 2 ? long_k[kc_next(&r) % 2] : shape_sizes[kc_next(&r) % NSHAPE_SIZES];
+            if (M * N * K > (size_t)257 * 257 * 257) /* keep the scalar reference quick */
+                K = 33;
+            check_problem(&r, f->tables, f->n, f->ws, (whet_gemm_layout)layout, M, N, K);
+        }
+}
+
+/* A training-sized shape; the scalar reference computes a few rows only. */
+static void large_shape_matches_scalar(void **state)
+{
+    fixture *f = *state;
+    kc_rng r = kc_seed(3);
+    for (int layout = 0; layout < 3; layout++)
+        for (int bf16 = 0; bf16 <= 1; bf16++) {
+            problem p = make_problem(&r, (whet_gemm_layout)layout, LARGE_M, LARGE_N, LARGE_K, 3, bf16);
+            float *ref = kc_floats(p.c_count);
+            size_t m0 = kc_next(&r) % (LARGE_M - 8), m1 = m0 + 8;
+            run(f->tables[0], &p, bf16, m0, m1, 0, LARGE_N, f->ws[0]);
+            memcpy(ref, p.C, p.c_count * sizeof(float));
+            for (int t = 1; t < f->n; t++) {
+                /* whole of C computed, then the reference rows checked */
+                run(f->tables[t], &p, bf16, 0, LARGE_M, 0, LARGE_N, f->ws[t]);
+                for (size_t i = 0; i < LARGE_M; i++)
+                    if (i < m0 || i >= m1) /* only rows the reference has */
+                        memcpy(p.C + i * p.g.ldc, p.C0 + i * p.g.ldc, p.g.ldc * sizeof(float));
+                int rounds_a = bf16 && strcmp(f->tables[t]->gemm_bf16_kind, "convert") != 0;
+                check_against(&p, ref, bf16, rounds_a, m0, m1, 0, LARGE_N, f->tables[t]->name);
+            }
+            kc_free(ref);
+            free_problem(&p);
+        }
+}
+
+/* C computed whole, then again as a grid of sub-blocks cut at odd offsets,
+ * must be bit-identical. */
+static void sub_blocks_give_identical_bits(void **state)
+{
+    fixture *f = *state;
+    kc_rng r = kc_seed(4);
+    static const size_t shapes[][3] = {{257, 131, 700}, {61, 300, 1100}, {33, 17, 7}};
+    for (int t = 0; t < f->n; t++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int layout = 0; layout < 3; layout++)
+                for (int bf16 = 0; bf16 <= 1; bf16++) {
+                    size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                    problem p = make_problem(&r, (whet_gemm_layout)layout, M, N, K, 1, (int)(kc_next(&r) % 2));
+                    float *whole = kc_floats(p.c_count);
+                    run(f->tables[t], &p, bf16, 0, M, 0, N, f->ws[t]);
+                    memcpy(whole, p.C, p.c_count * sizeof(float));
+                    size_t mcut = 1 + kc_next(&r) % (M - 0), ncut = 1 + kc_next(&r) % N;
+                    if (mcut >= M)
+                        mcut = M / 2;
+                    if (ncut >= N)
+                        ncut = N / 2;
+                    memcpy(p.C, p.C0, p.c_count * sizeof(float));
+                    p.g.B = bf16 ? (const void *)p.Bh : (const void *)p.Bf;
+                    size_t rows[3] = {0, mcut, M}, cols[3] = {0, ncut, N};
+                    for (int a = 0; a < 2; a++)
+                        for (int b = 0; b < 2; b++) {
+                            if (rows[a] == rows[a + 1] || cols[b] == cols[b + 1])
+                                continue;
+                            if (bf16)
+                                f->tables[t]->gemm_bf16(&p.g, rows[a], rows[a + 1], cols[b], cols[b + 1], f->ws[t]);
+                            else
+                                f->tables[t]->sgemm(&p.g, rows[a], rows[a + 1], cols[b], cols[b + 1], f->ws[t]);
+                        }
+                    if (memcmp(whole, p.C, p.c_count * sizeof(float)) != 0) {
+                        print_error("%s%s layout %d %zux%zux%zu: split at row %zu, column %zu changed bits\n",
+                                    f->tables[t]->name, bf16 ? " bf16" : "", layout, M, N, K, mcut, ncut);
+                        fail();
+                    }
+                    kc_free(whole);
+                    free_problem(&p);
+                }
+}
+
+/* whet_compute_sgemm / gemm_bf16 on 1, 2 and 3 threads: memcmp-identical C. */
+static void thread_counts_give_identical_bits(void **state)
+{
+    fixture *f = *state;
+    kc_rng r = kc_seed(5);
+    static const size_t shapes[][3] = {{LARGE_M, LARGE_N, LARGE_K}, {LARGE_N, LARGE_M + 5, 300}, {37, 129, 333}};
+    for (int t = 0; t < f->n; t++) {
+        whet_compute *pools[3];
+        for (int n = 0; n < 3; n++) {
+            pools[n] = whet_compute_create(f->tables[t], n + 1);
+            assert_non_null(pools[n]);
+        }
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            /* the scalar reference is slow: spare it the large shapes */
+            if (f->tables[t]->isa == WHET_ISA_SCALAR && s < 2)
+                continue;
+            for (int layout = 0; layout < 3; layout++)
+                for (int bf16 = 0; bf16 <= 1; bf16++) {
+                    problem p = make_problem(&r, (whet_gemm_layout)layout, shapes[s][0], shapes[s][1],
+                                             shapes[s][2], 0, (int)(kc_next(&r) % 2));
+                    p.g.B = bf16 ? (const void *)p.Bh : (const void *)p.Bf;
+                    float *first = kc_floats(p.c_count);
+                    for (int n = 0; n < 3; n++) {
+                        memcpy(p.C, p.C0, p.c_count * sizeof(float));
+                        if (bf16)
+                            whet_compute_gemm_bf16(pools[n], &p.g);
+                        else
+                            whet_compute_sgemm(pools[n], &p.g);
+                        if (n == 0)
+                            memcpy(first, p.C, p.c_count * sizeof(float));
+                        else if (memcmp(first, p.C, p.c_count * sizeof(float)) != 0) {
+                            print_error("%s%s layout %d %zux%zux%zu: %d threads differ from 1\n",
+                                        f->tables[t]->name, bf16 ? " bf16" : "", layout, p.g.M, p.g.N,
+                                        p.g.K, n + 1);
+                            fail();
+                        }
+                    }
+                    kc_free(first);
+                    free_problem(&p);
+                }
+        }
+        for (int n = 0; n < 3; n++)
+            whet_compute_destroy(pools[n]);
+    }
+}
+
+/* K = 0 is an empty sum: C = 0, or left alone when accumulating. */
+static void empty_k_gives_zero_or_keeps_c(void **state)
+{
+    fixture *f = *state;
+    kc_rng r = kc_seed(6);
+    for (int t = 0; t < f->n; t++)
+        for (int accumulate = 0; accumulate <= 1; accumulate++) {
+            problem p = make_problem(&r, WHET_GEMM_NN, 5, 9, 0, 2, accumulate);
+            run(f->tables[t], &p, 0, 0, 5, 0, 9, f->ws[t]);
+            for (size_t i = 0; i < 5; i++)
+                for (size_t j = 0; j < 9; j++)
+                    assert_true(p.C[i * p.g.ldc + j] == (accumulate ? p.C0[i * p.g.ldc + j] : 0.0f));
+            free_problem(&p);
+        }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(small_shapes_match_scalar),
+        cmocka_unit_test(odd_shapes_match_scalar),
+        cmocka_unit_test(large_shape_matches_scalar),
+        cmocka_unit_test(sub_blocks_give_identical_bits),
+        cmocka_unit_test(thread_counts_give_identical_bits),
+        cmocka_unit_test(empty_k_gives_zero_or_keeps_c),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
