@@ -134,7 +134,18 @@ typedef enum whet_rope_pairing { WHET_ROPE_HALF_SPLIT = 0, WHET_ROPE_INTERLEAVED
      * inverse, rotates by −θ: the backward pass applied to the gradient. */                      \
     X(void, rope, (float *x, size_t tokens, size_t heads, size_t head_dim, size_t token_stride, const int32_t *positions, const float *cos_table, const float *sin_table, whet_rope_pairing pairing, int inverse)) \
     /* AdamW step over n parameters (see whet_adamw_params) */                                     \
-    X(void, adamw, (float *param, float *m, float *v, const float *grad, size_t n, const whet_adamw_params *h))
+    X(void, adamw, (float *param, float *m, float *v, const float *grad, size_t n, const whet_adamw_params *h)) \
+    /* Causal attention forward, flash style (online softmax over KV blocks), for query heads    \
+     * [h0,h1) of one sequence. Query i ∈ [0,n_q), head h: q + i·q_stride + h·head_dim; key and  \
+     * value j ∈ [0,n_kv), KV head g: k/v + j·kv_stride + g·head_dim; query head h reads KV head  \
+     * h / (heads/kv_heads) (GQA; heads is a multiple of kv_heads). Query i sits at position    \
+     * q_offset + i and attends to keys j ≤ q_offset + i (q_offset = tokens already in a KV cache; \
+     * 0 for a full forward; n_kv ≥ q_offset + n_q). out row i, head h (out + i·out_stride +      \
+     * h·head_dim) = Σ_j softmax_j(scale·q·k_j)·v_j; keys past the diagonal are never read.       \
+     * lse[h·n_q + i] = log Σ_j exp(scale·q·k_j) (natural log, for the backward); lse may be NULL.\
+     * out must not overlap q, k or v. Each (head, query) row is computed alone, in key order,    \
+     * so any split of heads across threads gives identical bits. */                             \
+    X(void, attention_forward, (float *out, float *lse, const float *q, const float *k, const float *v, size_t n_q, size_t n_kv, size_t q_offset, size_t heads, size_t kv_heads, size_t head_dim, size_t q_stride, size_t kv_stride, size_t out_stride, float scale, size_t h0, size_t h1))
 
 typedef struct whet_kernels {
     whet_isa isa;
