@@ -89,7 +89,7 @@ static inline uint32_t gf_to_bf16(float f)
 
 /* A (fp32) into [k][MR] panels. For NN/NT rows run along k, so each row is
  * written with a stride of MR; for TN a k-row of A holds MR consecutive rows. */
-static void gf_pack_a_f32(float *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc,
+static inline void gf_pack_a_f32(float *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc,
                           size_t MR)
 {
     for (size_t p = 0; p < rows; p += MR, dst += kc * MR) {
@@ -121,7 +121,7 @@ static void gf_pack_a_f32(float *dst, const whet_gemm *g, size_t i0, size_t rows
 
 /* B columns [j0, j0+cols) into [k][NR] panels; bf16 says B holds whet_bf16,
  * widened to fp32 here (the convert path of gemm_bf16). */
-static void gf_pack_b_f32(float *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc,
+static inline void gf_pack_b_f32(float *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc,
                           size_t NR, int bf16)
 {
     const float *bf = g->B;
@@ -162,7 +162,7 @@ static void gf_pack_b_f32(float *dst, const whet_gemm *g, size_t j0, size_t cols
 /* ---- bf16 pair panels ----------------------------------------------------- */
 
 /* A rounded to bf16, k-pairs into [k/2][MR] words. */
-static void gf_pack_a_pairs(uint32_t *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc,
+static inline void gf_pack_a_pairs(uint32_t *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc,
                             size_t MR)
 {
     size_t kp = (kc + 1) / 2;
@@ -185,7 +185,7 @@ static void gf_pack_a_pairs(uint32_t *dst, const whet_gemm *g, size_t i0, size_t
 }
 
 /* B (bf16) k-pairs into [k/2][NR] words. In NT a pair is adjacent in memory. */
-static void gf_pack_b_pairs(uint32_t *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc,
+static inline void gf_pack_b_pairs(uint32_t *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc,
                             size_t NR)
 {
     const whet_bf16 *B = g->B;
@@ -230,7 +230,7 @@ static void gf_pack_b_pairs(uint32_t *dst, const whet_gemm *g, size_t j0, size_t
 
 /* ---- the driver ----------------------------------------------------------- */
 
-static void gf_gemm(const gf_plan *p, const whet_gemm *g, size_t m0, size_t m1, size_t n0, size_t n1,
+static inline void gf_gemm(const gf_plan *p, const whet_gemm *g, size_t m0, size_t m1, size_t n0, size_t n1,
                     void *workspace)
 {
     if (m0 >= m1 || n0 >= n1)
