@@ -47,6 +47,7 @@ static void kernel_pairs(size_t kc, const void *ap, const void *bp, float *c, si
         return;
     }
     float tile[MR * NR] __attribute__((aligned(64)));
+#pragma GCC unroll 12
     for (int r = 0; r < MR; r++) {
         _mm512_store_ps(tile + r * NR, acc[r][0]);
         _mm512_store_ps(tile + r * NR + 16, acc[r][1]);
