@@ -1,0 +1,575 @@
+/* The fp32 forward pass, llm.c style: activations in one allocation with
+ * named views, each layer's forward read top-down, every heavy operation
+ * through the kernel table (GEMMs via whet_compute_sgemm, row-wise kernels
+ * split over rows with whet_compute_for, attention over (sequence, head)). */
+#include "model/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGN_FLOATS 16
+
+static size_t take(float **view, float *base, size_t offset, size_t n)
+{
+    if (view)
+        *view = base ? base + offset : NULL;
+    return offset + (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+}
+
+/* ---- activation layout ------------------------------------------------------ */
+
+/* One layer's views at base + offset; returns the floats one layer takes. */
+static size_t layout_layer(const whet_model_config *c, size_t B, size_t T, whet_layer_acts *la, float *base)
+{
+    const whet_arch_info *info = c->info;
+    size_t BT = B * T, C = c->hidden, F = c->ffn;
+    size_t QD = c->heads * c->head_dim, KVD = c->kv_heads * c->head_dim;
+    int layer_norm = info->norm == WHET_NORM_LAYER;
+    whet_layer_acts dummy;
+    if (!la)
+        la = &dummy;
+    memset(la, 0, sizeof *la);
+    size_t o = 0;
+    o = take(&la->x_in, base, o, BT * C);
+    o = take(&la->ln1, base, o, BT * C);
+    if (layer_norm)
+        o = take(&la->ln1_mean, base, o, BT);
+    o = take(&la->ln1_rstd, base, o, BT);
+    if (info->qk_norm) {
+        o = take(&la->q_raw, base, o, BT * QD);
+        o = take(&la->k_raw, base, o, BT * KVD);
+        o = take(&la->q_rstd, base, o, BT * c->heads);
+        o = take(&la->k_rstd, base, o, BT * c->kv_heads);
+    }
+    o = take(&la->q, base, o, BT * QD);
+    o = take(&la->k, base, o, BT * KVD);
+    o = take(&la->v, base, o, BT * KVD);
+    o = take(&la->att, base, o, BT * QD);
+    o = take(&la->att_lse, base, o, BT * c->heads);
+    o = take(&la->x_mid, base, o, BT * C);
+    o = take(&la->ln2, base, o, BT * C);
+    if (layer_norm)
+        o = take(&la->ln2_mean, base, o, BT);
+    o = take(&la->ln2_rstd, base, o, BT);
+    if (info->act == WHET_ACT_SWIGLU)
+        o = take(&la->gate, base, o, BT * F);
+    o = take(&la->up, base, o, BT * F);
+    o = take(&la->h, base, o, BT * F);
+    return o;
+}
+
+/* The whole activation layout; with a, fills its views from base. */
+static size_t layout_acts(const whet_model_config *c, size_t B, size_t T, int keep, whet_acts *a, float *base)
+{
+    size_t BT = B * T, C = c->hidden, L = c->layers;
+    size_t per_layer = layout_layer(c, B, T, NULL, NULL);
+    size_t slots = keep ? L : 1;
+    size_t o = slots * per_layer;
+    if (a)
+        for (size_t l = 0; l < L; l++)
+            layout_layer(c, B, T, &a->layers[l], base ? base + (keep ? l : 0) * per_layer : NULL);
+    float *dummy;
+    /* without keep, the stream is updated in place in the one layer slot */
+    if (keep)
+        o = take(a ? &a->x_final : &dummy, base, o, BT * C);
+    else if (a)
+        a->x_final = a->layers[0].x_in;
+    o = take(a ? &a->lnf : &dummy, base, o, BT * C);
+    if (c->info->norm == WHET_NORM_LAYER)
+        o = take(a ? &a->lnf_mean : &dummy, base, o, BT);
+    o = take(a ? &a->lnf_rstd : &dummy, base, o, BT);
+    o = take(a ? &a->proj : &dummy, base, o, BT * C);
+    o = take(a ? &a->lse : &dummy, base, o, BT);
+    o = take(a ? &a->ce_max : &dummy, base, o, BT);
+    o = take(a ? &a->ce_sum : &dummy, base, o, BT);
+    o = take(a ? &a->ce_target : &dummy, base, o, BT);
+    o = take(a ? &a->ce_chunk : &dummy, base, o, (size_t)WHET_CE_ROWS * WHET_CE_VOCAB);
+    float *pos;
+    o = take(&pos, base, o, BT); /* int32 positions share the float slot size */
+    if (a)
+        a->positions = (int32_t *)pos;
+    return o;
+}
+
+whet_memory_estimate whet_model_memory(const whet_model_config *cfg, size_t B, size_t T, int keep_layers)
+{
+    whet_memory_estimate m;
+    m.weights = whet_model_param_count(cfg) * sizeof(float);
+    m.activations = layout_acts(cfg, B, T, keep_layers, NULL, NULL) * sizeof(float);
+    m.kv_cache = 2 * cfg->layers * B * T * cfg->kv_heads * cfg->head_dim * sizeof(float);
+    return m;
+}
+
+whet_acts *whet_acts_create(const whet_model *m, size_t B, size_t T, int keep_layers, whet_err *e)
+{
+    if (B == 0 || T == 0) {
+        whet_fail(e, "%s: activations need at least one sequence of one token (asked for %zu × %zu)", m->path, B, T);
+        return NULL;
+    }
+    whet_acts *a = calloc(1, sizeof *a);
+    if (!a)
+        goto oom;
+    a->B = B, a->T = T, a->keep_layers = keep_layers;
+    a->layers = calloc(m->cfg.layers, sizeof *a->layers);
+    if (!a->layers)
+        goto oom;
+    a->floats = layout_acts(&m->cfg, B, T, keep_layers, NULL, NULL);
+    a->memory = aligned_alloc(64, a->floats * sizeof(float));
+    if (!a->memory)
+        goto oom;
+    layout_acts(&m->cfg, B, T, keep_layers, a, a->memory);
+    return a;
+oom:
+    whet_fail(e, "%s: out of memory for activations of %zu × %zu tokens", m->path, B, T);
+    whet_acts_free(a);
+    return NULL;
+}
+
+void whet_acts_free(whet_acts *a)
+{
+    if (!a)
+        return;
+    free(a->memory);
+    free(a->layers);
+    free(a);
+}
+
+/* ---- parallel helpers: each splits rows (or heads) across the pool ---------- */
+
+static size_t grain_for(size_t n_per_row)
+{
+    size_t g = 8192 / (n_per_row ? n_per_row : 1);
+    return g ? g : 1;
+}
+
+typedef struct norm_job {
+    const whet_kernels *k;
+    whet_norm_kind kind;
+    float *y, *mean, *rstd;
+    const float *x, *w, *b;
+    size_t n;
+    float eps;
+} norm_job;
+
+static void norm_rows(void *p, size_t r0, size_t r1)
+{
+    norm_job *j = p;
+    size_t n = j->n;
+    if (j->kind == WHET_NORM_RMS)
+        j->k->rmsnorm_forward(j->y + r0 * n, j->rstd ? j->rstd + r0 : NULL, j->x + r0 * n, j->w, r1 - r0, n, j->eps);
+    else
+        j->k->layernorm_forward(j->y + r0 * n, j->mean ? j->mean + r0 : NULL, j->rstd ? j->rstd + r0 : NULL,
+                                j->x + r0 * n, j->w, j->b, r1 - r0, n, j->eps);
+}
+
+/* y[rows, n] = norm(x) with weight w (and bias b, LayerNorm) */
+static void norm_forward(whet_compute *c, whet_norm_kind kind, float *y, float *mean, float *rstd, const float *x,
+                         const float *w, const float *b, size_t rows, size_t n, float eps)
+{
+    norm_job j = {c->kernels, kind, y, mean, rstd, x, w, b, n, eps};
+    whet_compute_for(c, rows, grain_for(n), norm_rows, &j);
+}
+
+typedef struct add_job {
+    const whet_kernels *k;
+    float *y;
+    const float *a, *b;
+    size_t n;
+    int broadcast_b; /* b is one row added to every row */
+} add_job;
+
+static void add_rows(void *p, size_t r0, size_t r1)
+{
+    add_job *j = p;
+    for (size_t r = r0; r < r1; r++)
+        j->k->add(j->y + r * j->n, j->a + r * j->n, j->broadcast_b ? j->b : j->b + r * j->n, j->n);
+}
+
+/* y[rows, n] = a + b (b: [rows, n], or [n] broadcast) */
+static void add_forward(whet_compute *c, float *y, const float *a, const float *b, size_t rows, size_t n, int broadcast)
+{
+    add_job j = {c->kernels, y, a, b, n, broadcast};
+    whet_compute_for(c, rows, grain_for(n), add_rows, &j);
+}
+
+/* out[rows, N] = in[rows, K] · W[N, K]ᵀ (+ bias[N]) */
+static void matmul_forward(whet_compute *c, float *out, const float *in, const float *w, const float *bias, size_t rows,
+                           size_t K, size_t N)
+{
+    whet_gemm g = {.layout = WHET_GEMM_NT, .M = rows, .N = N, .K = K, .A = in, .lda = K, .B = w, .ldb = K,
+                   .C = out, .ldc = N, .accumulate = 0};
+    whet_compute_sgemm(c, &g);
+    if (bias)
+        add_forward(c, out, out, bias, rows, N, 1);
+}
+
+typedef struct act_job {
+    const whet_kernels *k;
+    whet_act_kind kind;
+    float *h;
+    const float *gate, *up;
+    size_t n;
+} act_job;
+
+static void act_rows(void *p, size_t r0, size_t r1)
+{
+    act_job *j = p;
+    size_t off = r0 * j->n, n = (r1 - r0) * j->n;
+    if (j->kind == WHET_ACT_SWIGLU)
+        j->k->swiglu_forward(j->h + off, j->gate + off, j->up + off, n);
+    else
+        j->k->gelu_forward(j->h + off, j->up + off, n);
+}
+
+typedef struct rope_job {
+    const whet_kernels *k;
+    float *x;
+    size_t heads, head_dim;
+    const int32_t *positions;
+    const float *cos, *sin;
+} rope_job;
+
+static void rope_rows(void *p, size_t t0, size_t t1)
+{
+    rope_job *j = p;
+    size_t stride = j->heads * j->head_dim;
+    j->k->rope(j->x + t0 * stride, t1 - t0, j->heads, j->head_dim, stride, j->positions + t0, j->cos, j->sin,
+               WHET_ROPE_HALF_SPLIT, 0);
+}
+
+static void rope_forward(whet_compute *c, const whet_model *m, float *x, size_t rows, size_t heads,
+                         const int32_t *positions)
+{
+    rope_job j = {c->kernels, x, heads, m->cfg.head_dim, positions, m->rope_cos, m->rope_sin};
+    whet_compute_for(c, rows, grain_for(heads * m->cfg.head_dim), rope_rows, &j);
+}
+
+typedef struct attn_job {
+    const whet_kernels *k;
+    const whet_model_config *cfg;
+    float *out, *lse;
+    const float *q, *k_base, *v_base;
+    size_t T, n_kv, q_offset;
+    size_t kv_seq_stride; /* floats between sequences in k/v */
+} attn_job;
+
+/* items are (sequence b, head h) pairs, b·NH + h */
+static void attn_items(void *p, size_t i0, size_t i1)
+{
+    attn_job *j = p;
+    const whet_model_config *c = j->cfg;
+    size_t NH = c->heads, HD = c->head_dim, QD = NH * HD, KVD = c->kv_heads * HD;
+    float scale = 1.0f / sqrtf((float)HD);
+    for (size_t i = i0; i < i1;) {
+        size_t b = i / NH, h0 = i % NH;
+        size_t h1 = (b + 1) * NH < i1 ? NH : i1 - b * NH;
+        j->k->attention_forward(j->out + b * j->T * QD, j->lse + b * NH * j->T, j->q + b * j->T * QD,
+                                j->k_base + b * j->kv_seq_stride, j->v_base + b * j->kv_seq_stride, j->T, j->n_kv,
+                                j->q_offset, NH, c->kv_heads, HD, QD, KVD, QD, scale, h0, h1);
+        i = b * NH + h1;
+    }
+}
+
+typedef struct embed_job {
+    const whet_model *m;
+    float *x;
+    const int32_t *tokens, *positions;
+} embed_job;
+
+static void embed_rows(void *p, size_t r0, size_t r1)
+{
+    embed_job *j = p;
+    const whet_model_params *w = &j->m->params;
+    size_t C = j->m->cfg.hidden;
+    for (size_t r = r0; r < r1; r++) {
+        const float *e = w->wte + (size_t)j->tokens[r] * C;
+        if (w->wpe)
+            j->m->compute->kernels->add(j->x + r * C, e, w->wpe + (size_t)j->positions[r] * C, C);
+        else
+            memcpy(j->x + r * C, e, C * sizeof(float));
+    }
+}
+
+/* ---- RoPE tables, grown on demand ----------------------------------------- */
+
+static int ensure_rope(whet_model *m, size_t n, whet_err *e)
+{
+    if (m->cfg.info->positions != WHET_POS_ROPE || n <= m->rope_len)
+        return 0;
+    size_t len = m->rope_len ? m->rope_len : 256;
+    while (len < n)
+        len *= 2;
+    if (len > m->cfg.max_positions && n <= m->cfg.max_positions)
+        len = m->cfg.max_positions;
+    size_t half = m->cfg.head_dim / 2;
+    float *cs = malloc(len * half * sizeof *cs), *sn = malloc(len * half * sizeof *sn);
+    if (!cs || !sn) {
+        free(cs), free(sn);
+        return whet_fail(e, "%s: out of memory for RoPE tables of %zu positions", m->path, len);
+    }
+    whet_rope_tables(&m->cfg, len, cs, sn);
+    free(m->rope_cos), free(m->rope_sin);
+    m->rope_cos = cs, m->rope_sin = sn, m->rope_len = len;
+    return 0;
+}
+
+/* ---- the transformer -------------------------------------------------------- */
+
+/* One block, llm.c style. x_in → ln1 → q,k,v (+bias, q/k norm, RoPE) → causal
+ * attention → o_proj → x_mid = x_in + o → ln2 → MLP → x_out = x_mid + down.
+ * With kv, the new k/v rows are appended to the cache at pos0 and attention
+ * reads the cache (keys [0, pos0 + T)). */
+static void block_forward(whet_model *m, whet_acts *a, size_t l, size_t B, size_t T, size_t pos0, whet_kv_cache *kv,
+                          float *x_out)
+{
+    whet_compute *c = m->compute;
+    const whet_model_config *cfg = &m->cfg;
+    const whet_model_params *p = &m->params;
+    const whet_layer_acts *la = &a->layers[l];
+    const size_t BT = B * T, C = cfg->hidden, F = cfg->ffn, HD = cfg->head_dim;
+    const size_t NH = cfg->heads, NKV = cfg->kv_heads, QD = NH * HD, KVD = NKV * HD;
+    const whet_norm_kind nk = cfg->info->norm;
+#define LAYER(ptr, n) ((ptr) ? (ptr) + l * (n) : NULL)
+
+    /* attention */
+    norm_forward(c, nk, la->ln1, la->ln1_mean, la->ln1_rstd, la->x_in, LAYER(p->ln1_w, C), LAYER(p->ln1_b, C), BT, C,
+                 cfg->norm_eps);
+    if (cfg->info->qk_norm) {
+        /* Qwen3: project, then RMSNorm each head's q and k (over HD), then RoPE */
+        matmul_forward(c, la->q_raw, la->ln1, LAYER(p->wq, QD * C), LAYER(p->bq, QD), BT, C, QD);
+        matmul_forward(c, la->k_raw, la->ln1, LAYER(p->wk, KVD * C), LAYER(p->bk, KVD), BT, C, KVD);
+        norm_forward(c, WHET_NORM_RMS, la->q, NULL, la->q_rstd, la->q_raw, LAYER(p->q_norm, HD), NULL, BT * NH, HD,
+                     cfg->norm_eps);
+        norm_forward(c, WHET_NORM_RMS, la->k, NULL, la->k_rstd, la->k_raw, LAYER(p->k_norm, HD), NULL, BT * NKV, HD,
+                     cfg->norm_eps);
+    } else {
+        matmul_forward(c, la->q, la->ln1, LAYER(p->wq, QD * C), LAYER(p->bq, QD), BT, C, QD);
+        matmul_forward(c, la->k, la->ln1, LAYER(p->wk, KVD * C), LAYER(p->bk, KVD), BT, C, KVD);
+    }
+    matmul_forward(c, la->v, la->ln1, LAYER(p->wv, KVD * C), LAYER(p->bv, KVD), BT, C, KVD);
+    if (cfg->info->positions == WHET_POS_ROPE) {
+        rope_forward(c, m, la->q, BT, NH, a->positions);
+        rope_forward(c, m, la->k, BT, NKV, a->positions);
+    }
+    attn_job aj = {.k = c->kernels, .cfg = cfg, .out = la->att, .lse = la->att_lse, .q = la->q, .T = T};
+    if (kv) {
+        float *kc = kv->k + l * kv->layer_stride, *vc = kv->v + l * kv->layer_stride;
+        for (size_t b = 0; b < B; b++) {
+            memcpy(kc + (b * kv->max_T + pos0) * KVD, la->k + b * T * KVD, T * KVD * sizeof(float));
+            memcpy(vc + (b * kv->max_T + pos0) * KVD, la->v + b * T * KVD, T * KVD * sizeof(float));
+        }
+        aj.k_base = kc, aj.v_base = vc, aj.n_kv = pos0 + T, aj.q_offset = pos0, aj.kv_seq_stride = kv->max_T * KVD;
+    } else {
+        aj.k_base = la->k, aj.v_base = la->v, aj.n_kv = T, aj.q_offset = 0, aj.kv_seq_stride = T * KVD;
+    }
+    whet_compute_for(c, B * NH, 1, attn_items, &aj);
+    matmul_forward(c, a->proj, la->att, LAYER(p->wo, C * QD), LAYER(p->bo, C), BT, QD, C);
+    add_forward(c, la->x_mid, la->x_in, a->proj, BT, C, 0);
+
+    /* MLP */
+    norm_forward(c, nk, la->ln2, la->ln2_mean, la->ln2_rstd, la->x_mid, LAYER(p->ln2_w, C), LAYER(p->ln2_b, C), BT, C,
+                 cfg->norm_eps);
+    if (cfg->info->act == WHET_ACT_SWIGLU)
+        matmul_forward(c, la->gate, la->ln2, LAYER(p->w_gate, F * C), LAYER(p->b_gate, F), BT, C, F);
+    matmul_forward(c, la->up, la->ln2, LAYER(p->w_up, F * C), LAYER(p->b_up, F), BT, C, F);
+    act_job xj = {c->kernels, cfg->info->act, la->h, la->gate, la->up, F};
+    whet_compute_for(c, BT, grain_for(F), act_rows, &xj);
+    matmul_forward(c, a->proj, la->h, LAYER(p->w_down, C * F), LAYER(p->b_down, C), BT, F, C);
+    add_forward(c, x_out, la->x_mid, a->proj, BT, C, 0);
+#undef LAYER
+}
+
+static int forward_impl(whet_model *m, whet_acts *a, const int32_t *tokens, size_t B, size_t T, size_t pos0,
+                        whet_kv_cache *kv, whet_err *e)
+{
+    const whet_model_config *cfg = &m->cfg;
+    if (B == 0 || T == 0 || B > a->B || T > a->T)
+        return whet_fail(e, "%s: a batch of %zu × %zu tokens does not fit activations made for %zu × %zu", m->path, B,
+                         T, a->B, a->T);
+    if (pos0 + T > cfg->max_positions)
+        return whet_fail(e, "%s: position %zu is past the model's %zu positions (max_position_embeddings / n_positions "
+                            "in config.json)", m->path, pos0 + T - 1, cfg->max_positions);
+    if (cfg->sliding_window && pos0 + T > cfg->sliding_window)
+        return whet_fail(e, "%s: %zu tokens exceed the sliding_window of %zu in config.json; whet computes full "
+                            "causal attention only, which equals sliding-window attention within the window",
+                         m->path, pos0 + T, cfg->sliding_window);
+    size_t BT = B * T;
+    for (size_t r = 0; r < BT; r++)
+        if (tokens[r] < 0 || (size_t)tokens[r] >= cfg->vocab)
+            return whet_fail(e, "%s: token id %d (sequence %zu, position %zu) is outside the vocabulary of %zu",
+                             m->path, tokens[r], r / T, pos0 + r % T, cfg->vocab);
+    if (ensure_rope(m, pos0 + T, e))
+        return -1;
+    /* the layer views were laid out for a->B × a->T rows; the first B·T are used */
+    a->cur_B = B, a->cur_T = T;
+    for (size_t r = 0; r < BT; r++)
+        a->positions[r] = (int32_t)(pos0 + r % T);
+
+    whet_compute *c = m->compute;
+    embed_job ej = {m, a->layers[0].x_in, tokens, a->positions};
+    whet_compute_for(c, BT, grain_for(cfg->hidden), embed_rows, &ej);
+    for (size_t l = 0; l < cfg->layers; l++) {
+        float *x_out = l + 1 < cfg->layers ? a->layers[l + 1].x_in : a->x_final;
+        block_forward(m, a, l, B, T, pos0, kv, x_out);
+    }
+    norm_forward(c, cfg->info->norm, a->lnf, a->lnf_mean, a->lnf_rstd, a->x_final, m->params.lnf_w, m->params.lnf_b,
+                 BT, cfg->hidden, cfg->norm_eps);
+    return 0;
+}
+
+int whet_model_forward(whet_model *m, whet_acts *a, const int32_t *tokens, size_t B, size_t T, whet_err *e)
+{
+    return forward_impl(m, a, tokens, B, T, 0, NULL, e);
+}
+
+/* ---- LM head ---------------------------------------------------------------- */
+
+typedef struct ce_job {
+    const whet_kernels *k;
+    whet_acts *a;
+    size_t r0, vc, v0;  /* first row of the block, chunk width, chunk start */
+    const int32_t *targets;
+} ce_job;
+
+static void ce_rows(void *p, size_t i0, size_t i1)
+{
+    ce_job *j = p;
+    whet_acts *a = j->a;
+    size_t r0 = j->r0;
+    j->k->cross_entropy_lse_update(a->ce_max + r0 + i0, a->ce_sum + r0 + i0, a->ce_chunk + i0 * WHET_CE_VOCAB,
+                                   WHET_CE_VOCAB, i1 - i0, j->vc);
+    for (size_t i = i0; i < i1; i++) {
+        int32_t t = j->targets[r0 + i];
+        if (t >= 0 && (size_t)t >= j->v0 && (size_t)t < j->v0 + j->vc)
+            a->ce_target[r0 + i] = a->ce_chunk[i * WHET_CE_VOCAB + ((size_t)t - j->v0)];
+    }
+}
+
+int whet_model_nll(whet_model *m, whet_acts *a, const int32_t *targets, float *logprobs, double *mean_nll,
+                   whet_err *e)
+{
+    const whet_model_config *cfg = &m->cfg;
+    size_t BT = a->cur_B * a->cur_T, C = cfg->hidden, V = cfg->vocab;
+    if (BT == 0)
+        return whet_fail(e, "%s: whet_model_nll needs a forward pass first", m->path);
+    for (size_t r = 0; r < BT; r++)
+        if (targets[r] >= 0 && (size_t)targets[r] >= V)
+            return whet_fail(e, "%s: target id %d (row %zu) is outside the vocabulary of %zu", m->path, targets[r], r,
+                             V);
+    whet_compute *c = m->compute;
+    for (size_t r0 = 0; r0 < BT; r0 += WHET_CE_ROWS) {
+        size_t rows = BT - r0 < WHET_CE_ROWS ? BT - r0 : WHET_CE_ROWS;
+        for (size_t i = 0; i < rows; i++) {
+            a->ce_max[r0 + i] = -INFINITY;
+            a->ce_sum[r0 + i] = 0.0f;
+            a->ce_target[r0 + i] = NAN;
+        }
+        for (size_t v0 = 0; v0 < V; v0 += WHET_CE_VOCAB) {
+            size_t vc = V - v0 < WHET_CE_VOCAB ? V - v0 : WHET_CE_VOCAB;
+            whet_gemm g = {.layout = WHET_GEMM_NT, .M = rows, .N = vc, .K = C, .A = a->lnf + r0 * C, .lda = C,
+                           .B = m->params.lm_head + v0 * C, .ldb = C, .C = a->ce_chunk, .ldc = WHET_CE_VOCAB};
+            whet_compute_sgemm(c, &g);
+            ce_job j = {c->kernels, a, r0, vc, v0, targets};
+            whet_compute_for(c, rows, grain_for(vc), ce_rows, &j);
+        }
+    }
+    double total = 0;
+    size_t counted = 0;
+    for (size_t r = 0; r < BT; r++) {
+        a->lse[r] = a->ce_max[r] + logf(a->ce_sum[r]);
+        float lp = targets[r] >= 0 ? a->ce_target[r] - a->lse[r] : 0.0f;
+        if (logprobs)
+            logprobs[r] = lp;
+        if (targets[r] >= 0) {
+            total -= lp;
+            counted++;
+        }
+    }
+    *mean_nll = counted ? total / (double)counted : 0.0;
+    return 0;
+}
+
+int whet_model_logits(whet_model *m, whet_acts *a, const size_t *rows, size_t n_rows, float *logits, whet_err *e)
+{
+    size_t BT = a->cur_B * a->cur_T, C = m->cfg.hidden;
+    if (BT == 0)
+        return whet_fail(e, "%s: whet_model_logits needs a forward pass first", m->path);
+    if (!rows && n_rows != BT)
+        return whet_fail(e, "%s: all-rows logits need n_rows = %zu, not %zu", m->path, BT, n_rows);
+    const float *in = a->lnf;
+    float *gathered = NULL;
+    if (rows) {
+        gathered = malloc(n_rows * C * sizeof *gathered);
+        if (!gathered)
+            return whet_fail(e, "%s: out of memory gathering %zu rows", m->path, n_rows);
+        for (size_t i = 0; i < n_rows; i++) {
+            if (rows[i] >= BT) {
+                free(gathered);
+                return whet_fail(e, "%s: row %zu is past the last forward's %zu rows", m->path, rows[i], BT);
+            }
+            memcpy(gathered + i * C, a->lnf + rows[i] * C, C * sizeof *gathered);
+        }
+        in = gathered;
+    }
+    matmul_forward(m->compute, logits, in, m->params.lm_head, NULL, n_rows, C, m->cfg.vocab);
+    free(gathered);
+    return 0;
+}
+
+/* ---- KV cache ---------------------------------------------------------------- */
+
+whet_kv_cache *whet_kv_cache_create(const whet_model *m, size_t B, size_t max_T, whet_err *e)
+{
+    const whet_model_config *c = &m->cfg;
+    whet_kv_cache *kv = calloc(1, sizeof *kv);
+    if (!kv)
+        goto oom;
+    kv->B = B, kv->max_T = max_T;
+    kv->layer_stride = B * max_T * c->kv_heads * c->head_dim;
+    size_t bytes = c->layers * kv->layer_stride * sizeof(float);
+    kv->k = malloc(bytes ? bytes : 1);
+    kv->v = malloc(bytes ? bytes : 1);
+    if (!kv->k || !kv->v)
+        goto oom;
+    return kv;
+oom:
+    whet_fail(e, "%s: out of memory for a KV cache of %zu × %zu tokens", m->path, B, max_T);
+    whet_kv_cache_free(kv);
+    return NULL;
+}
+
+void whet_kv_cache_free(whet_kv_cache *kv)
+{
+    if (!kv)
+        return;
+    free(kv->k);
+    free(kv->v);
+    free(kv);
+}
+
+void whet_kv_cache_reset(whet_kv_cache *kv)
+{
+    kv->len = 0;
+}
+
+int whet_model_decode(whet_model *m, whet_kv_cache *kv, whet_acts *a, const int32_t *tokens, size_t B, size_t T,
+                      float *logits, whet_err *e)
+{
+    if (B != kv->B)
+        return whet_fail(e, "%s: decoding %zu sequences with a KV cache made for %zu", m->path, B, kv->B);
+    if (kv->len + T > kv->max_T)
+        return whet_fail(e, "%s: %zu more tokens overflow the KV cache (%zu of %zu used)", m->path, T, kv->len,
+                         kv->max_T);
+    if (forward_impl(m, a, tokens, B, T, kv->len, kv, e))
+        return -1;
+    kv->len += T;
+    size_t rows[64], *heap = NULL, *r = rows;
+    if (B > 64 && !(r = heap = malloc(B * sizeof *heap)))
+        return whet_fail(e, "%s: out of memory", m->path);
+    for (size_t b = 0; b < B; b++)
+        r[b] = b * T + T - 1;
+    int rc = whet_model_logits(m, a, r, B, logits, e);
+    free(heap);
+    return rc;
+}

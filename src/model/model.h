@@ -1,0 +1,158 @@
+/* The transformer: weights from an HF model directory, the fp32 forward pass,
+ * the fused LM head + cross-entropy, and a KV cache for incremental decoding.
+ *
+ * Shapes (llm.c's letters): B sequences of T tokens, BT = B·T rows; C hidden,
+ * L layers, NH query heads, NKV key/value heads, HD head_dim, QD = NH·HD,
+ * KVD = NKV·HD, F ffn width, V vocabulary.
+ *
+ * Parameters live in one fp32 allocation with named views (whet_model_params),
+ * activations in another (whet_acts), laid out so that the backward pass can
+ * find everything it needs: each layer's input, normalised inputs with their
+ * rstd (and mean, for LayerNorm), q/k before the per-head norm, the attention
+ * output with its per-row log-sum-exp, the MLP's pre-activations, and the LM
+ * head's log-sum-exp per row.
+ *
+ * Typical use:
+ *   whet_model *m;  whet_model_load(&m, dir, compute, &e);
+ *   whet_acts *a = whet_acts_create(m, B, T, 0, &e);
+ *   whet_model_forward(m, a, tokens, B, T, &e);            // hidden states
+ *   whet_model_nll(m, a, targets, logprobs, &mean_nll, &e); // scoring / loss
+ *   whet_model_logits(m, a, rows, n_rows, logits, &e);      // selected positions
+ * and for generation:
+ *   whet_kv_cache *kv = whet_kv_cache_create(m, B, max_T, &e);
+ *   whet_model_decode(m, kv, a, prompt, B, T, logits, &e);  // prefill
+ *   whet_model_decode(m, kv, a, next, B, 1, logits, &e);    // one step
+ *
+ * A model is used by one thread at a time; its work is spread over the
+ * compute context's pool, split by rows or heads, never along a reduction, so
+ * results are bit-identical for any thread count. */
+#ifndef WHET_MODEL_H
+#define WHET_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/config.h"
+#include "util/compute.h"
+#include "util/file.h"
+
+/* Named views into the one parameter allocation; NULL when the architecture
+ * or config has no such tensor. Linear weights are [out, in] (GPT-2's Conv1D
+ * weights are transposed on load); per-layer tensors are stacked over L. */
+typedef struct whet_model_params {
+    float *wte;            /* [V, C] token embeddings */
+    float *wpe;            /* [max_positions, C] learned positions (GPT-2) */
+    float *ln1_w, *ln1_b;  /* [L, C] attention norm (bias: LayerNorm) */
+    float *wq, *bq;        /* [L, QD, C], [L, QD] */
+    float *wk, *bk;        /* [L, KVD, C], [L, KVD] */
+    float *wv, *bv;        /* [L, KVD, C], [L, KVD] */
+    float *q_norm, *k_norm; /* [L, HD] per-head RMSNorm weights (Qwen3) */
+    float *wo, *bo;        /* [L, C, QD], [L, C] */
+    float *ln2_w, *ln2_b;  /* [L, C] MLP norm */
+    float *w_gate, *b_gate; /* [L, F, C], [L, F] (SwiGLU) */
+    float *w_up, *b_up;    /* [L, F, C], [L, F] (GPT-2: c_fc) */
+    float *w_down, *b_down; /* [L, C, F], [L, C] */
+    float *lnf_w, *lnf_b;  /* [C] final norm */
+    float *lm_head;        /* [V, C]; the same memory as wte when tied */
+} whet_model_params;
+
+typedef struct whet_model {
+    whet_model_config cfg;
+    whet_model_params params;
+    float *params_memory;
+    size_t num_params;      /* floats in params_memory (a tied head counted once) */
+    whet_compute *compute;  /* not owned; callers may switch it between calls */
+    float *rope_cos, *rope_sin; /* [rope_len, HD/2] */
+    size_t rope_len;
+    char *path;             /* the model directory, for messages */
+} whet_model;
+
+/* One layer's activations for BT rows (capacity rows apart per layer). */
+typedef struct whet_layer_acts {
+    float *x_in;                  /* [BT, C] residual stream entering the layer */
+    float *ln1, *ln1_mean, *ln1_rstd; /* [BT, C], [BT] (mean: LayerNorm only) */
+    float *q_raw, *k_raw;         /* [BT, QD], [BT, KVD] projections before the q/k norm (Qwen3) */
+    float *q_rstd, *k_rstd;       /* [BT·NH], [BT·NKV] their per-head rstd (Qwen3) */
+    float *q, *k, *v;             /* [BT, QD], [BT, KVD], [BT, KVD] after bias, norm and RoPE */
+    float *att;                   /* [BT, QD] attention output, heads side by side */
+    float *att_lse;               /* [B, NH, T] attention log-sum-exp per query */
+    float *x_mid;                 /* [BT, C] residual stream after attention */
+    float *ln2, *ln2_mean, *ln2_rstd; /* [BT, C], [BT] */
+    float *gate;                  /* [BT, F] gate projection (SwiGLU) */
+    float *up;                    /* [BT, F] up projection (GPT-2: c_fc, before GELU) */
+    float *h;                     /* [BT, F] activation output, the input of down */
+} whet_layer_acts;
+
+typedef struct whet_acts {
+    size_t B, T;             /* capacity */
+    size_t cur_B, cur_T;     /* the last forward's shape */
+    int keep_layers;         /* 1: every layer's activations kept (training); 0: one set reused */
+    float *memory;
+    size_t floats;
+    whet_layer_acts *layers; /* [L] (all pointing at the same memory when !keep_layers) */
+    float *x_final;          /* [BT, C] residual stream after the last layer */
+    float *lnf, *lnf_mean, *lnf_rstd; /* [BT, C], [BT] final norm */
+    float *proj;             /* [BT, C] scratch: o_proj / down outputs before the residual add */
+    float *lse;              /* [BT] LM head log-sum-exp per row (after whet_model_nll) */
+    float *ce_max, *ce_sum, *ce_target; /* [BT] cross-entropy running state */
+    float *ce_chunk;         /* [WHET_CE_ROWS, WHET_CE_VOCAB] logits of one vocabulary chunk */
+    int32_t *positions;      /* [BT] */
+} whet_acts;
+
+/* The fused LM head + cross-entropy never holds more logits than this. */
+#define WHET_CE_ROWS 256
+#define WHET_CE_VOCAB 1024
+
+typedef struct whet_kv_cache {
+    size_t B, max_T, len;  /* len tokens of each sequence are cached */
+    size_t layer_stride;   /* floats per layer: B·max_T·KVD */
+    float *k, *v;          /* [L, B, max_T, KVD] */
+} whet_kv_cache;
+
+typedef struct whet_memory_estimate {
+    size_t weights;     /* bytes of fp32 parameters */
+    size_t activations; /* bytes of whet_acts for B×T */
+    size_t kv_cache;    /* bytes of a KV cache for B×T */
+} whet_memory_estimate;
+
+/* Bytes for a model of this config at batch B, sequence T. */
+whet_memory_estimate whet_model_memory(const whet_model_config *cfg, size_t B, size_t T, int keep_layers);
+/* Parameter count (tied head counted once). */
+size_t whet_model_param_count(const whet_model_config *cfg);
+
+/* Reads dir/config.json and the weights (model.safetensors or the sharded
+ * model.safetensors.index.json), F32/F16/BF16, into fp32. Refuses missing
+ * tensors, wrong shapes and unexpected tensors, naming the file. */
+int whet_model_load(whet_model **out, const char *dir, whet_compute *compute, whet_err *e);
+void whet_model_free(whet_model *m);
+
+/* Activations for up to B sequences of T tokens. */
+whet_acts *whet_acts_create(const whet_model *m, size_t B, size_t T, int keep_layers, whet_err *e);
+void whet_acts_free(whet_acts *a);
+
+/* tokens [B, T] → a->x_final and a->lnf (no logits). */
+int whet_model_forward(whet_model *m, whet_acts *a, const int32_t *tokens, size_t B, size_t T, whet_err *e);
+
+/* After a forward: the fused LM head + cross-entropy over vocabulary chunks.
+ * targets [B·T]: the token each row predicts, or < 0 to skip the row. Writes
+ * log p(target) per row into logprobs (may be NULL; skipped rows get 0),
+ * the mean NLL over rows with a target into *mean_nll (0 when none), and
+ * each row's log-sum-exp into a->lse. */
+int whet_model_nll(whet_model *m, whet_acts *a, const int32_t *targets, float *logprobs, double *mean_nll,
+                   whet_err *e);
+
+/* After a forward: logits [n_rows, V] for rows (indices b·T + t); rows NULL
+ * means every row in order (n_rows must be B·T). */
+int whet_model_logits(whet_model *m, whet_acts *a, const size_t *rows, size_t n_rows, float *logits, whet_err *e);
+
+whet_kv_cache *whet_kv_cache_create(const whet_model *m, size_t B, size_t max_T, whet_err *e);
+void whet_kv_cache_free(whet_kv_cache *kv);
+void whet_kv_cache_reset(whet_kv_cache *kv);
+
+/* Appends tokens [B, T] (T ≤ a->T) at position kv->len of every sequence,
+ * runs them through the model attending to the cache, and writes the logits
+ * of each sequence's last new token into logits [B, V]. */
+int whet_model_decode(whet_model *m, whet_kv_cache *kv, whet_acts *a, const int32_t *tokens, size_t B, size_t T,
+                      float *logits, whet_err *e);
+
+#endif
