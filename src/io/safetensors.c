@@ -503,7 +503,9 @@ int whet_st_open_index(whet_safetensors **out, const char *index_path, whet_err 
     }
     if (rc == 0)
         rc = finish_sorted(st, e);
-    /* The index and the shards must agree on every tensor and its shard. */
+    /* The index and the shards must agree on every tensor and its shard.
+     * metadata.total_size is informational and not checked: exporters
+     * disagree on what it counts (tied weights, padding). */
     for (size_t i = 0; i < n && rc == 0; i++) {
         const whet_json_member *m = &map->u.object.members[i];
         const whet_st_tensor *t = whet_st_find(st, m->key);
