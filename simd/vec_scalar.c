@@ -77,7 +77,9 @@ void whet_f16_to_f32_scalar(float *dst, const whet_f16 *src, size_t n)
         uint32_t mantissa = h & 0x3ffu;
         uint32_t u;
         if (exponent == 0x1f) {
-            u = sign | 0x7f800000u | (mantissa << 13);
+            /* a signalling NaN comes out quiet (payload kept), as F16C and
+             * FCVTL convert it: NaN stays NaN and never signals later */
+            u = sign | 0x7f800000u | (mantissa << 13) | (mantissa ? 0x400000u : 0);
         } else if (exponent != 0) {
             u = sign | ((exponent + 112) << 23) | (mantissa << 13);
         } else if (mantissa == 0) {
