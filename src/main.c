@@ -14,6 +14,7 @@ typedef struct {
 
 static const command commands[] = {
     {"cpu", cmd_cpu, "show CPU features, the measured FMA peak and the kernels chosen"},
+    {"tokenize", cmd_tokenize, "encode text to token ids with a model's tokenizer (or decode ids)"},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
