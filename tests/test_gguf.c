@@ -641,6 +641,42 @@ static void q4_k_block_by_hand(void **state)
     assert_true(y[255] == 107.625f);
 }
 
+static void q6_k_block_by_hand(void **state)
+{
+    (void)state;
+    /* layout: ql[128] (low 4 bits), qh[64] (high 2 bits), int8 scales[16], f16 d at byte 208 */
+    unsigned char block[210];
+    for (int i = 0; i < 128; i++)
+        block[i] = (unsigned char)((i * 11 + 5) & 0xFF);
+    for (int i = 0; i < 64; i++)
+        block[128 + i] = (unsigned char)((i * 37 + 1) & 0xFF);
+    const int8_t scales[16] = {1, -1, 2, -3, 5, 8, -13, 21, 127, -128, 0, 4, -7, 9, 16, -32};
+    memcpy(block + 192, scales, 16);
+    block[208] = 0x00, block[209] = 0x34; /* d = 0.25 */
+    float y[256];
+    assert_int_equal(whet_ggml_dequantize(WHET_GGML_Q6_K, block, y, 256), 0);
+    /* element i: half h = i/128 owns ql[64h..], qh[32h..], scales[8h..]; within it,
+     * group g = (i%128)/32 and lane l = i%32 take the 4 low bits from ql[64h + l + 32(g&1)]
+     * (low nibble for g < 2, high for g ≥ 2) and 2 high bits from bits 2g..2g+1 of qh[32h + l];
+     * value = d · scales[8h + 2g + l/16] · (q − 32) */
+    for (int i = 0; i < 256; i++) {
+        int h = i / 128, g = (i % 128) / 32, l = i % 32;
+        unsigned low_byte = block[64 * h + l + 32 * (g & 1)];
+        unsigned low = g < 2 ? low_byte & 0xF : low_byte >> 4;
+        unsigned high = (block[128 + 32 * h + l] >> (2 * g)) & 3;
+        int q = (int)(low | high << 4) - 32;
+        double want = 0.25 * scales[8 * h + 2 * g + l / 16] * q;
+        if (y[i] != (float)want)
+            fail_msg("element %d: expected %g, found %g", i, want, (double)y[i]);
+    }
+    /* y[0]: ql[0] = 5 → low 5; qh[0] = 1 → bits 0..1 = 1 → q = 5 + 16 − 32 = −11; 0.25·1·−11 = −2.75.
+     * y[200]: h 1, g 2, l 8: ql[64+8] = (72·11+5) & 255 = 797 & 255 = 29 = 0x1D → high 1;
+     * qh[32+8] = (40·37+1) & 255 = 1481 & 255 = 201 = 0b11001001 → bits 4..5 = 0 → q = 1 − 32 = −31;
+     * scale[8+4+0] = −7 → 0.25·−7·−31 = 54.25 */
+    assert_true(y[0] == -2.75f);
+    assert_true(y[200] == 54.25f);
+}
+
 static void half_types_by_hand(void **state)
 {
     (void)state;
@@ -1018,9 +1054,9 @@ static void tensor_errors_name_the_byte(void **state)
     /* a type whet knows the size of but cannot convert: the file opens, conversion names it */
     tensor_file_header(&b, 1);
     const uint64_t ne256[1] = {256};
-    offset_at = b_tensor(&b, "output.weight", 1, ne256, 14, 0);
+    offset_at = b_tensor(&b, "output.weight", 1, ne256, 13, 0);
     b_pad(&b, 32);
-    b_zeros(&b, 210);
+    b_zeros(&b, 176);
     g = parse_ok(&b);
     float out[256];
     whet_err e = {{0}};
@@ -1028,7 +1064,7 @@ static void tensor_errors_name_the_byte(void **state)
     char expected[256];
     snprintf(expected, sizeof expected,
              "t.gguf: byte %zu: tensor 'output.weight': expected a type whet can convert to fp32 (F32, F16, BF16, Q8_0, "
-             "Q4_0, Q4_K), found Q6_K (type id 14)", offset_at - 4);
+             "Q4_0, Q4_K, Q6_K), found Q5_K (type id 13)", offset_at - 4);
     assert_string_equal(e.msg, expected);
     whet_gguf_close(g);
 }
@@ -1143,6 +1179,7 @@ int main(void)
         cmocka_unit_test(q8_0_block_by_hand),
         cmocka_unit_test(q4_0_block_by_hand),
         cmocka_unit_test(q4_k_block_by_hand),
+        cmocka_unit_test(q6_k_block_by_hand),
         cmocka_unit_test(half_types_by_hand),
         cmocka_unit_test(quantizers_round_like_ggml),
         cmocka_unit_test(writer_refuses_what_llama_cpp_would),

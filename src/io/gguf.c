@@ -50,7 +50,7 @@ int whet_ggml_type_size(uint32_t type, uint64_t *block_elems, uint64_t *block_by
 int whet_ggml_can_dequantize(uint32_t type)
 {
     return type == WHET_GGML_F32 || type == WHET_GGML_F16 || type == WHET_GGML_BF16 || type == WHET_GGML_Q8_0 ||
-           type == WHET_GGML_Q4_0 || type == WHET_GGML_Q4_K;
+           type == WHET_GGML_Q4_0 || type == WHET_GGML_Q4_K || type == WHET_GGML_Q6_K;
 }
 
 int whet_ggml_can_quantize(uint32_t type)
@@ -230,6 +230,32 @@ static void dequantize_q4_k(const unsigned char *b, float *y, uint64_t blocks)
     }
 }
 
+/* Q6_K (ggml-common.h block_q6_K): u8 ql[128] low 4 bits, u8 qh[64] high 2
+ * bits, i8 scales[16] (one per 16 elements), f16 d last. Q4_K_M files store
+ * some tensors (output.weight, half the ffn_down) in it. Per 128 elements,
+ * byte l of ql/qh feeds elements l, l+32, l+64, l+96. */
+static void dequantize_q6_k(const unsigned char *b, float *y, uint64_t blocks)
+{
+    for (uint64_t i = 0; i < blocks; i++, b += 210) {
+        const float d = f16_to_f32(load_u16(b + 208));
+        const unsigned char *ql = b, *qh = b + 128;
+        const int8_t *sc = (const int8_t *)(b + 192);
+        for (int half = 0; half < 2; half++, y += 128, ql += 64, qh += 32, sc += 8) {
+            for (int l = 0; l < 32; l++) {
+                int is = l / 16;
+                int q1 = ((ql[l] & 0xF) | ((qh[l] >> 0) & 3) << 4) - 32;
+                int q2 = ((ql[l + 32] & 0xF) | ((qh[l] >> 2) & 3) << 4) - 32;
+                int q3 = ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32;
+                int q4 = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
+                y[l] = d * (float)sc[is] * (float)q1;
+                y[l + 32] = d * (float)sc[is + 2] * (float)q2;
+                y[l + 64] = d * (float)sc[is + 4] * (float)q3;
+                y[l + 96] = d * (float)sc[is + 6] * (float)q4;
+            }
+        }
+    }
+}
+
 /* fp16 and bf16 go through the kernel table in chunks, after assembling each
  * value from its two bytes. */
 #define CONVERT_CHUNK 1024
@@ -267,6 +293,7 @@ int whet_ggml_dequantize(uint32_t type, const void *src, float *dst, uint64_t n)
     case WHET_GGML_Q8_0: dequantize_q8_0(b, dst, n / QK8_0); break;
     case WHET_GGML_Q4_0: dequantize_q4_0(b, dst, n / QK4_0); break;
     case WHET_GGML_Q4_K: dequantize_q4_k(b, dst, n / QK_K); break;
+    case WHET_GGML_Q6_K: dequantize_q6_k(b, dst, n / QK_K); break;
     default: return -1;
     }
     return 0;
@@ -553,10 +580,11 @@ static int read_array(reader *r, whet_gguf_value *v, int depth, const whet_gguf_
             return whet_fail(r->e, "%s: byte %" PRIu64 ": out of memory for %" PRIu64 " arrays", r->name, count_at, count);
         v->as.arr.data = items;
         for (uint64_t i = 0; i < count; i++) {
-            /* count grows with each element read, so value_free frees exactly those */
+            /* count covers each element before it is read, so value_free also frees
+             * what a failing element had allocated (the rest are zeroed) */
+            v->as.arr.count = i + 1;
             if (read_array(r, &items[i], depth + 1, key) != 0)
                 return -1;
-            v->as.arr.count = i + 1;
         }
         return 0;
     }
@@ -1028,7 +1056,7 @@ int whet_gguf_tensor_to_f32(const whet_gguf *g, const whet_gguf_tensor *t, float
 {
     if (!whet_ggml_can_dequantize(t->type))
         return whet_fail(e, "%s: byte %" PRIu64 ": tensor " NAME_FMT ": expected a type whet can convert to fp32 (F32, F16, "
-                         "BF16, Q8_0, Q4_0, Q4_K), found %s (type id %" PRIu32 ")", g->name, t->type_offset,
+                         "BF16, Q8_0, Q4_0, Q4_K, Q6_K), found %s (type id %" PRIu32 ")", g->name, t->type_offset,
                          NAME_ARGS(t->name), whet_ggml_type_name(t->type) ? whet_ggml_type_name(t->type) : "unknown",
                          t->type);
     if (whet_ggml_dequantize(t->type, t->data, out, t->n_elements) != 0)
@@ -1155,9 +1183,9 @@ static int value_copy(whet_gguf_value *dst, const whet_gguf_value *src)
             return -1;
         dst->as.arr.data = copies;
         for (uint64_t i = 0; i < count; i++) {
+            dst->as.arr.count = i + 1; /* so value_free reaches a half-made copy */
             if (value_copy(&copies[i], &items[i]) != 0)
                 return -1;
-            dst->as.arr.count = i + 1;
         }
     } else {
         size_t size = scalar_size(src->as.arr.type);

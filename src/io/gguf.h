@@ -54,6 +54,7 @@ typedef enum whet_ggml_type {
     WHET_GGML_Q4_0 = 2,
     WHET_GGML_Q8_0 = 8,
     WHET_GGML_Q4_K = 12,
+    WHET_GGML_Q6_K = 14,
     WHET_GGML_BF16 = 30,
 } whet_ggml_type;
 
@@ -158,7 +159,7 @@ int whet_gguf_get_f32_array(const whet_gguf *g, const char *key, const float **o
 const whet_gguf_tensor *whet_gguf_find_tensor(const whet_gguf *g, const char *name);
 
 /* Converts all t->n_elements of a tensor to fp32 into `out`. Types other than
- * F32, F16, BF16, Q8_0, Q4_0 and Q4_K are an error naming the tensor and type. */
+ * F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K are an error naming the tensor and type. */
 int whet_gguf_tensor_to_f32(const whet_gguf *g, const whet_gguf_tensor *t, float *out, whet_err *e);
 
 /* ---- tensor types ----------------------------------------------------------- */
