@@ -33,7 +33,7 @@ static void detect_x86(whet_cpu_features *f)
     unsigned int eax, ebx, ecx, edx;
     strcpy(f->arch, "x86_64");
     f->sse2 = 1; /* part of x86-64 */
-    unsigned int max_leaf = __get_cpuid_max(0, NULL);
+    unsigned int max_leaf = (unsigned int)__get_cpuid_max(0, NULL);
     if (max_leaf < 1) /* QEMU may report no leaves at all: stay scalar */
         return;
     __cpuid(1, eax, ebx, ecx, edx);
@@ -60,11 +60,14 @@ static void detect_x86(whet_cpu_features *f)
             f->avx512_bf16 = ((eax >> 5) & 1) && os_zmm;
         }
     }
-    if (__get_cpuid_max(0x80000000, NULL) >= 0x80000004) {
-        unsigned int *brand = (unsigned int *)f->brand;
+    /* gcc's cpuid.h returns unsigned int here, clang's int */
+    unsigned int max_extended_leaf = (unsigned int)__get_cpuid_max(0x80000000, NULL);
+    if (max_extended_leaf >= 0x80000004) {
+        unsigned int brand[12];
         for (unsigned int leaf = 0; leaf < 3; leaf++)
             __cpuid(0x80000002 + leaf, brand[4 * leaf], brand[4 * leaf + 1], brand[4 * leaf + 2],
                     brand[4 * leaf + 3]);
+        memcpy(f->brand, brand, sizeof brand);
         f->brand[48] = 0;
         /* the brand string is padded with spaces on some CPUs */
         size_t start = 0;
