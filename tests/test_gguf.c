@@ -1113,6 +1113,16 @@ static void tensor_infos_read_as_the_spec_says(void **state)
     whet_gguf_close(g);
     free(odd);
 
+    /* an empty tensor in a file that ends before the padded data section
+     * (fuzzer-found): parses, and its data pointer stays within the buffer */
+    tensor_file_header(&b, 1);
+    b_tensor(&b, "empty", 1, ne_empty, WHET_GGML_F32, 0);
+    assert_true(b.len % 32 != 0);
+    g = parse_ok(&b);
+    assert_true(g->data_offset > b.len);
+    assert_ptr_equal(g->tensors[0].data, b.p + b.len);
+    whet_gguf_close(g);
+
     /* a missing file is an error naming it */
     assert_null(whet_gguf_open("/nonexistent/whet.gguf", &e));
     assert_non_null(strstr(e.msg, "/nonexistent/whet.gguf"));

@@ -896,7 +896,9 @@ static int parse_tensors(whet_gguf *g, reader *r, uint64_t n_tensors)
                       r->name, fields[i].offset_at, NAME_ARGS(t->name), t->n_bytes, t->offset, room, g->data_offset);
             goto out;
         }
-        t->data = r->p + g->data_offset + t->offset;
+        /* an empty tensor may sit where the (unpadded) file already ended: point
+         * it at the end rather than past it */
+        t->data = t->n_bytes ? r->p + g->data_offset + t->offset : r->p + r->size;
     }
 
     /* no two tensors may share a byte: sort by offset and compare neighbours
