@@ -413,6 +413,15 @@ static void load_from_model_directory(void **state)
     assert_int_equal(whet_chat_template_load(&t, config, NULL, &e), 0);
     assert_string_equal(t.name, "qwen3");
     assert_string_equal(t.source, jinja);
+    /* the .jinja file itself, with bos/eos from the config beside it */
+    assert_int_equal(whet_chat_template_load(&t, jinja, NULL, &e), 0);
+    assert_string_equal(t.name, "qwen3");
+    assert_string_equal(t.eos, "<|custom_eos|>");
+    char missing[300];
+    snprintf(missing, sizeof missing, "%s/other.jinja", dir);
+    assert_int_equal(whet_chat_template_load(&t, missing, NULL, &e), -1);
+    assert_non_null(strstr(e.msg, missing));
+    assert_non_null(strstr(e.msg, "--chat-template"));
 
     /* an unknown template: the file is named, --chat-template suggested */
     write_text(jinja, "{% for m in messages %}### {{ m.role }}: {{ m.content }}\n{% endfor %}");

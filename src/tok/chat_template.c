@@ -475,7 +475,23 @@ int whet_chat_template_load(whet_chat_template *out, const char *path, const cha
     char config[4096], jinja[4096];
     if (!path)
         return whet_fail(e, "chat template: expected a model directory or tokenizer_config.json path");
-    if (is_dir(path)) {
+    size_t plen = strlen(path);
+    if (plen >= sizeof config)
+        return whet_fail(e, "%s: path too long", path);
+    if (!is_dir(path) && plen > 6 && strcmp(path + plen - 6, ".jinja") == 0) {
+        /* a template file itself: bos/eos from a tokenizer_config.json beside it */
+        set_str(jinja, sizeof jinja, path, plen);
+        const char *slash = strrchr(path, '/');
+        size_t dir_len = slash ? (size_t)(slash - path + 1) : 0;
+        if (dir_len + sizeof "tokenizer_config.json" > sizeof config)
+            return whet_fail(e, "%s: path too long", path);
+        memcpy(config, path, dir_len);
+        memcpy(config + dir_len, "tokenizer_config.json", sizeof "tokenizer_config.json");
+        if (!override_name && !file_exists(jinja))
+            return whet_fail(e, "%s: cannot read the chat template: no such file; pass --chat-template NAME with "
+                                "one of: %s",
+                             path, whet_chat_template_names());
+    } else if (is_dir(path)) {
         if ((size_t)snprintf(config, sizeof config, "%s/tokenizer_config.json", path) >= sizeof config ||
             (size_t)snprintf(jinja, sizeof jinja, "%s/chat_template.jinja", path) >= sizeof jinja)
             return whet_fail(e, "%s: path too long", path);

@@ -148,8 +148,10 @@ int whet_chat_template_by_name(whet_chat_template *out, const char *name, whet_e
 int whet_chat_template_recognize(whet_chat_template *out, const char *text, size_t len, const char *source,
                                  whet_err *e);
 
-/* Loads the template of a model: `path` is a model directory or its
- * tokenizer_config.json. A chat_template.jinja beside the config wins over the
+/* Loads the template of a model: `path` is a model directory, its
+ * tokenizer_config.json, or a .jinja template file (bos/eos then come from a
+ * tokenizer_config.json beside it, if any). A chat_template.jinja beside the
+ * config wins over the
  * config's chat_template (a string, or a list of {name, template} whose
  * "default" entry is used); bos_token and eos_token come from the config.
  * With override (a --chat-template NAME), the name decides the family and the

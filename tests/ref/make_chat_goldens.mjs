@@ -97,6 +97,12 @@ const CASES = [
         messages: [u("Why?"), a("<think>\nhidden\n</think>\n\nBecause."), u("Sure?"), a("Yes.")],
         gen: false,
     },
+    {
+        name: "think_after_last_user_not_last",
+        messages: [u("q"), a("<think>\nr1\n</think>\n\na1"), a("a2"), a("<think>r3</think>a3")],
+        gen: true,
+    },
+    { name: "think_unclosed_and_repeated", messages: [u("q"), a("<think>a<think>b\n</think>\n</think>\n\nc")], gen: false },
     { name: "thinking_disabled_prompt", messages: [u("Quick answer please.")], gen: true, enable_thinking: false },
     {
         name: "tool_response_user",
