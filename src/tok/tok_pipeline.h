@@ -106,7 +106,7 @@ struct whet_tokenizer {
     size_t n_template;
     int32_t bos_id, eos_id;
     uint32_t byte_cp[256]; /* bytes_to_unicode */
-    tok_regex gpt2_regex;  /* ByteLevel's built-in regex */
+    tok_regex gpt2_regex;  /* ByteLevel's built-in regex, when a step uses it */
     tok_buf token_bytes;   /* whet_tokenizer_token_bytes, by id */
     size_t *token_bytes_off;
     uint32_t *token_bytes_len;
@@ -115,6 +115,8 @@ struct whet_tokenizer {
 extern const char tok_gpt2_regex[];
 
 whet_tokenizer *tok_new(const char *name);
+/* Compiles ByteLevel's built-in regex once, for the steps that use it. */
+int tok_need_gpt2_regex(whet_tokenizer *t, whet_err *e);
 /* After the loader set everything: match sets, token bytes. */
 int tok_finish(whet_tokenizer *t, whet_err *e);
 tok_norm_step *tok_add_norm(whet_tokenizer *t);

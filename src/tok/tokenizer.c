@@ -873,12 +873,21 @@ whet_tokenizer *tok_new(const char *name)
         t->byte_cp[b] = tok_byte_to_cp((unsigned char)b);
         t->bpe.byte_ids[b] = -1;
     }
-    char why[256];
-    if (!t->name || tok_regex_compile(&t->gpt2_regex, tok_gpt2_regex, strlen(tok_gpt2_regex), 0, why, sizeof why)) {
+    if (!t->name) {
         whet_tokenizer_free(t);
         return NULL;
     }
     return t;
+}
+
+int tok_need_gpt2_regex(whet_tokenizer *t, whet_err *e)
+{
+    char why[256];
+    if (t->gpt2_regex.code)
+        return 0;
+    if (tok_regex_compile(&t->gpt2_regex, tok_gpt2_regex, strlen(tok_gpt2_regex), 0, why, sizeof why) != 0)
+        return whet_fail(e, "%s: GPT-2's regex: %s", t->name, why);
+    return 0;
 }
 
 static int cmp_added_order(const void *pa, const void *pb, void *ctx)

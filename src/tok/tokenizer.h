@@ -60,6 +60,10 @@ struct whet_gguf;
  * "<file>: line L, column C (byte B): ...") on any error. */
 whet_tokenizer *whet_tokenizer_load(const char *path, whet_err *e);
 
+/* The same from tokenizer.json text in memory (no tokenizer_config.json);
+ * `name` stands for the file in messages. */
+whet_tokenizer *whet_tokenizer_parse(const char *json, size_t len, const char *name, whet_err *e);
+
 /* Builds a tokenizer from GGUF metadata (tokenizer.ggml.*): model "gpt2"
  * (byte-level BPE; tokenizer.ggml.pre chooses the regex: default, gpt-2,
  * llama-bpe, qwen2, smollm) or "llama" (SentencePiece-style BPE by scores with

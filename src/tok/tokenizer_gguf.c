@@ -62,7 +62,7 @@ static int add_byte_level(whet_tokenizer *t, int use_regex, whet_err *e)
     s->kind = TOK_PRE_BYTE_LEVEL;
     s->use_regex = use_regex;
     d->kind = TOK_DEC_BYTE_LEVEL;
-    return 0;
+    return use_regex ? tok_need_gpt2_regex(t, e) : 0;
 }
 
 static int add_norm(whet_tokenizer *t, tok_norm_kind kind, const char *a, const char *b, whet_err *e)

@@ -379,10 +379,10 @@ static int load_pre_tokenizer(loader *l, const whet_json *p)
         if (!(step = tok_add_pre(l->t)))
             return oom(l);
         step->kind = TOK_PRE_BYTE_LEVEL;
-        return get_bool(l, p, "add_prefix_space", 1, &step->add_prefix_space) ||
-                       get_bool(l, p, "use_regex", 1, &step->use_regex)
-                   ? -1
-                   : 0;
+        if (get_bool(l, p, "add_prefix_space", 1, &step->add_prefix_space) ||
+            get_bool(l, p, "use_regex", 1, &step->use_regex))
+            return -1;
+        return step->use_regex ? tok_need_gpt2_regex(l->t, l->e) : 0;
     }
     if (strcmp(type, "Split") == 0) {
         const whet_json *pattern, *behavior;
@@ -642,38 +642,14 @@ done:
     return rc;
 }
 
-whet_tokenizer *whet_tokenizer_load(const char *path, whet_err *e)
+/* Builds the tokenizer from a parsed tokenizer.json; config_path (may be
+ * NULL) names a tokenizer_config.json to read when it exists. */
+static whet_tokenizer *from_doc(const whet_json_doc *doc, const char *config_path, whet_err *e)
 {
-    char *file = NULL, *config = NULL;
-    size_t plen = strlen(path);
-    int is_dir = tok_path_is_dir(path);
-    file = malloc(plen + 32);
-    config = malloc(plen + 32);
-    if (!file || !config) {
-        free(file);
-        free(config);
-        whet_fail(e, "%s: out of memory", path);
-        return NULL;
-    }
-    if (is_dir) {
-        snprintf(file, plen + 32, "%s/tokenizer.json", path);
-        snprintf(config, plen + 32, "%s/tokenizer_config.json", path);
-    } else {
-        memcpy(file, path, plen + 1);
-        const char *slash = strrchr(path, '/');
-        size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;
-        memcpy(config, path, dir_len);
-        memcpy(config + dir_len, "tokenizer_config.json", sizeof "tokenizer_config.json");
-    }
-
-    whet_json_doc *doc = NULL;
-    whet_tokenizer *t = NULL;
-    if (whet_json_parse_file(&doc, file, NULL, e) != 0)
-        goto fail;
-    t = tok_new(file);
+    whet_tokenizer *t = tok_new(whet_json_doc_name(doc));
     if (!t) {
-        whet_fail(e, "%s: out of memory", file);
-        goto fail;
+        whet_fail(e, "%s: out of memory", whet_json_doc_name(doc));
+        return NULL;
     }
     loader l = {t, doc, e};
     const whet_json *root = whet_json_root(doc);
@@ -690,18 +666,52 @@ whet_tokenizer *whet_tokenizer_load(const char *path, whet_err *e)
     /* without a tokenizer_config.json, BOS is the template's leading token */
     if (t->n_template && !t->template_items[0].is_sequence && t->template_items[0].n_ids == 1)
         t->bos_id = t->template_items[0].ids[0];
-    if (tok_path_exists(config) && load_config(t, config, e) != 0)
+    if (config_path && tok_path_exists(config_path) && load_config(t, config_path, e) != 0)
         goto fail;
     if (tok_finish(t, e) != 0)
         goto fail;
+    return t;
+fail:
+    whet_tokenizer_free(t);
+    return NULL;
+}
+
+whet_tokenizer *whet_tokenizer_parse(const char *json, size_t len, const char *name, whet_err *e)
+{
+    whet_json_doc *doc = NULL;
+    if (whet_json_parse(&doc, json, len, name, NULL, e) != 0)
+        return NULL;
+    whet_tokenizer *t = from_doc(doc, NULL, e);
+    whet_json_free(doc);
+    return t;
+}
+
+whet_tokenizer *whet_tokenizer_load(const char *path, whet_err *e)
+{
+    size_t plen = strlen(path);
+    char *file = malloc(plen + 32), *config = malloc(plen + 32);
+    if (!file || !config) {
+        free(file);
+        free(config);
+        whet_fail(e, "%s: out of memory", path);
+        return NULL;
+    }
+    if (tok_path_is_dir(path)) {
+        snprintf(file, plen + 32, "%s/tokenizer.json", path);
+        snprintf(config, plen + 32, "%s/tokenizer_config.json", path);
+    } else {
+        memcpy(file, path, plen + 1);
+        const char *slash = strrchr(path, '/');
+        size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;
+        memcpy(config, path, dir_len);
+        memcpy(config + dir_len, "tokenizer_config.json", sizeof "tokenizer_config.json");
+    }
+    whet_json_doc *doc = NULL;
+    whet_tokenizer *t = NULL;
+    if (whet_json_parse_file(&doc, file, NULL, e) == 0)
+        t = from_doc(doc, config, e);
     whet_json_free(doc);
     free(file);
     free(config);
     return t;
-fail:
-    whet_json_free(doc);
-    whet_tokenizer_free(t);
-    free(file);
-    free(config);
-    return NULL;
 }
