@@ -38,15 +38,21 @@
  *            Llama 3.1+ templates (dates, tools) are refused.
  *   llama2   Meta's Llama-2-chat: <s>[INST] <<SYS>>\n{sys}\n<</SYS>>\n\n{user} [/INST]
  *             {assistant} </s><s>[INST] ... with contents strip()ed; roles must
- *            alternate user/assistant after an optional system message.
+ *            alternate user/assistant after an optional system message (as in
+ *            the template, a later system message at an odd position passes
+ *            the check and renders nothing; add_generation_prompt has no
+ *            effect: the text always ends with [/INST] or </s>).
  *   mistral  Mistral/Mixtral v0.1: <s>[INST] {user} [/INST]{assistant}</s>[INST] ...
- *            no system role, strict alternation; the older Mistral-7B-Instruct-v0.1
+ *            no system role, strict alternation, add_generation_prompt has no
+ *            effect; the older Mistral-7B-Instruct-v0.1
  *            variant with a space after </s> is recognised too.
  *   zephyr   Zephyr / TinyLlama-Chat: <|{role}|>\n{content}</s>\n per message;
  *            generation prompt <|assistant|>\n.
  *   gemma    Gemma 3: <bos> then <start_of_turn>{user|model}\n{content|trim}
  *            <end_of_turn>\n, a system message folded into the first user turn
- *            as "{system}\n\n"; generation prompt <start_of_turn>model\n. The
+ *            as "{system}\n\n" (not trimmed); generation prompt
+ *            <start_of_turn>model\n; as in the template, a later system message
+ *            at an odd position renders as <start_of_turn>system. The
  *            Gemma 1/2 template (which refuses a system message) is recognised
  *            too ("gemma1").
  *
