@@ -451,6 +451,12 @@ static void tensor_types_round_trip_through_a_file(void **state)
     assert_int_equal(g->version, 3);
     assert_int_equal(g->alignment, 32);
     assert_int_equal(g->n_tensors, 6);
+    /* quantized tensors and no general.quantization_version: the writer added it last */
+    uint32_t quantization_version = 0;
+    assert_int_equal(g->n_kv, 2);
+    assert_string_equal(g->kv[1].key.data, "general.quantization_version");
+    assert_int_equal(whet_gguf_get_u32(g, "general.quantization_version", &quantization_version, &e), 0);
+    assert_int_equal(quantization_version, 2);
     assert_int_equal(g->data_offset % 32, 0);
     /* ggml's rule: each offset is the sum of the padded sizes before it */
     static const uint64_t bytes_of[6] = {64 * 4, 64 * 2, 64 * 2, 2 * 34, 2 * 18, 144};
@@ -538,6 +544,17 @@ static void alignment_comes_from_general_alignment(void **state)
     assert_int_equal(g->data_offset % 64, 0);
     assert_int_equal(g->tensors[1].offset, 64);
     assert_int_equal(g->tensors[2].offset, 128); /* 64 + 34 padded to 64 */
+    whet_gguf_close(g);
+    free(data);
+
+    /* only unquantized tensors: no general.quantization_version */
+    w = whet_gguf_writer_new();
+    assert_int_equal(whet_gguf_add_tensor_f32(w, "c", WHET_GGML_BF16, 1, ne, x, &e), 0);
+    assert_int_equal(whet_gguf_write_memory(w, &data, &size, &e), 0);
+    whet_gguf_writer_free(w);
+    g = whet_gguf_parse(data, size, "a.gguf", &e);
+    assert_non_null(g);
+    assert_int_equal(g->n_kv, 0);
     whet_gguf_close(g);
     free(data);
 

@@ -1499,18 +1499,34 @@ static void put_tensor_data(sink *s, const writer_tensor *t)
 static int write_all(whet_gguf_writer *w, sink *s)
 {
     uint32_t alignment = WHET_GGUF_DEFAULT_ALIGNMENT;
-    for (size_t i = 0; i < w->n_kv; i++)
+    int has_quantization_version = 0, has_quantized_tensor = 0;
+    for (size_t i = 0; i < w->n_kv; i++) {
         if (!strcmp(w->kv[i].key.data, "general.alignment"))
             alignment = w->kv[i].value.as.u32;
+        if (!strcmp(w->kv[i].key.data, "general.quantization_version"))
+            has_quantization_version = 1;
+    }
+    for (size_t i = 0; i < w->n_tensors; i++)
+        if (GGML_TYPES[w->tensors[i].type].block_elems > 1)
+            has_quantized_tensor = 1;
+    /* llama.cpp wants general.quantization_version (uint32 2, the block format
+     * ggml has used since 2023) whenever a tensor is quantized */
+    int add_quantization_version = has_quantized_tensor && !has_quantization_version;
 
     put(s, WHET_GGUF_MAGIC, 4);
     put_u32(s, WHET_GGUF_VERSION);
     put_u64(s, w->n_tensors);
-    put_u64(s, w->n_kv);
+    put_u64(s, w->n_kv + (uint64_t)add_quantization_version);
     for (size_t i = 0; i < w->n_kv; i++) {
         put_str(s, w->kv[i].key.data, w->kv[i].key.len);
         put_u32(s, (uint32_t)w->kv[i].value.type);
         put_value(s, &w->kv[i].value);
+    }
+    if (add_quantization_version) {
+        static const char key[] = "general.quantization_version";
+        put_str(s, key, sizeof key - 1);
+        put_u32(s, WHET_GGUF_UINT32);
+        put_u32(s, 2);
     }
     /* ggml requires each offset to be the padded sum of the sizes before it */
     uint64_t offset = 0;

@@ -223,7 +223,9 @@ int whet_gguf_add_tensor_f32(whet_gguf_writer *w, const char *name, uint32_t typ
 int whet_gguf_add_tensor_raw(whet_gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                              const uint64_t *ne, const void *data, whet_err *e);
 
-/* Writes the file atomically (see whet_atomic_open). */
+/* Writes the file atomically (see whet_atomic_open). When a tensor is
+ * quantized and general.quantization_version was not set, it is written as
+ * uint32 2 after the other keys, as llama.cpp expects. */
 int whet_gguf_write_file(whet_gguf_writer *w, const char *path, whet_err *e);
 /* Writes into a malloc'd buffer (free() it). */
 int whet_gguf_write_memory(whet_gguf_writer *w, unsigned char **data, size_t *size, whet_err *e);
