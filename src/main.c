@@ -13,6 +13,7 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"bench", cmd_bench, "measure GEMM throughput per ISA and layout, against OpenBLAS when installed"},
     {"cpu", cmd_cpu, "show CPU features, the measured FMA peak and the kernels chosen"},
     {"tokenize", cmd_tokenize, "encode text to token ids with a model's tokenizer (or decode ids)"},
 };

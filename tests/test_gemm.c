@@ -27,10 +27,12 @@ enum { NSHAPE_SIZES = sizeof shape_sizes / sizeof shape_sizes[0] };
 /* K beyond every ISA's k block, so blocked sums and the C += acc step are hit. */
 static const size_t long_k[] = {700, 1100};
 
-#if defined(__aarch64__) /* under qemu: the same code paths on smaller "large" shapes */
-enum { LARGE_M = 256, LARGE_N = 200, LARGE_K = 576 };
+#if defined(__aarch64__) /* under qemu: the same code paths (k > KC, many tiles) on smaller shapes */
+enum { LARGE_M = 100, LARGE_N = 76, LARGE_K = 300, SPLIT_M = 129, SPLIT_N = 67, SPLIT_K = 600 };
+static const size_t max_odd_volume = (size_t)127 * 127 * 257;
 #else
-enum { LARGE_M = 1024, LARGE_N = 576, LARGE_K = 576 };
+enum { LARGE_M = 1024, LARGE_N = 576, LARGE_K = 576, SPLIT_M = 257, SPLIT_N = 131, SPLIT_K = 700 };
+static const size_t max_odd_volume = (size_t)257 * 257 * 257;
 #endif
 
 typedef struct {
@@ -242,7 +244,7 @@ static void odd_shapes_match_scalar(void **state)
             size_t M = shape_sizes[kc_next(&r) % NSHAPE_SIZES];
             size_t N = shape_sizes[kc_next(&r) % NSHAPE_SIZES];
             size_t K = draw % 2 ? long_k[kc_next(&r) % 2] : shape_sizes[kc_next(&r) % NSHAPE_SIZES];
-            if (M * N * K > (size_t)257 * 257 * 257) /* keep the scalar reference quick */
+            if (M * N * K > max_odd_volume) /* keep the scalar reference quick */
                 K = 33;
             check_problem(&r, f->tables, f->n, f->ws, (whet_gemm_layout)layout, M, N, K);
         }
@@ -280,7 +282,7 @@ static void sub_blocks_give_identical_bits(void **state)
 {
     fixture *f = *state;
     kc_rng r = kc_seed(4);
-    static const size_t shapes[][3] = {{257, 131, 700}, {61, 300, 1100}, {33, 17, 7}};
+    static const size_t shapes[][3] = {{SPLIT_M, SPLIT_N, SPLIT_K}, {61, 300, 1100}, {33, 17, 7}};
     for (int t = 0; t < f->n; t++)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (int layout = 0; layout < 3; layout++)
@@ -379,8 +381,11 @@ static void empty_k_gives_zero_or_keeps_c(void **state)
         }
 }
 
-int main(void)
+/* An argument picks the tests to run by name pattern (cmocka's filter). */
+int main(int argc, char **argv)
 {
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(small_shapes_match_scalar),
         cmocka_unit_test(odd_shapes_match_scalar),

@@ -1,10 +1,10 @@
 /* whet cpu: what the CPU offers, how fast its FMA units run, and which kernels
  * whet will use on it. */
 #include "cli/commands.h"
+#include "cli/fma_peak.h"
 #include "simd/simd.h"
 #include "util/compute.h"
 #include "util/log.h"
-#include "util/timer.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -17,27 +17,6 @@ static const char *const kernel_names[] = {
 #undef WHET_KERNEL_NAME
 };
 enum { NKERNELS = sizeof kernel_names / sizeof kernel_names[0] };
-
-/* GFLOP/s of one core: the best of a few ~50 ms runs of the FMA loop. */
-static double measure_fma_peak(const whet_kernels *k)
-{
-    size_t iterations = 1 << 16;
-    double best = 0;
-    k->fma_peak_loop(iterations); /* warm-up: clocks up, code paged in */
-    for (int round = 0; round < 8; round++) {
-        double t0 = whet_now();
-        double flops = k->fma_peak_loop(iterations);
-        double dt = whet_now() - t0;
-        if (dt < 0.02) { /* too short to time well: make it longer */
-            iterations *= 4;
-            round--;
-            continue;
-        }
-        if (flops / dt > best)
-            best = flops / dt;
-    }
-    return best * 1e-9;
-}
 
 static void usage(FILE *out)
 {
@@ -84,7 +63,7 @@ int cmd_cpu(int argc, char **argv)
         {"i8mm", f->arm_i8mm}, {"sve", f->sve},
     };
     const int nfeatures = sizeof features / sizeof features[0];
-    double peak = measure_fma_peak(k);
+    double peak = cli_measure_fma_peak(k);
     int threads = whet_thread_count(0);
     if (threads < 0)
         return WHET_EXIT_ERROR;

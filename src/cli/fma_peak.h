@@ -1,0 +1,10 @@
+/* The measured fp32 FMA peak of one core, shared by `whet cpu` and `whet bench`. */
+#ifndef WHET_CLI_FMA_PEAK_H
+#define WHET_CLI_FMA_PEAK_H
+
+#include "simd/simd.h"
+
+/* GFLOP/s of one core running k->fma_peak_loop: the best of a few ~50 ms runs. */
+double cli_measure_fma_peak(const whet_kernels *k);
+
+#endif
