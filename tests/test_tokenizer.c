@@ -610,6 +610,57 @@ static void minimal_tokenizer_and_llama_config(void **state)
     remove_tmp("tokenizer.json");
 }
 
+/* Split behaviours (HF normalizer.rs's documented example) and the Metaspace
+ * decoder: with ignore_merges, every piece that is a whole vocab entry comes
+ * out as one id, so the ids show the pieces. */
+static void split_behaviours_and_metaspace_decoding(void **state)
+{
+    (void)state;
+    static const char *const words[] = {"the", "final", "countdown", "-", "the-", "final-", "-final", "-countdown",
+                                        "\xE2\x96\x81" "a" "\xE2\x96\x81" "b", "\xE2\x96\x81" "c"};
+    static const struct {
+        const char *behavior;
+        int32_t ids[6];
+        size_t n;
+    } cases[] = {
+        {"Removed", {0, 1, 2}, 3},
+        {"Isolated", {0, 3, 1, 3, 3, 2}, 6},
+        {"MergedWithPrevious", {4, 5, 3, 2}, 4},
+        {"MergedWithNext", {0, 6, 3, 7}, 4},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char json[1024];
+        int len = snprintf(json, sizeof json,
+                           "{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"String\":\"-\"},\"behavior\":\"%s\","
+                           "\"invert\":false},\"decoder\":{\"type\":\"Metaspace\",\"replacement\":\"\xE2\x96\x81\","
+                           "\"prepend_scheme\":\"always\",\"split\":true},"
+                           "\"model\":{\"type\":\"BPE\",\"ignore_merges\":true,\"vocab\":{",
+                           cases[k].behavior);
+        for (size_t w = 0; w < sizeof words / sizeof words[0]; w++)
+            len += snprintf(json + len, sizeof json - (size_t)len, "%s\"%s\":%zu", w ? "," : "", words[w], w);
+        snprintf(json + len, sizeof json - (size_t)len, "},\"merges\":[]}}");
+        whet_err e;
+        whet_tokenizer *t = whet_tokenizer_parse(json, strlen(json), "split.json", &e);
+        if (!t)
+            print_error("%s\n", e.msg);
+        assert_non_null(t);
+        int32_t *ids;
+        size_t n;
+        encode_or_fail(t, "the-final--countdown", 20, 0, &ids, &n);
+        if (!ids_equal(ids, n, cases[k].ids, cases[k].n))
+            print_ids(cases[k].behavior, ids, n);
+        assert_true(ids_equal(ids, n, cases[k].ids, cases[k].n));
+        free(ids);
+        /* every ▁ of the first token is dropped, later ones become spaces */
+        static const int32_t meta[] = {8, 9};
+        size_t out_len;
+        char *text = decode_or_fail(t, meta, 2, 0, &out_len);
+        assert_string_equal(text, "ab c");
+        free(text);
+        whet_tokenizer_free(t);
+    }
+}
+
 /* ---- GGUF ---- */
 
 /* Writes the tokenizer's vocabulary into GGUF metadata as llama.cpp's
@@ -806,6 +857,7 @@ int main(void)
         cmocka_unit_test(add_special_adds_bos),
         cmocka_unit_test_setup_teardown(malformed_files_name_file_and_position, make_tmp_dir, remove_tmp_dir),
         cmocka_unit_test_setup_teardown(minimal_tokenizer_and_llama_config, make_tmp_dir, remove_tmp_dir),
+        cmocka_unit_test(split_behaviours_and_metaspace_decoding),
         cmocka_unit_test(gguf_byte_level),
         cmocka_unit_test(gguf_sentencepiece),
         cmocka_unit_test(gguf_errors_name_the_key),

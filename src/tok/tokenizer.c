@@ -34,7 +34,8 @@ int tok_regex_compile(tok_regex *r, const char *pattern, size_t len, int literal
 {
     int code;
     PCRE2_SIZE offset;
-    uint32_t options = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    /* PCRE2_LITERAL allows no UCP (nothing in a literal depends on it) */
+    uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     r->code = pcre2_compile((PCRE2_SPTR)pattern, len, options, &code, &offset, NULL);
     if (!r->code) {
         PCRE2_UCHAR message[256];
@@ -178,7 +179,9 @@ static void emit_spans(encode_ctx *c, piece_list *out, const char *s, int at_sta
                 pieces_add(c, out, text, len, start_flag);
             break;
         case TOK_SPLIT_MERGED_WITH_NEXT:
-            if (previous_match && out->n > first_out)
+            /* HF folds from the end: a match joins the piece after it when
+             * that piece is not itself a match ("a--b" → "a", "-", "-b") */
+            if (i > 0 && c->spans[i - 1].is_match && !sp->is_match && out->n > first_out)
                 pieces_extend_last(c, out, text, len);
             else
                 pieces_add(c, out, text, len, start_flag);
@@ -731,16 +734,14 @@ static int apply_dec_step(const tok_dec_step *d, const token_list *in, token_lis
         }
         break;
     case TOK_DEC_METASPACE:
+        /* HF's metaspace.rs: the replacement becomes a space, except in the
+         * first token, where every one is dropped (unless prepend_scheme is
+         * "never") */
         for (size_t i = 0; i < in->n && rc == 0; i++) {
             tmp.len = 0;
-            replace_all(&tmp, in->text.data + in->off[i], in->len[i], d->a, d->a_len, " ", 1);
-            const char *s = tmp.data ? tmp.data : "";
-            size_t len = tmp.len;
-            if (i == 0 && d->prepend_scheme != TOK_PREPEND_NEVER && len && s[0] == ' ') {
-                s++;
-                len--;
-            }
-            rc = tmp.oom ? -1 : tl_add(out, s, len);
+            int drop = i == 0 && d->prepend_scheme != TOK_PREPEND_NEVER;
+            replace_all(&tmp, in->text.data + in->off[i], in->len[i], d->a, d->a_len, drop ? "" : " ", drop ? 0 : 1);
+            rc = tmp.oom ? -1 : tl_add(out, tmp.data ? tmp.data : "", tmp.len);
         }
         break;
     }
