@@ -49,14 +49,15 @@ static void reference(double *out, double *lse, const float *q, const float *k, 
                 max = s[j] > max ? s[j] : max;
             }
             double sum = 0;
-            for (size_t j = 0; j < end; j++)
-                sum += exp(s[j] - max);
-            for (size_t d = 0; d < D; d++) {
-                double acc = 0;
-                for (size_t j = 0; j < end; j++)
-                    acc += exp(s[j] - max) / sum * v[j * ks + (h / group) * D + d];
-                out[(i * c->heads + h) * D + d] = acc;
+            for (size_t j = 0; j < end; j++) {
+                s[j] = exp(s[j] - max);
+                sum += s[j];
             }
+            for (size_t d = 0; d < D; d++)
+                out[(i * c->heads + h) * D + d] = 0;
+            for (size_t j = 0; j < end; j++)
+                for (size_t d = 0; d < D; d++)
+                    out[(i * c->heads + h) * D + d] += s[j] / sum * v[j * ks + (h / group) * D + d];
             lse[h * c->n_q + i] = max + log(sum);
         }
     free(s);

@@ -446,6 +446,86 @@ static void weight_errors_name_tensor_and_file(void **state)
                       "from config.json");
 }
 
+/* Mistral's sliding window: full causal attention equals it within the
+ * window; a longer sequence is refused, not silently computed differently. */
+static void sliding_window_is_enforced(void **state)
+{
+    (void)state;
+    make_dir_with_config("mistral", "\"sliding_window\": 4096", "\"sliding_window\": 8");
+    whet_compute *c = whet_compute_create(whet_kernels_best(), 1);
+    whet_model *m;
+    whet_err e;
+    if (whet_model_load(&m, tmp_dir, c, &e))
+        fail_msg("%s", e.msg);
+    assert_int_equal(m->cfg.sliding_window, 8);
+    whet_acts *a = whet_acts_create(m, 1, 9, 0, &e);
+    int32_t tokens[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    assert_int_equal(whet_model_forward(m, a, tokens, 1, 8, &e), 0);
+    assert_int_equal(whet_model_forward(m, a, tokens, 1, 9, &e), -1);
+    char expected[1024];
+    snprintf(expected, sizeof expected,
+             "%s: 9 tokens exceed the sliding_window of 8 in config.json; whet computes full causal attention only, "
+             "which equals sliding-window attention within the window",
+             tmp_dir);
+    assert_string_equal(e.msg, expected);
+    whet_acts_free(a);
+    whet_model_free(m);
+    whet_compute_destroy(c);
+    remove_dir();
+}
+
+/* GPT-2 checkpoints saved from GPT2LMHeadModel name every tensor
+ * "transformer.<name>": the same weights load to the same bits. */
+static void gpt2_transformer_prefix_loads(void **state)
+{
+    (void)state;
+    make_dir_with_config("gpt2", "\"n_layer\": 2", "\"n_layer\": 2");
+    char path[512];
+    snprintf(path, sizeof path, "%s/model.safetensors", tmp_dir);
+    unlink(path); /* the symlink: replaced by a renamed copy */
+    whet_safetensors *st;
+    whet_err e;
+    assert_int_equal(whet_st_open(&st, DATA_DIR "/gpt2/model.safetensors", &e), 0);
+    size_t n = whet_st_count(st);
+    whet_st_entry *entries = calloc(n, sizeof *entries);
+    char **names = calloc(n, sizeof *names);
+    for (size_t i = 0; i < n; i++) {
+        const whet_st_tensor *t = whet_st_tensor_at(st, i);
+        names[i] = malloc(strlen(t->name) + 16);
+        sprintf(names[i], "transformer.%s", t->name);
+        entries[i] = (whet_st_entry){names[i], t->dtype, t->rank, t->shape, t->data};
+    }
+    if (whet_st_write(path, entries, n, NULL, 0, &e))
+        fail_msg("%s", e.msg);
+    whet_st_close(st);
+
+    golden g;
+    load_golden("gpt2", &g);
+    whet_compute *c = whet_compute_create(whet_kernels_best(), 1);
+    float *logits[2];
+    for (int variant = 0; variant < 2; variant++) {
+        whet_model *m;
+        char dir[256];
+        snprintf(dir, sizeof dir, "%s", variant ? tmp_dir : DATA_DIR "/gpt2");
+        if (whet_model_load(&m, dir, c, &e))
+            fail_msg("%s", e.msg);
+        whet_acts *a = whet_acts_create(m, g.B, g.T, 0, &e);
+        logits[variant] = malloc(g.B * g.T * g.V * sizeof(float));
+        assert_int_equal(whet_model_forward(m, a, g.tokens, g.B, g.T, &e), 0);
+        assert_int_equal(whet_model_logits(m, a, NULL, g.B * g.T, logits[variant], &e), 0);
+        whet_acts_free(a);
+        whet_model_free(m);
+    }
+    assert_memory_equal(logits[0], logits[1], g.B * g.T * g.V * sizeof(float));
+    free(logits[0]), free(logits[1]);
+    free_golden(&g);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names), free(entries);
+    whet_compute_destroy(c);
+    remove_dir();
+}
+
 /* Token ids outside the vocabulary and sequences past the positions are refused. */
 static void forward_refuses_bad_input(void **state)
 {
@@ -478,6 +558,8 @@ int main(void)
         cmocka_unit_test(config_errors_name_file_and_key),
         cmocka_unit_test(config_values),
         cmocka_unit_test(weight_errors_name_tensor_and_file),
+        cmocka_unit_test(sliding_window_is_enforced),
+        cmocka_unit_test(gpt2_transformer_prefix_loads),
         cmocka_unit_test(forward_refuses_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -228,6 +228,7 @@ typedef struct rope_job {
     size_t heads, head_dim;
     const int32_t *positions;
     const float *cos, *sin;
+    whet_rope_pairing pairing;
 } rope_job;
 
 static void rope_rows(void *p, size_t t0, size_t t1)
@@ -235,13 +236,14 @@ static void rope_rows(void *p, size_t t0, size_t t1)
     rope_job *j = p;
     size_t stride = j->heads * j->head_dim;
     j->k->rope(j->x + t0 * stride, t1 - t0, j->heads, j->head_dim, stride, j->positions + t0, j->cos, j->sin,
-               WHET_ROPE_HALF_SPLIT, 0);
+               j->pairing, 0);
 }
 
 static void rope_forward(whet_compute *c, const whet_model *m, float *x, size_t rows, size_t heads,
                          const int32_t *positions)
 {
-    rope_job j = {c->kernels, x, heads, m->cfg.head_dim, positions, m->rope_cos, m->rope_sin};
+    rope_job j = {c->kernels, x, heads, m->cfg.head_dim, positions, m->rope_cos, m->rope_sin,
+                  m->cfg.info->rope_pairing};
     whet_compute_for(c, rows, grain_for(heads * m->cfg.head_dim), rope_rows, &j);
 }
 
