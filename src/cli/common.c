@@ -95,3 +95,244 @@ int cli_read_input(const char *command, const char *text, const char *file, char
     }
     return 0;
 }
+
+/* ---- option values ---------------------------------------------------------- */
+
+int cli_parse_size(const char *command, const char *option, const char *arg, size_t min, size_t max, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(arg, &end, 10);
+    if (arg[0] < '0' || arg[0] > '9' || *end || errno || v < min || v > max) {
+        whet_error("%s: %s: expected a whole number from %zu to %zu, got '%s'", command, option, min, max, arg);
+        return -1;
+    }
+    *out = (size_t)v;
+    return 0;
+}
+
+int cli_parse_u64(const char *command, const char *option, const char *arg, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(arg, &end, 10);
+    if (arg[0] < '0' || arg[0] > '9' || *end || errno) {
+        whet_error("%s: %s: expected a whole number from 0 to %llu, got '%s'", command, option,
+                   (unsigned long long)UINT64_MAX, arg);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int cli_parse_double(const char *command, const char *option, const char *arg, double min, double max, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (end == arg || *end || errno || !(v >= min && v <= max)) {
+        whet_error("%s: %s: expected a number from %g to %g, got '%s'", command, option, min, max, arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* ---- models ------------------------------------------------------------------- */
+
+int cli_open_model(cli_model *m, const char *path, int threads)
+{
+    memset(m, 0, sizeof *m);
+    if (cli_is_gguf(path)) {
+        whet_error("%s: running GGUF models is not supported yet; give an HF model directory "
+                   "(config.json, model.safetensors and tokenizer.json)", path);
+        return -1;
+    }
+    const whet_kernels *k = whet_kernels_from_env();
+    if (!k)
+        return -1;
+    m->compute = whet_compute_create(k, threads);
+    if (!m->compute)
+        return -1;
+    whet_err e = {{0}};
+    if (whet_model_load(&m->model, path, m->compute, &e) != 0) {
+        whet_error("%s", e.msg);
+        cli_close_model(m);
+        return -1;
+    }
+    m->tok = cli_open_tokenizer(path);
+    if (!m->tok) {
+        cli_close_model(m);
+        return -1;
+    }
+    return 0;
+}
+
+void cli_close_model(cli_model *m)
+{
+    whet_tokenizer_free(m->tok);
+    whet_model_free(m->model);
+    if (m->compute)
+        whet_compute_destroy(m->compute);
+    memset(m, 0, sizeof *m);
+}
+
+int cli_encode_prompt(const whet_tokenizer *t, const char *text, size_t len, int bos, int32_t **ids, size_t *n)
+{
+    whet_err e = {{0}};
+    int32_t *body = NULL, *probe = NULL, *probe_special = NULL;
+    size_t n_body = 0, n_probe = 0, n_special = 0, prefix = 0;
+    int rc = -1;
+    if (whet_tokenizer_encode(t, text, len, 0, &body, &n_body, &e) != 0)
+        goto done;
+    if (bos) {
+        /* what the post-processor writes before a text: "a" with and without it */
+        if (whet_tokenizer_encode(t, "a", 1, 0, &probe, &n_probe, &e) != 0 ||
+            whet_tokenizer_encode(t, "a", 1, 1, &probe_special, &n_special, &e) != 0)
+            goto done;
+        for (size_t p = 0; p + n_probe <= n_special; p++)
+            if (memcmp(probe_special + p, probe, n_probe * sizeof *probe) == 0) {
+                prefix = p;
+                break;
+            }
+    }
+    *ids = malloc((prefix + n_body + 1) * sizeof **ids);
+    if (!*ids) {
+        whet_fail(&e, "out of memory for %zu tokens", prefix + n_body);
+        goto done;
+    }
+    if (prefix)
+        memcpy(*ids, probe_special, prefix * sizeof **ids);
+    if (n_body)
+        memcpy(*ids + prefix, body, n_body * sizeof **ids);
+    *n = prefix + n_body;
+    rc = 0;
+done:
+    if (rc)
+        whet_error("%s", e.msg);
+    free(body);
+    free(probe);
+    free(probe_special);
+    return rc;
+}
+
+/* ---- streaming ------------------------------------------------------------------ */
+
+/* Bytes of the UTF-8 sequence a lead byte starts; 0 for a byte that starts none. */
+static size_t utf8_length(unsigned char b)
+{
+    if (b < 0x80)
+        return 1;
+    if (b >= 0xC2 && b <= 0xDF)
+        return 2;
+    if (b >= 0xE0 && b <= 0xEF)
+        return 3;
+    if (b >= 0xF0 && b <= 0xF4)
+        return 4;
+    return 0;
+}
+
+/* Whether b may be byte i (≥ 1) of a sequence led by `lead` (no overlongs,
+ * surrogates or code points past U+10FFFF). */
+static int utf8_continues(unsigned char lead, size_t i, unsigned char b)
+{
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (i == 1) {
+        if (lead == 0xE0)
+            lo = 0xA0;
+        else if (lead == 0xED)
+            hi = 0x9F;
+        else if (lead == 0xF0)
+            lo = 0x90;
+        else if (lead == 0xF4)
+            hi = 0x8F;
+    }
+    return b >= lo && b <= hi;
+}
+
+static size_t put_replacement(char *out)
+{
+    memcpy(out, "\xEF\xBF\xBD", 3);
+    return 3;
+}
+
+size_t cli_utf8_feed(cli_utf8_stream *s, const char *in, size_t len, char *out)
+{
+    unsigned char old[4];
+    size_t n_old = s->n, total = n_old + len, o = 0, i = 0;
+    memcpy(old, s->pending, n_old);
+    s->n = 0;
+#define BYTE_AT(k) ((k) < n_old ? old[(k)] : (unsigned char)in[(k) - n_old])
+    while (i < total) {
+        unsigned char b = BYTE_AT(i);
+        size_t need = utf8_length(b);
+        if (need == 1) {
+            out[o++] = (char)b;
+            i++;
+            continue;
+        }
+        if (need == 0) {
+            o += put_replacement(out + o);
+            i++;
+            continue;
+        }
+        size_t j = 1;
+        while (j < need && i + j < total && utf8_continues(b, j, BYTE_AT(i + j)))
+            j++;
+        if (j == need) {
+            for (size_t k = 0; k < need; k++)
+                out[o++] = (char)BYTE_AT(i + k);
+            i += need;
+        } else if (i + j == total) { /* unfinished: keep it for the next piece */
+            for (size_t k = 0; k < j; k++)
+                s->pending[k] = BYTE_AT(i + k);
+            s->n = j;
+            break;
+        } else { /* the maximal invalid subpart becomes one U+FFFD */
+            o += put_replacement(out + o);
+            i += j;
+        }
+    }
+#undef BYTE_AT
+    return o;
+}
+
+size_t cli_utf8_flush(cli_utf8_stream *s, char *out)
+{
+    size_t o = s->n ? put_replacement(out) : 0;
+    s->n = 0;
+    return o;
+}
+
+static long find_bytes(const char *hay, size_t n, const char *needle, size_t m)
+{
+    if (m == 0 || m > n)
+        return -1;
+    for (size_t i = 0; i + m <= n; i++)
+        if (hay[i] == needle[0] && memcmp(hay + i, needle, m) == 0)
+            return (long)i;
+    return -1;
+}
+
+size_t cli_stop_scan(const char *held, size_t len, char *const *stops, size_t n_stops, long *stop_at)
+{
+    long first = -1;
+    for (size_t i = 0; i < n_stops; i++) {
+        long at = find_bytes(held, len, stops[i], strlen(stops[i]));
+        if (at >= 0 && (first < 0 || at < first))
+            first = at;
+    }
+    *stop_at = first;
+    if (first >= 0)
+        return (size_t)first;
+    size_t hold = 0;
+    for (size_t i = 0; i < n_stops; i++) {
+        size_t m = strlen(stops[i]);
+        for (size_t k = m > 0 ? (m - 1 < len ? m - 1 : len) : 0; k > hold; k--)
+            if (memcmp(held + len - k, stops[i], k) == 0) {
+                hold = k;
+                break;
+            }
+    }
+    return len - hold;
+}

@@ -4,7 +4,10 @@
 #define WHET_CLI_COMMON_H
 
 #include <stddef.h>
+#include <stdint.h>
 
+#include "model/model.h"
+#include "tok/chat_template.h"
 #include "tok/tokenizer.h"
 
 /* Whether `path` is a GGUF file (by its magic bytes, not its name). */
@@ -18,5 +21,52 @@ whet_tokenizer *cli_open_tokenizer(const char *path);
 /* Input text: `text` when given, else the contents of `file` ("-" is standard
  * input). Exactly one of the two must be set; prints the error and returns -1. */
 int cli_read_input(const char *command, const char *text, const char *file, char **out, size_t *len);
+
+/* Option values. Each prints "whet: COMMAND: --OPTION: expected ..., got '...'"
+ * and returns -1 when `arg` is not a whole number (or a finite number) in
+ * [min, max]. */
+int cli_parse_size(const char *command, const char *option, const char *arg, size_t min, size_t max, size_t *out);
+int cli_parse_u64(const char *command, const char *option, const char *arg, uint64_t *out);
+int cli_parse_double(const char *command, const char *option, const char *arg, double min, double max, double *out);
+
+/* A model opened for running: the compute context (WHET_ISA's kernels,
+ * `threads` threads, 0 for WHET_THREADS or every core), the weights of an HF
+ * model directory and its tokenizer. */
+typedef struct cli_model {
+    whet_compute *compute;
+    whet_model *model;
+    whet_tokenizer *tok;
+} cli_model;
+
+/* Prints the error and returns -1 on failure (nothing is left open). */
+int cli_open_model(cli_model *m, const char *path, int threads);
+void cli_close_model(cli_model *m);
+
+/* Tokens of `text` as a prompt: without the tokenizer's special tokens, then
+ * with its BOS in front when the tokenizer adds one on its own (encoding ""
+ * with special tokens shows whether it does) and `bos` is set. Templates that
+ * write the BOS text themselves ask for no BOS; an EOS the tokenizer would
+ * append is never added to a prompt. */
+int cli_encode_prompt(const whet_tokenizer *t, const char *text, size_t len, int bos, int32_t **ids, size_t *n);
+
+/* Streaming text that arrives in pieces that may split a UTF-8 character:
+ * cli_utf8_feed appends the bytes that form complete characters to out (at
+ * most 3·(len + 3) bytes: each invalid byte becomes U+FFFD, as
+ * whet_tokenizer_decode does) and keeps an unfinished character's bytes for
+ * the next piece; cli_utf8_flush ends the stream (an unfinished character
+ * becomes U+FFFD). Both return the bytes written. */
+typedef struct cli_utf8_stream {
+    unsigned char pending[4];
+    size_t n;
+} cli_utf8_stream;
+
+size_t cli_utf8_feed(cli_utf8_stream *s, const char *in, size_t len, char *out);
+size_t cli_utf8_flush(cli_utf8_stream *s, char *out);
+
+/* Stop strings in streamed text: `held` is text not printed yet. Returns the
+ * bytes of it that are safe to print now; *stop_at is set to the offset of
+ * the first (leftmost) stop string found in it, or to -1. Bytes that might be
+ * the beginning of a stop string are held back until the next call. */
+size_t cli_stop_scan(const char *held, size_t len, char *const *stops, size_t n_stops, long *stop_at);
 
 #endif

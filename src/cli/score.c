@@ -1,0 +1,345 @@
+/* whet score: how well a model predicts a text: mean NLL per token,
+ * perplexity and bits per byte, over sliding windows for long texts (the
+ * Hugging Face "strided perplexity" recipe; see whet-score(1)). */
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "io/json.h"
+#include "util/log.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_MAX_CTX 1024
+
+static void usage(FILE *out)
+{
+    fputs("usage: whet score --model M (--file F | --text S) [--ctx N] [--stride S] [--json]\n"
+          "                  [--per-token] [--threads N]\n"
+          "Score a text with a model: tokens, mean NLL, perplexity, bits per byte.\n"
+          "  --model M      HF model directory (config.json, safetensors, tokenizer.json)\n"
+          "  --file F       the text to score (- for standard input)\n"
+          "  --text S       the text to score, given on the command line\n"
+          "  --ctx N        window of N tokens (default: the model's positions, at most 1024)\n"
+          "  --stride S     windows start S tokens apart, S < N (default N/2)\n"
+          "  --json         print one JSON object\n"
+          "  --per-token    also list every token: position, id, log-probability, text\n"
+          "  --threads N    threads to use (default: WHET_THREADS, else every core)\n"
+          "  --help         this text\n",
+          out);
+}
+
+/* A token's text, made valid UTF-8 (a token that splits a character shows
+ * U+FFFD); malloc'd. */
+static char *token_text(const whet_tokenizer *t, int32_t id, size_t *len)
+{
+    size_t n = 0;
+    const char *b = whet_tokenizer_token_bytes(t, id, &n);
+    if (!b)
+        b = "", n = 0;
+    char *out = malloc(3 * (n + 4) + 1);
+    if (!out)
+        return NULL;
+    cli_utf8_stream s = {{0}, 0};
+    size_t o = cli_utf8_feed(&s, b, n, out);
+    o += cli_utf8_flush(&s, out + o);
+    out[o] = 0;
+    *len = o;
+    return out;
+}
+
+/* Prints s as a JSON string literal (the per-token table's text column). */
+static void print_quoted(const char *s, size_t n)
+{
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", stdout);
+        else if (c == '\t')
+            fputs("\\t", stdout);
+        else if (c == '\r')
+            fputs("\\r", stdout);
+        else if (c < 0x20 || c == 0x7f)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
+typedef struct score_result {
+    size_t tokens, scored, windows, bytes;
+    double total_nll; /* nats */
+    float *logprob;   /* [tokens]: log p(token i | what the window gave before it); [0] unused */
+} score_result;
+
+/* Every token after the first, once, with as much left context as its window
+ * gives: windows [begin, begin + ctx) for begin = 0, stride, 2·stride, ...
+ * until one reaches the end; a window scores the tokens that earlier windows
+ * did not. */
+static int score_windows(cli_model *cm, const int32_t *ids, size_t n, size_t ctx, size_t stride, score_result *r)
+{
+    whet_err e = {{0}};
+    whet_acts *a = whet_acts_create(cm->model, 1, ctx, 0, &e);
+    int32_t *targets = malloc(ctx * sizeof *targets);
+    float *lp = malloc(ctx * sizeof *lp);
+    int rc = -1;
+    if (!a || !targets || !lp) {
+        whet_error("%s", a ? "score: out of memory" : e.msg);
+        goto done;
+    }
+    int progress = whet_stderr_is_terminal() && n > ctx;
+    size_t prev_end = 0, n_windows = n <= ctx ? 1 : 1 + (n - ctx + stride - 1) / stride;
+    r->total_nll = 0;
+    r->scored = 0;
+    r->windows = 0;
+    for (size_t begin = 0;; begin += stride) {
+        size_t end = begin + ctx < n ? begin + ctx : n, T = end - begin;
+        size_t first = prev_end > begin + 1 ? prev_end : begin + 1;
+        for (size_t i = 0; i < T; i++) {
+            size_t t = begin + i + 1; /* the token row i predicts */
+            targets[i] = t >= first && t < end ? ids[t] : -1;
+        }
+        double mean;
+        if (whet_model_forward(cm->model, a, ids + begin, 1, T, &e) != 0 ||
+            whet_model_nll(cm->model, a, targets, lp, &mean, &e) != 0) {
+            whet_error("%s", e.msg);
+            goto done;
+        }
+        for (size_t i = 0; i < T; i++)
+            if (targets[i] >= 0) {
+                r->logprob[begin + i + 1] = lp[i];
+                r->total_nll -= lp[i];
+                r->scored++;
+            }
+        r->windows++;
+        if (progress)
+            fprintf(stderr, "\rwhet: score: window %zu of %zu", r->windows, n_windows);
+        prev_end = end;
+        if (end == n)
+            break;
+    }
+    if (progress)
+        fputs("\r\033[K", stderr);
+    rc = 0;
+done:
+    whet_acts_free(a);
+    free(targets);
+    free(lp);
+    return rc;
+}
+
+static int print_json(const cli_model *cm, const char *model_path, const char *source, const int32_t *ids,
+                      const score_result *r, size_t ctx, size_t stride, int per_token)
+{
+    whet_json_writer w;
+    whet_json_writer_init(&w, 0);
+    double mean = r->total_nll / (double)r->scored;
+    whet_json_begin_object(&w);
+    whet_json_key(&w, "model");
+    whet_json_write_string(&w, model_path);
+    whet_json_key(&w, "source");
+    whet_json_write_string(&w, source);
+    whet_json_key(&w, "tokens");
+    whet_json_write_int(&w, (int64_t)r->tokens);
+    whet_json_key(&w, "scored");
+    whet_json_write_int(&w, (int64_t)r->scored);
+    whet_json_key(&w, "bytes");
+    whet_json_write_int(&w, (int64_t)r->bytes);
+    whet_json_key(&w, "mean_nll");
+    whet_json_write_double(&w, mean);
+    whet_json_key(&w, "total_nll");
+    whet_json_write_double(&w, r->total_nll);
+    whet_json_key(&w, "perplexity");
+    whet_json_write_double(&w, exp(mean));
+    whet_json_key(&w, "bits_per_byte");
+    if (r->bytes)
+        whet_json_write_double(&w, r->total_nll / log(2.0) / (double)r->bytes);
+    else
+        whet_json_write_null(&w);
+    whet_json_key(&w, "ctx");
+    whet_json_write_int(&w, (int64_t)ctx);
+    whet_json_key(&w, "stride");
+    whet_json_write_int(&w, (int64_t)stride);
+    whet_json_key(&w, "windows");
+    whet_json_write_int(&w, (int64_t)r->windows);
+    if (per_token) {
+        whet_json_key(&w, "per_token");
+        whet_json_begin_array(&w);
+        for (size_t i = 0; i < r->tokens; i++) {
+            size_t len = 0;
+            char *text = token_text(cm->tok, ids[i], &len);
+            whet_json_begin_object(&w);
+            whet_json_key(&w, "id");
+            whet_json_write_int(&w, ids[i]);
+            whet_json_key(&w, "text");
+            whet_json_write_string_len(&w, text ? text : "", text ? len : 0);
+            whet_json_key(&w, "logprob");
+            if (i == 0)
+                whet_json_write_null(&w);
+            else
+                whet_json_write_double(&w, r->logprob[i]);
+            whet_json_end_object(&w);
+            free(text);
+        }
+        whet_json_end_array(&w);
+    }
+    whet_json_end_object(&w);
+    const char *text;
+    size_t len;
+    whet_err e = {{0}};
+    int rc = whet_json_writer_finish(&w, "score output", &text, &len, &e);
+    if (rc == 0) {
+        fwrite(text, 1, len, stdout);
+        putchar('\n');
+    } else {
+        whet_error("%s", e.msg);
+    }
+    whet_json_writer_free(&w);
+    return rc;
+}
+
+static void print_text(const cli_model *cm, const char *source, const int32_t *ids, const score_result *r,
+                       size_t ctx, size_t stride, int per_token)
+{
+    if (per_token) {
+        printf("%8s %8s %12s  %s\n", "position", "id", "logprob", "text");
+        for (size_t i = 0; i < r->tokens; i++) {
+            size_t len = 0;
+            char *text = token_text(cm->tok, ids[i], &len);
+            if (i == 0)
+                printf("%8zu %8d %12s  ", i, ids[i], "-");
+            else
+                printf("%8zu %8d %12.6f  ", i, ids[i], (double)r->logprob[i]);
+            print_quoted(text ? text : "", text ? len : 0);
+            putchar('\n');
+            free(text);
+        }
+        putchar('\n');
+    }
+    double mean = r->total_nll / (double)r->scored;
+    printf("text           %s, %zu bytes\n", source, r->bytes);
+    printf("tokens         %zu (%zu scored)\n", r->tokens, r->scored);
+    printf("windows        %zu of at most %zu tokens, stride %zu\n", r->windows, ctx, stride);
+    printf("mean NLL       %.6f nats/token\n", mean);
+    printf("perplexity     %.4f\n", exp(mean));
+    if (r->bytes)
+        printf("bits per byte  %.6f bits/byte\n", r->total_nll / log(2.0) / (double)r->bytes);
+}
+
+int cmd_score(int argc, char **argv)
+{
+    const char *model_path = NULL, *file = NULL, *text = NULL;
+    size_t ctx = 0, stride = 0, threads = 0;
+    int json = 0, per_token = 0;
+    enum { OPT_CTX = 256, OPT_STRIDE, OPT_JSON, OPT_PER_TOKEN, OPT_THREADS };
+    static const struct option options[] = {
+        {"model", required_argument, NULL, 'm'}, {"file", required_argument, NULL, 'f'},
+        {"text", required_argument, NULL, 't'},  {"ctx", required_argument, NULL, OPT_CTX},
+        {"stride", required_argument, NULL, OPT_STRIDE}, {"json", no_argument, NULL, OPT_JSON},
+        {"per-token", no_argument, NULL, OPT_PER_TOKEN}, {"threads", required_argument, NULL, OPT_THREADS},
+        {"help", no_argument, NULL, 'h'}, {0}};
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+        int bad = 0;
+        switch (opt) {
+        case 'm': model_path = optarg; break;
+        case 'f': file = optarg; break;
+        case 't': text = optarg; break;
+        case OPT_CTX: bad = cli_parse_size("score", "--ctx", optarg, 2, 1u << 24, &ctx); break;
+        case OPT_STRIDE: bad = cli_parse_size("score", "--stride", optarg, 1, 1u << 24, &stride); break;
+        case OPT_JSON: json = 1; break;
+        case OPT_PER_TOKEN: per_token = 1; break;
+        case OPT_THREADS: bad = cli_parse_size("score", "--threads", optarg, 1, 4096, &threads); break;
+        case 'h': usage(stdout); return WHET_EXIT_OK;
+        default: usage(stderr); return WHET_EXIT_USAGE;
+        }
+        if (bad)
+            return WHET_EXIT_USAGE;
+    }
+    if (optind < argc) {
+        whet_error("score: unexpected argument '%s'", argv[optind]);
+        return WHET_EXIT_USAGE;
+    }
+    if (!model_path) {
+        whet_error("score: --model is required");
+        return WHET_EXIT_USAGE;
+    }
+    if ((text != NULL) == (file != NULL)) {
+        whet_error("score: give exactly one of --file and --text");
+        return WHET_EXIT_USAGE;
+    }
+    if (ctx && stride && stride >= ctx) {
+        whet_error("score: --stride %zu must be less than --ctx %zu (windows must overlap so that every token but "
+                   "the first is scored)", stride, ctx);
+        return WHET_EXIT_USAGE;
+    }
+
+    char *input = NULL;
+    size_t len = 0;
+    if (cli_read_input("score", text, file, &input, &len) != 0)
+        return WHET_EXIT_ERROR;
+    cli_model cm;
+    if (cli_open_model(&cm, model_path, (int)threads) != 0) {
+        free(input);
+        return WHET_EXIT_ERROR;
+    }
+    int status = WHET_EXIT_ERROR;
+    whet_err e = {{0}};
+    int32_t *ids = NULL;
+    size_t n = 0;
+    score_result r = {0};
+    const whet_model_config *cfg = &cm.model->cfg;
+    size_t limit = cfg->max_positions;
+    if (cfg->sliding_window && cfg->sliding_window < limit)
+        limit = cfg->sliding_window;
+    if (ctx > limit) {
+        whet_error("score: --ctx %zu is more than the %zu positions of %s", ctx, limit, model_path);
+        goto done;
+    }
+    if (!ctx)
+        ctx = limit < DEFAULT_MAX_CTX ? limit : DEFAULT_MAX_CTX;
+    if (!stride)
+        stride = ctx / 2;
+    if (stride >= ctx) {
+        whet_error("score: --stride %zu must be less than the window of %zu tokens", stride, ctx);
+        goto done;
+    }
+    if (whet_tokenizer_encode(cm.tok, input, len, 1, &ids, &n, &e) != 0) {
+        whet_error("%s", e.msg);
+        goto done;
+    }
+    const char *source = file ? (strcmp(file, "-") == 0 ? "standard input" : file) : "--text";
+    if (n < 2) {
+        whet_error("score: %s is %zu token%s long; scoring needs at least 2", source, n, n == 1 ? "" : "s");
+        goto done;
+    }
+    r.tokens = n;
+    r.bytes = len;
+    r.logprob = calloc(n, sizeof *r.logprob);
+    if (!r.logprob) {
+        whet_error("score: out of memory for %zu tokens", n);
+        goto done;
+    }
+    if (score_windows(&cm, ids, n, ctx, stride, &r) != 0)
+        goto done;
+    if (json) {
+        if (print_json(&cm, model_path, source, ids, &r, ctx, stride, per_token) != 0)
+            goto done;
+    } else {
+        print_text(&cm, source, ids, &r, ctx, stride, per_token);
+    }
+    status = WHET_EXIT_OK;
+done:
+    free(r.logprob);
+    free(ids);
+    free(input);
+    cli_close_model(&cm);
+    return status;
+}
