@@ -269,8 +269,48 @@ static void add_symbol(tok_bpe_scratch *s, size_t *n, int32_t id, uint32_t len)
     (*n)++;
 }
 
+#define METASPACE "\xE2\x96\x81"
+
+/* Whether a ▁ starts at word[i] (i > 0) after another character than ▁. */
+static int metaspace_run_starts(const char *word, size_t i, size_t len)
+{
+    return i + 3 <= len && memcmp(word + i, METASPACE, 3) == 0 && !(i >= 3 && memcmp(word + i - 3, METASPACE, 3) == 0);
+}
+
+void tok_bpe_prepare(tok_bpe *bpe)
+{
+    const tok_vocab *v = &bpe->vocab;
+    bpe->cut_before_metaspace = 0;
+    if (bpe->ignore_merges || tok_vocab_find(v, METASPACE, 3) < 0)
+        return;
+    for (size_t id = 0; id < v->n; id++)
+        for (size_t i = 1; v->text[id] && i < v->len[id]; i++)
+            if (metaspace_run_starts(v->text[id], i, v->len[id]))
+                return;
+    bpe->cut_before_metaspace = 1;
+}
+
+static void bpe_word(const tok_bpe *bpe, const char *word, size_t len, tok_bpe_scratch *scratch, int32_t **out,
+                     size_t *n_out, size_t *cap_out);
+
 void tok_bpe_word(const tok_bpe *bpe, const char *word, size_t len, tok_bpe_scratch *scratch, int32_t **out,
                   size_t *n_out, size_t *cap_out)
+{
+    if (!bpe->cut_before_metaspace) {
+        bpe_word(bpe, word, len, scratch, out, n_out, cap_out);
+        return;
+    }
+    size_t start = 0;
+    for (size_t i = 1; i < len; i++)
+        if ((unsigned char)word[i] == 0xE2 && metaspace_run_starts(word, i, len)) {
+            bpe_word(bpe, word + start, i - start, scratch, out, n_out, cap_out);
+            start = i;
+        }
+    bpe_word(bpe, word + start, len - start, scratch, out, n_out, cap_out);
+}
+
+static void bpe_word(const tok_bpe *bpe, const char *word, size_t len, tok_bpe_scratch *scratch, int32_t **out,
+                     size_t *n_out, size_t *cap_out)
 {
     if (len == 0 || scratch->oom)
         return;

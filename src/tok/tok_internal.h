@@ -71,7 +71,13 @@ typedef struct tok_bpe {
     int byte_fallback, fuse_unk, ignore_merges;
     int32_t unk_id;            /* -1: none */
     int32_t byte_ids[256];     /* ids of <0xXX>, -1 when missing */
-    int have_all_byte_ids;
+    /* No token holds a character other than ▁ followed by ▁ (true of
+     * SentencePiece vocabularies), ▁ itself is a token and ignore_merges is
+     * off: then no merge can cross the start of a ▁ run, and a long word
+     * (SentencePiece-style tokenizers have no pre-tokenizer, so the whole text
+     * is one word) can be cut there into words that merge alike, turning an
+     * O(n log n) merge over the whole text into many small ones. */
+    int cut_before_metaspace;
 } tok_bpe;
 
 /* Scratch space one encode call reuses for every word. */
@@ -101,5 +107,7 @@ void tok_merges_free(tok_merges *m);
 void tok_bpe_word(const tok_bpe *bpe, const char *word, size_t len, tok_bpe_scratch *scratch, int32_t **out,
                   size_t *n_out, size_t *cap_out);
 void tok_bpe_scratch_free(tok_bpe_scratch *scratch);
+/* Sets cut_before_metaspace once the vocabulary is complete. */
+void tok_bpe_prepare(tok_bpe *bpe);
 
 #endif

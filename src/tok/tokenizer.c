@@ -970,6 +970,7 @@ int tok_finish(whet_tokenizer *t, whet_err *e)
         a->content = cur.data;
         a->len = cur.len;
     }
+    tok_bpe_prepare(&t->bpe);
     if (build_added_set(t, &t->raw_set, 0) || build_added_set(t, &t->normalized_set, 1))
         return whet_fail(e, "%s: out of memory", t->name);
 
