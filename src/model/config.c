@@ -264,7 +264,7 @@ static int parse_gpt2(const reader *r, whet_model_config *cfg)
     double eps;
     if (get_size(r, root, "vocab_size", 1, 0, 1, &cfg->vocab) || get_size(r, root, "n_embd", 1, 0, 1, &cfg->hidden) ||
         get_size(r, root, "n_layer", 1, 0, 1, &cfg->layers) || get_size(r, root, "n_head", 1, 0, 1, &cfg->heads) ||
-        get_size(r, root, "n_positions", 1, 0, 1, &cfg->max_positions) ||
+        get_size(r, root, "n_positions", 0, cfg->info->default_max_positions, 1, &cfg->max_positions) ||
         get_double(r, root, "layer_norm_epsilon", 0, 1e-5, &eps))
         return -1;
     cfg->norm_eps = (float)eps;
