@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "io/gguf.h"
 #include "io/json.h"
 #include "tok/tokenizer.h"
+#include "util/file.h"
 
 #define DATA_DIR "tests/data/tokenizers"
 
@@ -661,6 +663,122 @@ static void split_behaviours_and_metaspace_decoding(void **state)
     }
 }
 
+/* Long text made of every golden string of a tokenizer, repeated. */
+static char *golden_text(const char *name, int repeats, size_t *len)
+{
+    char path[512];
+    whet_err e;
+    whet_json_doc *doc = NULL;
+    snprintf(path, sizeof path, DATA_DIR "/%s.golden.json", name);
+    assert_int_equal(whet_json_parse_file(&doc, path, NULL, &e), 0);
+    const whet_json *cases = whet_json_get(whet_json_root(doc), "cases");
+    size_t total = 0;
+    for (size_t i = 0; i < whet_json_count(cases); i++)
+        total += whet_json_get(whet_json_at(cases, i), "text")->u.string.len + 1;
+    char *text = malloc(total * (size_t)repeats + 1);
+    assert_non_null(text);
+    *len = 0;
+    for (int r = 0; r < repeats; r++)
+        for (size_t i = 0; i < whet_json_count(cases); i++) {
+            const whet_json *s = whet_json_get(whet_json_at(cases, i), "text");
+            memcpy(text + *len, s->u.string.chars, s->u.string.len);
+            *len += s->u.string.len;
+            text[(*len)++] = r & 1 ? '\n' : ' ';
+        }
+    whet_json_free(doc);
+    return text;
+}
+
+/* SentencePiece-style words are cut before ▁ runs only when no token could
+ * merge across the cut. A vocabulary with one more token holding "x▁" (which
+ * no merge builds, so ids cannot change) turns the cutting off: both must
+ * give the same ids on a long text. */
+static void cutting_before_metaspace_keeps_ids(void **state)
+{
+    (void)state;
+    char *json;
+    size_t json_len;
+    whet_err e;
+    assert_int_equal(whet_read_file(DATA_DIR "/spm_legacy/tokenizer.json", &json, &json_len, &e), 0);
+    const char *vocab = strstr(json, "\"vocab\":{");
+    assert_non_null(vocab);
+    static const char extra[] = "\"x\xE2\x96\x81y\":100000,";
+    size_t at = (size_t)(vocab - json) + strlen("\"vocab\":{");
+    char *uncut = malloc(json_len + sizeof extra);
+    assert_non_null(uncut);
+    memcpy(uncut, json, at);
+    memcpy(uncut + at, extra, sizeof extra - 1);
+    memcpy(uncut + at + sizeof extra - 1, json + at, json_len - at);
+    whet_tokenizer *cut = whet_tokenizer_parse(json, json_len, "cut", &e);
+    whet_tokenizer *whole = whet_tokenizer_parse(uncut, json_len + sizeof extra - 1, "uncut", &e);
+    assert_non_null(cut);
+    assert_non_null(whole);
+    size_t len;
+    char *text = golden_text("spm_legacy", 4, &len);
+    int32_t *a, *b;
+    size_t na, nb;
+    encode_or_fail(cut, text, len, 1, &a, &na);
+    encode_or_fail(whole, text, len, 1, &b, &nb);
+    assert_true(na > 1000);
+    assert_true(ids_equal(a, na, b, nb));
+    free(a);
+    free(b);
+    free(text);
+    free(uncut);
+    free(json);
+    whet_tokenizer_free(cut);
+    whet_tokenizer_free(whole);
+}
+
+/* A tokenizer is shared by threads: each encodes the same text and must get
+ * what one thread alone gets. */
+typedef struct encode_job {
+    const whet_tokenizer *t;
+    const char *text;
+    size_t len;
+    int32_t *ids;
+    size_t n;
+    int rc;
+} encode_job;
+
+static void *encode_in_thread(void *arg)
+{
+    encode_job *job = arg;
+    whet_err e;
+    for (int r = 0; r < 3 && job->rc == 0; r++) {
+        free(job->ids);
+        job->rc = whet_tokenizer_encode(job->t, job->text, job->len, 1, &job->ids, &job->n, &e);
+    }
+    return NULL;
+}
+
+static void encoding_from_many_threads(void **state)
+{
+    (void)state;
+    whet_tokenizer *t = load_named("qwen3");
+    size_t len;
+    char *text = golden_text("qwen3", 3, &len);
+    int32_t *expected;
+    size_t n_expected;
+    encode_or_fail(t, text, len, 1, &expected, &n_expected);
+    enum { THREADS = 4 };
+    pthread_t threads[THREADS];
+    encode_job jobs[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        jobs[i] = (encode_job){t, text, len, NULL, 0, 0};
+        assert_int_equal(pthread_create(&threads[i], NULL, encode_in_thread, &jobs[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        assert_int_equal(pthread_join(threads[i], NULL), 0);
+        assert_int_equal(jobs[i].rc, 0);
+        assert_true(ids_equal(jobs[i].ids, jobs[i].n, expected, n_expected));
+        free(jobs[i].ids);
+    }
+    free(expected);
+    free(text);
+    whet_tokenizer_free(t);
+}
+
 /* ---- GGUF ---- */
 
 /* Writes the tokenizer's vocabulary into GGUF metadata as llama.cpp's
@@ -858,6 +976,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(malformed_files_name_file_and_position, make_tmp_dir, remove_tmp_dir),
         cmocka_unit_test_setup_teardown(minimal_tokenizer_and_llama_config, make_tmp_dir, remove_tmp_dir),
         cmocka_unit_test(split_behaviours_and_metaspace_decoding),
+        cmocka_unit_test(cutting_before_metaspace_keeps_ids),
+        cmocka_unit_test(encoding_from_many_threads),
         cmocka_unit_test(gguf_byte_level),
         cmocka_unit_test(gguf_sentencepiece),
         cmocka_unit_test(gguf_errors_name_the_key),
