@@ -51,14 +51,48 @@ static void kernel_f32(size_t kc, const void *ap, const void *bp, float *c, size
     gf_store_edge(tile, NR, c, ldc, mr, nr, add);
 }
 
+/* A (fp32) into [k][12] panels: NN/NT rows run along k and are transposed 16 k
+ * at a time; TN rows of A already hold the panel's 12 values per k. */
 static void pack_a(void *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc)
 {
-    gf_pack_a_f32(dst, g, i0, rows, k0, kc, MR);
+    float *panel = dst;
+    for (size_t p = 0; p < rows; p += MR, panel += kc * MR) {
+        size_t mr = gf_min(MR, rows - p);
+        if (g->layout == WHET_GEMM_TN) {
+            __mmask16 load = (__mmask16)((1u << mr) - 1);
+            const float *src = g->A + k0 * g->lda + i0 + p;
+            for (size_t k = 0; k < kc; k++, src += g->lda)
+                _mm512_mask_storeu_ps(panel + k * MR, (1u << MR) - 1, _mm512_maskz_loadu_ps(load, src));
+        } else {
+            gf_pack_rows_avx512(panel, MR, g->A + (i0 + p) * g->lda + k0, g->lda * sizeof(float), mr, MR, kc);
+        }
+    }
 }
 
+/* B (fp32) into [k][32] panels: NT rows of B are the panel's columns, transposed
+ * 16×16 at a time; NN/TN rows of B are copied 32 columns at a time. */
 static void pack_b(void *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc)
 {
-    gf_pack_b_f32(dst, g, j0, cols, k0, kc, NR, 0);
+    const float *B = g->B;
+    float *panel = dst;
+    for (size_t p = 0; p < cols; p += NR, panel += kc * NR) {
+        size_t nr = gf_min(NR, cols - p);
+        if (g->layout == WHET_GEMM_NT) {
+            for (size_t half = 0; half < NR; half += 16) {
+                size_t n = nr > half ? gf_min(16, nr - half) : 0;
+                const float *src = n ? B + (j0 + p + half) * g->ldb + k0 : B;
+                gf_pack_rows_avx512(panel + half, NR, src, g->ldb * sizeof(float), n, 16, kc);
+            }
+        } else {
+            __mmask16 lo = (__mmask16)((1u << gf_min(16, nr)) - 1);
+            __mmask16 hi = (__mmask16)((1u << (nr > 16 ? nr - 16 : 0)) - 1);
+            const float *src = B + k0 * g->ldb + j0 + p;
+            for (size_t k = 0; k < kc; k++, src += g->ldb) {
+                _mm512_store_ps(panel + k * NR, _mm512_maskz_loadu_ps(lo, src));
+                _mm512_store_ps(panel + k * NR + 16, _mm512_maskz_loadu_ps(hi, src + 16));
+            }
+        }
+    }
 }
 
 static void pack_b_from_bf16(void *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc)

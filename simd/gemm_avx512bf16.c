@@ -64,8 +64,9 @@ static inline __m512i round_pairs(const float *src)
 }
 
 /* A (fp32) rounded to bf16 pairs in [k/2][MR] panels. For NN/NT a row of A
- * runs along k, so 32 k at a time are rounded in one go and scattered down
- * the panel; the tails and TN take the generic path. */
+ * runs along k: 32 k of each of the panel's rows are rounded into 16 words,
+ * then transposed into 16 panel rows. TN and the k tail take the generic path
+ * (its rounding is the same, nearest even). */
 static void pack_a(void *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc)
 {
     if (g->layout == WHET_GEMM_TN || kc < 32) {
@@ -76,33 +77,50 @@ static void pack_a(void *dst, const whet_gemm *g, size_t i0, size_t rows, size_t
     uint32_t *panel = dst;
     for (size_t p = 0; p < rows; p += MR, panel += kp * MR) {
         size_t mr = gf_min(MR, rows - p);
-        for (size_t r = 0; r < MR; r++) {
-            if (r >= mr) {
-                for (size_t q = 0; q < kp; q++)
-                    panel[q * MR + r] = 0;
-                continue;
-            }
-            const float *src = g->A + (i0 + p + r) * g->lda + k0;
-            uint32_t words[16] __attribute__((aligned(64)));
-            size_t k = 0;
-            for (; k + 32 <= kc; k += 32) {
-                _mm512_store_si512(words, round_pairs(src + k));
-                uint32_t *d = panel + k / 2 * MR + r;
-#pragma GCC unroll 16
-                for (int w = 0; w < 16; w++)
-                    d[w * MR] = words[w];
-            }
-            for (; k + 1 < kc; k += 2)
-                panel[k / 2 * MR + r] = gf_to_bf16(src[k]) | gf_to_bf16(src[k + 1]) << 16;
-            if (k < kc)
-                panel[k / 2 * MR + r] = gf_to_bf16(src[k]);
+        const float *src = g->A + (i0 + p) * g->lda + k0;
+        size_t k = 0;
+        for (; k + 32 <= kc; k += 32) {
+            __m512 words[16];
+            for (size_t r = 0; r < 16; r++)
+                words[r] = r < mr ? _mm512_castsi512_ps(round_pairs(src + r * g->lda + k)) : _mm512_setzero_ps();
+            gf_transpose16_avx512(words);
+            for (size_t q = 0; q < 16; q++)
+                _mm512_mask_storeu_ps(panel + (k / 2 + q) * MR, (1u << MR) - 1, words[q]);
         }
+        for (size_t r = 0; r < MR; r++)
+            for (size_t kk = k; kk < kc; kk += 2) {
+                uint32_t word = 0;
+                if (r < mr)
+                    word = gf_to_bf16(src[r * g->lda + kk]) |
+                           (kk + 1 < kc ? gf_to_bf16(src[r * g->lda + kk + 1]) << 16 : 0);
+                panel[kk / 2 * MR + r] = word;
+            }
     }
 }
 
+/* B (bf16) k-pairs into [k/2][32] panels. In NT each row of B is one panel
+ * column with its pairs adjacent: a 16×16 transpose of 32-bit words; an odd k
+ * tail is a half word, filled in alone. */
 static void pack_b(void *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc)
 {
-    gf_pack_b_pairs(dst, g, j0, cols, k0, kc, NR);
+    if (g->layout != WHET_GEMM_NT) {
+        gf_pack_b_pairs(dst, g, j0, cols, k0, kc, NR);
+        return;
+    }
+    const whet_bf16 *B = g->B;
+    size_t kp = (kc + 1) / 2;
+    uint32_t *panel = dst;
+    for (size_t p = 0; p < cols; p += NR, panel += kp * NR) {
+        size_t nr = gf_min(NR, cols - p);
+        for (size_t half = 0; half < NR; half += 16) {
+            size_t n = nr > half ? gf_min(16, nr - half) : 0;
+            const whet_bf16 *src = n ? B + (j0 + p + half) * g->ldb + k0 : B;
+            gf_pack_rows_avx512(panel + half, NR, src, g->ldb * sizeof(whet_bf16), n, 16, kc / 2);
+            if (kc & 1)
+                for (size_t c = 0; c < 16; c++)
+                    panel[(kp - 1) * NR + half + c] = c < n ? src[c * g->ldb + kc - 1] : 0;
+        }
+    }
 }
 
 void whet_gemm_bf16_avx512bf16(const whet_gemm *g, size_t m0, size_t m1, size_t n0, size_t n1, void *workspace)

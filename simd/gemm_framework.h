@@ -228,6 +228,58 @@ static inline void gf_pack_b_pairs(uint32_t *dst, const whet_gemm *g, size_t j0,
     }
 }
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+/* In-register transpose of a 16×16 block of 32-bit lanes: row i of the input
+ * becomes lane i of every output vector (r[j] = column j). Used to pack
+ * operands stored along k into panels stored across k. */
+static inline void gf_transpose16_avx512(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) { /* each 128-bit lane now a 4×4 transposed block */
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    for (int i = 0; i < 4; i++) { /* then the 4×4 grid of 128-bit lanes, in two steps */
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+/* Packs `rows` (≤ 16) rows of 32-bit values, row i at src + i·row_bytes (any
+ * alignment), over [0, kc) into dst[k·stride + i]: a transpose, 16 k at a time.
+ * Lanes [rows, width) are zero-filled, lanes from width (≤ 16) on untouched. */
+static inline void gf_pack_rows_avx512(void *dst, size_t stride, const void *src, size_t row_bytes, size_t rows,
+                                       size_t width, size_t kc)
+{
+    __mmask16 store = (__mmask16)((1u << width) - 1);
+    for (size_t k = 0; k < kc; k += 16) {
+        size_t n = gf_min(16, kc - k);
+        __mmask16 load = (__mmask16)((1u << n) - 1);
+        __m512 r[16];
+        for (size_t i = 0; i < 16; i++)
+            r[i] = i < rows ? _mm512_maskz_loadu_ps(load, (const char *)src + i * row_bytes + k * 4)
+                            : _mm512_setzero_ps();
+        gf_transpose16_avx512(r);
+        for (size_t j = 0; j < n; j++)
+            _mm512_mask_storeu_ps((char *)dst + (k + j) * stride * 4, store, r[j]);
+    }
+}
+#endif
+
 /* ---- the driver ----------------------------------------------------------- */
 
 static inline void gf_gemm(const gf_plan *p, const whet_gemm *g, size_t m0, size_t m1, size_t n0, size_t n1,
