@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "kernel_check.h"
+#include "simd/isa_kernels.h"
 #include "simd/simd.h"
 #include "util/compute.h"
 
@@ -194,18 +195,47 @@ static void check_problem(kc_rng *r, const whet_kernels **tables, int ntables, v
     free_problem(&p);
 }
 
+enum { MAX_TABLES = WHET_ISA_COUNT + 1 };
+
 typedef struct {
-    const whet_kernels *tables[WHET_ISA_COUNT];
-    void *ws[WHET_ISA_COUNT];
+    const whet_kernels *tables[MAX_TABLES];
+    void *ws[MAX_TABLES];
     int n;
 } fixture;
+
+/* When a table's gemm_bf16 is the native bf16 kernel, the ISA's convert path
+ * (what CPUs without the bf16 extension run) is tested through a copy of the
+ * table that points at it. */
+static whet_kernels convert_variant;
+
+static void add_convert_variant(fixture *f)
+{
+    const whet_kernels *best = whet_kernels_best();
+    void (*convert)(const whet_gemm *, size_t, size_t, size_t, size_t, void *) = NULL;
+#if defined(__x86_64__)
+    if (best->isa == WHET_ISA_AVX512)
+        convert = whet_gemm_bf16_avx512;
+#elif defined(__aarch64__)
+    if (best->isa == WHET_ISA_NEON)
+        convert = whet_gemm_bf16_neon;
+#endif
+    if (!convert || best->gemm_bf16 == convert)
+        return;
+    convert_variant = *best;
+    convert_variant.gemm_bf16 = convert;
+    convert_variant.gemm_bf16_kind = "convert";
+    f->tables[f->n++] = &convert_variant;
+}
 
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    f->n = kc_tables(f->tables);
+    const whet_kernels *available[WHET_ISA_COUNT];
+    f->n = kc_tables(available);
+    memcpy(f->tables, available, (size_t)f->n * sizeof available[0]);
+    add_convert_variant(f);
     for (int t = 0; t < f->n; t++)
         f->ws[t] = workspace_for(f->tables[t]);
     *state = f;
