@@ -619,7 +619,7 @@ static void split_behaviours_and_metaspace_decoding(void **state)
 {
     (void)state;
     static const char *const words[] = {"the", "final", "countdown", "-", "the-", "final-", "-final", "-countdown",
-                                        "\xE2\x96\x81" "a" "\xE2\x96\x81" "b", "\xE2\x96\x81" "c"};
+                                        "\342\226\201a\342\226\201b", "\342\226\201c"}; /* ▁a▁b, ▁c */
     static const struct {
         const char *behavior;
         int32_t ids[6];
