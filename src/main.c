@@ -15,6 +15,9 @@ typedef struct {
 static const command commands[] = {
     {"bench", cmd_bench, "measure GEMM throughput per ISA and layout, against OpenBLAS when installed"},
     {"cpu", cmd_cpu, "show CPU features, the measured FMA peak and the kernels chosen"},
+    {"generate", cmd_generate, "generate text from a prompt or a chat, streamed as it comes"},
+    {"info", cmd_info, "describe a model: architecture, sizes, dtypes, chat template, memory needed"},
+    {"score", cmd_score, "perplexity and bits per byte of a text under a model"},
     {"tokenize", cmd_tokenize, "encode text to token ids with a model's tokenizer (or decode ids)"},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };

@@ -8,5 +8,8 @@ enum { WHET_EXIT_OK = 0, WHET_EXIT_ERROR = 1, WHET_EXIT_USAGE = 2 };
 int cmd_cpu(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 
 #endif

@@ -393,17 +393,17 @@ static void print_text(const char *path, const model_info *mi, const memory_plan
     printf("tied embeddings   %s\n", c->tied ? "yes" : "no");
     printf("chat template     %s\n", mi->chat);
     printf("\nmemory, fp32 (T = %zu tokens; training: batch %zu)\n", p->seq_len, p->batch);
-    printf("  run             %s = weights %s + activations %s + KV cache %s\n", human(p->run_total, a, sizeof a),
-           human((double)p->run.weights, b, sizeof b), human((double)p->run.activations, d, sizeof d),
-           human((double)p->run.kv_cache, f, sizeof f));
-    printf("  LoRA r=%d        %s = frozen weights %s + adapters %s + activations %s (estimate)\n", LORA_RANK,
-           human(p->lora_total, a, sizeof a), human(p->lora_weights, b, sizeof b), human(p->lora_state, d, sizeof d),
-           human(p->lora_acts, f, sizeof f));
-    printf("                  (%s adapter parameters on every linear layer, with gradients and\n"
-           "                  2 AdamW moments)\n",
-           count_human((double)p->lora_params, a, sizeof a));
-    printf("  full fine-tune  %s = weights, gradients, 2 moments %s + activations %s (estimate)\n",
-           human(p->full_total, a, sizeof a), human(p->full_state, b, sizeof b), human(p->full_acts, d, sizeof d));
+    printf("  run             %s: weights %s, activations %s,\n", human(p->run_total, a, sizeof a),
+           human((double)p->run.weights, b, sizeof b), human((double)p->run.activations, d, sizeof d));
+    printf("                  KV cache %s\n", human((double)p->run.kv_cache, f, sizeof f));
+    printf("  LoRA r=%-2d       %s (estimate): frozen weights %s,\n", LORA_RANK, human(p->lora_total, a, sizeof a),
+           human(p->lora_weights, b, sizeof b));
+    printf("                  adapters %s (%s parameters with gradients and\n", human(p->lora_state, d, sizeof d),
+           count_human((double)p->lora_params, f, sizeof f));
+    printf("                  2 AdamW moments), activations %s\n", human(p->lora_acts, a, sizeof a));
+    printf("  full fine-tune  %s (estimate): weights, gradients and 2 moments\n", human(p->full_total, a, sizeof a));
+    printf("                  %s, activations %s\n", human(p->full_state, b, sizeof b),
+           human(p->full_acts, d, sizeof d));
 }
 
 static int print_json(const char *path, const model_info *mi, const memory_plan *p)
