@@ -624,7 +624,8 @@ static void cross_entropy_backward_checks(void **state)
             kc_fill(&rng, logits, rows * ld, -6, 6);
             kc_fill(&rng, scale, rows, 0.1f, 2);
             scale[3] = -0.5f; /* a negative weight is still just a scale */
-            /* in the chunk (first and last column), outside it, ignored */
+            /* mid-chunk, the chunk's last column, past the chunk, ignored, and
+             * the chunk's first column (offset 0) or the one just before it */
             targets[0] = (int32_t)(off + n / 2);
             targets[1] = (int32_t)(off + n - 1);
             targets[2] = (int32_t)(off + n + 7);
