@@ -85,6 +85,23 @@ static void note_bits(tally *t, float got, float want, const char *isa, const ch
     note(t, memcmp(&got, &want, sizeof got) != 0 ? 1.0 : 0.0, 0.0, isa, what, n, r, i);
 }
 
+/* Floats past the end of an output: a row tail stored with a whole vector
+ * would overwrite them (kc_floats' slack would hide it from ASan). */
+#define GUARD 16
+static const float guard_value = 7777.0f;
+
+static void guard_set(float *p, size_t n)
+{
+    for (size_t i = 0; i < GUARD; i++)
+        p[n + i] = guard_value;
+}
+
+static void guard_check(tally *t, const float *p, size_t n, const char *isa, const char *what)
+{
+    for (size_t i = 0; i < GUARD; i++)
+        note_bits(t, p[n + i], guard_value, isa, what, n, 0, i);
+}
+
 /* The rounding error of the float subtraction x − m, exactly (both are floats,
  * so the difference is exact in double). */
 static double sub_error(float x, float m)
@@ -120,7 +137,7 @@ static void rmsnorm_forward_matches_double(void **state)
     for (size_t si = 0; si < kc_nsizes; si++)
         for (size_t ri = 0; ri < NROW_COUNTS; ri++) {
             size_t n = kc_sizes[si], rows = row_counts[ri];
-            float *x = kc_floats(rows * n), *w = kc_floats(n), *y = kc_floats(rows * n), *y2 = kc_floats(rows * n);
+            float *x = kc_floats(rows * n), *w = kc_floats(n), *y = kc_floats(rows * n + GUARD), *y2 = kc_floats(rows * n + GUARD);
             float *rstd = kc_floats(rows);
             kc_fill(&rng, x, rows * n, -2, 2);
             kc_fill(&rng, w, n, -1.5f, 1.5f);
@@ -128,8 +145,12 @@ static void rmsnorm_forward_matches_double(void **state)
             for (size_t i = 0; i < n; i++)
                 x[(rows - 1) * n + i] *= 300.0f;
             for (int k = 0; k < ntab; k++) {
+                guard_set(y, rows * n);
                 tab[k]->rmsnorm_forward(y, rstd, x, w, rows, n, eps);
+                guard_check(&t, y, rows * n, tab[k]->name, "past y");
+                guard_set(y2, rows * n);
                 tab[k]->rmsnorm_forward(y2, NULL, x, w, rows, n, eps);
+                guard_check(&t, y2, rows * n, tab[k]->name, "past y without rstd");
                 for (size_t r = 0; r < rows; r++) {
                     double s = ref_rstd(x + r * n, n, eps);
                     note_ulps(&t, rstd[r], s, RMS_RSTD_ULPS, tab[k]->name, "rstd", n, r, 0);
@@ -166,7 +187,7 @@ static void rmsnorm_backward_input_matches_double(void **state)
         for (size_t ri = 0; ri < NROW_COUNTS; ri++) {
             size_t n = kc_sizes[si], rows = row_counts[ri];
             float *x = kc_floats(rows * n), *w = kc_floats(n), *dy = kc_floats(rows * n), *dx0 = kc_floats(rows * n);
-            float *dx = kc_floats(rows * n), *rstd = kc_floats(rows);
+            float *dx = kc_floats(rows * n + GUARD), *rstd = kc_floats(rows);
             kc_fill(&rng, x, rows * n, -2, 2);
             kc_fill(&rng, w, n, -1.5f, 1.5f);
             kc_fill(&rng, dy, rows * n, -1, 1);
@@ -175,7 +196,9 @@ static void rmsnorm_backward_input_matches_double(void **state)
                 rstd[r] = (float)ref_rstd(x + r * n, n, 1e-5f);
             for (int k = 0; k < ntab; k++) {
                 memcpy(dx, dx0, rows * n * sizeof *dx);
+                guard_set(dx, rows * n);
                 tab[k]->rmsnorm_backward_input(dx, dy, x, w, rstd, rows, n);
+                guard_check(&t, dx, rows * n, tab[k]->name, "past dx");
                 for (size_t r = 0; r < rows; r++) {
                     const float *xr = x + r * n, *dyr = dy + r * n;
                     double s = rstd[r], dot = 0, sum_abs = 0;
@@ -277,8 +300,8 @@ static void layernorm_forward_matches_double(void **state)
     for (size_t si = 0; si < kc_nsizes; si++)
         for (size_t ri = 0; ri < NROW_COUNTS; ri++) {
             size_t n = kc_sizes[si], rows = row_counts[ri];
-            float *x = kc_floats(rows * n), *w = kc_floats(n), *b = kc_floats(n), *y = kc_floats(rows * n);
-            float *y2 = kc_floats(rows * n), *mean = kc_floats(rows), *rstd = kc_floats(rows);
+            float *x = kc_floats(rows * n), *w = kc_floats(n), *b = kc_floats(n), *y = kc_floats(rows * n + GUARD);
+            float *y2 = kc_floats(rows * n + GUARD), *mean = kc_floats(rows), *rstd = kc_floats(rows);
             /* rows off zero, so x − mean cancels */
             kc_fill(&rng, x, rows * n, -1, 3);
             for (size_t i = 0; i < n; i++)
@@ -286,8 +309,12 @@ static void layernorm_forward_matches_double(void **state)
             kc_fill(&rng, w, n, -1.5f, 1.5f);
             kc_fill(&rng, b, n, -0.5f, 0.5f);
             for (int k = 0; k < ntab; k++) {
+                guard_set(y, rows * n);
                 tab[k]->layernorm_forward(y, mean, rstd, x, w, b, rows, n, eps);
+                guard_check(&t, y, rows * n, tab[k]->name, "past y");
+                guard_set(y2, rows * n);
                 tab[k]->layernorm_forward(y2, NULL, NULL, x, w, b, rows, n, eps);
+                guard_check(&t, y2, rows * n, tab[k]->name, "past y without stats");
                 for (size_t r = 0; r < rows; r++) {
                     double mu, s, sum_abs;
                     ref_moments(x + r * n, n, eps, &mu, &s, &sum_abs);
@@ -333,7 +360,7 @@ static void layernorm_backward_input_matches_double(void **state)
         for (size_t ri = 0; ri < NROW_COUNTS; ri++) {
             size_t n = kc_sizes[si], rows = row_counts[ri];
             float *x = kc_floats(rows * n), *w = kc_floats(n), *dy = kc_floats(rows * n), *dx0 = kc_floats(rows * n);
-            float *dx = kc_floats(rows * n), *mean = kc_floats(rows), *rstd = kc_floats(rows);
+            float *dx = kc_floats(rows * n + GUARD), *mean = kc_floats(rows), *rstd = kc_floats(rows);
             kc_fill(&rng, x, rows * n, -1, 3);
             kc_fill(&rng, w, n, -1.5f, 1.5f);
             kc_fill(&rng, dy, rows * n, -1, 1);
@@ -345,7 +372,9 @@ static void layernorm_backward_input_matches_double(void **state)
             }
             for (int k = 0; k < ntab; k++) {
                 memcpy(dx, dx0, rows * n * sizeof *dx);
+                guard_set(dx, rows * n);
                 tab[k]->layernorm_backward_input(dx, dy, x, w, mean, rstd, rows, n);
+                guard_check(&t, dx, rows * n, tab[k]->name, "past dx");
                 for (size_t r = 0; r < rows; r++) {
                     const float *xr = x + r * n, *dyr = dy + r * n;
                     double m = mean[r], s = rstd[r], sg = 0, sgx = 0, ag = 0, agx = 0;
@@ -448,15 +477,19 @@ static void softmax_forward_matches_double(void **state)
     for (size_t si = 0; si < kc_nsizes; si++)
         for (size_t ri = 0; ri < NROW_COUNTS; ri++) {
             size_t n = kc_sizes[si], rows = row_counts[ri];
-            float *x = kc_floats(rows * n), *y = kc_floats(rows * n), *inplace = kc_floats(rows * n);
+            float *x = kc_floats(rows * n), *y = kc_floats(rows * n + GUARD), *inplace = kc_floats(rows * n + GUARD);
             kc_fill(&rng, x, rows * n, -8, 8);
             /* masked positions, as causal attention writes them */
             if (n >= 3)
                 x[n / 2] = x[n - 1] = -INFINITY;
             for (int k = 0; k < ntab; k++) {
+                guard_set(y, rows * n);
                 tab[k]->softmax_forward(y, x, rows, n);
+                guard_check(&t, y, rows * n, tab[k]->name, "past y");
                 memcpy(inplace, x, rows * n * sizeof *x);
+                guard_set(inplace, rows * n);
                 tab[k]->softmax_forward(inplace, inplace, rows, n);
+                guard_check(&t, inplace, rows * n, tab[k]->name, "past in-place y");
                 for (size_t r = 0; r < rows; r++) {
                     const float *xr = x + r * n;
                     float m = row_max(xr, n);
@@ -494,14 +527,16 @@ static void softmax_backward_matches_double(void **state)
     for (size_t si = 0; si < kc_nsizes; si++)
         for (size_t ri = 0; ri < NROW_COUNTS; ri++) {
             size_t n = kc_sizes[si], rows = row_counts[ri];
-            float *x = kc_floats(rows * n), *y = kc_floats(rows * n), *dy = kc_floats(rows * n), *dx = kc_floats(rows * n);
+            float *x = kc_floats(rows * n), *y = kc_floats(rows * n), *dy = kc_floats(rows * n), *dx = kc_floats(rows * n + GUARD);
             kc_fill(&rng, x, rows * n, -3, 3);
             kc_fill(&rng, dy, rows * n, -1, 1);
             whet_kernels_for(WHET_ISA_SCALAR)->softmax_forward(y, x, rows, n);
             for (int k = 0; k < ntab; k++) {
                 /* "=" semantics: whatever dx held before must not leak in */
                 kc_fill(&rng, dx, rows * n, -1e6f, 1e6f);
+                guard_set(dx, rows * n);
                 tab[k]->softmax_backward(dx, dy, y, rows, n);
+                guard_check(&t, dx, rows * n, tab[k]->name, "past dx");
                 for (size_t r = 0; r < rows; r++) {
                     const float *yr = y + r * n, *dyr = dy + r * n;
                     double d = 0, a = 0;
