@@ -335,6 +335,8 @@ void whet_cross_entropy_backward_neon(float *dlogits, const float *logits, size_
                                       size_t vocab_offset, const int32_t *targets, const float *lse,
                                       const float *row_scale)
 {
+    /* one 1.0 with W − 1 zeros either side: the 4 floats from W − 1 − lane on
+     * are the one-hot vector for that lane, without a per-lane branch */
     static const float hot_bits[2 * W - 1] = {0, 0, 0, 1, 0, 0, 0};
     for (size_t r = 0; r < rows; r++) {
         const float *lr = logits + r * ld;
