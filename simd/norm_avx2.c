@@ -106,22 +106,25 @@ void whet_rmsnorm_forward_avx2(float *y, float *rstd, const float *x, const floa
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
-        /* a float square is exact in double, so only the additions round */
-        __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+        /* a float square is exact in double, so only the additions round;
+         * two vectors a step keep four add chains in flight */
+        __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd(), lo2 = _mm256_setzero_pd(), hi2 = _mm256_setzero_pd();
         size_t i = 0;
-        for (; i + W <= n; i += W) {
-            __m256 v = _mm256_loadu_ps(xr + i);
+        for (; i + 2 * W <= n; i += 2 * W) {
+            __m256 v = _mm256_loadu_ps(xr + i), u = _mm256_loadu_ps(xr + i + W);
+            __m256d a = widen_lo(v), b = widen_hi(v), c = widen_lo(u), d = widen_hi(u);
+            lo = _mm256_fmadd_pd(a, a, lo);
+            hi = _mm256_fmadd_pd(b, b, hi);
+            lo2 = _mm256_fmadd_pd(c, c, lo2);
+            hi2 = _mm256_fmadd_pd(d, d, hi2);
+        }
+        for (; i < n; i += W) {
+            __m256 v = i + W <= n ? _mm256_loadu_ps(xr + i) : _mm256_maskload_ps(xr + i, tail_mask(n - i));
             __m256d a = widen_lo(v), b = widen_hi(v);
             lo = _mm256_fmadd_pd(a, a, lo);
             hi = _mm256_fmadd_pd(b, b, hi);
         }
-        if (i < n) {
-            __m256 v = _mm256_maskload_ps(xr + i, tail_mask(n - i));
-            __m256d a = widen_lo(v), b = widen_hi(v);
-            lo = _mm256_fmadd_pd(a, a, lo);
-            hi = _mm256_fmadd_pd(b, b, hi);
-        }
-        float s = (float)(1.0 / sqrt(hsum2(lo, hi) / (double)n + (double)eps));
+        float s = (float)(1.0 / sqrt(hsum2(_mm256_add_pd(lo, lo2), _mm256_add_pd(hi, hi2)) / (double)n + (double)eps));
         if (rstd)
             rstd[r] = s;
         const __m256 vs = _mm256_set1_ps(s);
@@ -144,8 +147,17 @@ void whet_rmsnorm_backward_input_avx2(float *dx, const float *dy, const float *x
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * n, *dyr = dy + r * n;
         float *dxr = dx + r * n;
-        __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+        __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd(), lo2 = _mm256_setzero_pd(), hi2 = _mm256_setzero_pd();
         size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            __m256 d = _mm256_loadu_ps(dyr + i), w = _mm256_loadu_ps(weight + i), v = _mm256_loadu_ps(xr + i);
+            __m256 d2 = _mm256_loadu_ps(dyr + i + W), w2 = _mm256_loadu_ps(weight + i + W), v2 = _mm256_loadu_ps(xr + i + W);
+            /* dy·w is exact in double */
+            lo = _mm256_fmadd_pd(_mm256_mul_pd(widen_lo(d), widen_lo(w)), widen_lo(v), lo);
+            hi = _mm256_fmadd_pd(_mm256_mul_pd(widen_hi(d), widen_hi(w)), widen_hi(v), hi);
+            lo2 = _mm256_fmadd_pd(_mm256_mul_pd(widen_lo(d2), widen_lo(w2)), widen_lo(v2), lo2);
+            hi2 = _mm256_fmadd_pd(_mm256_mul_pd(widen_hi(d2), widen_hi(w2)), widen_hi(v2), hi2);
+        }
         for (; i < n; i += W) {
             __m256 d, w, v;
             if (i + W <= n) {
@@ -155,12 +167,12 @@ void whet_rmsnorm_backward_input_avx2(float *dx, const float *dy, const float *x
                 d = _mm256_maskload_ps(dyr + i, m), w = _mm256_maskload_ps(weight + i, m);
                 v = _mm256_maskload_ps(xr + i, m);
             }
-            /* dy·w is exact in double; masked lanes are 0 and add nothing */
+            /* masked lanes are 0 and add nothing */
             lo = _mm256_fmadd_pd(_mm256_mul_pd(widen_lo(d), widen_lo(w)), widen_lo(v), lo);
             hi = _mm256_fmadd_pd(_mm256_mul_pd(widen_hi(d), widen_hi(w)), widen_hi(v), hi);
         }
         float s = rstd[r];
-        float coef = (float)(hsum2(lo, hi) * s * s * s / (double)n);
+        float coef = (float)(hsum2(_mm256_add_pd(lo, lo2), _mm256_add_pd(hi, hi2)) * s * s * s / (double)n);
         const __m256 vs = _mm256_set1_ps(s), vc = _mm256_set1_ps(coef);
         for (i = 0; i + W <= n; i += W) {
             __m256 g = _mm256_mul_ps(_mm256_mul_ps(vs, _mm256_loadu_ps(weight + i)), _mm256_loadu_ps(dyr + i));
@@ -215,28 +227,40 @@ void whet_layernorm_forward_avx2(float *y, float *mean, float *rstd, const float
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
-        __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+        __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd(), lo2 = _mm256_setzero_pd(), hi2 = _mm256_setzero_pd();
         size_t i = 0;
-        for (; i + W <= n; i += W) {
-            __m256 v = _mm256_loadu_ps(xr + i);
+        for (; i + 2 * W <= n; i += 2 * W) {
+            __m256 v = _mm256_loadu_ps(xr + i), u = _mm256_loadu_ps(xr + i + W);
+            lo = _mm256_add_pd(lo, widen_lo(v));
+            hi = _mm256_add_pd(hi, widen_hi(v));
+            lo2 = _mm256_add_pd(lo2, widen_lo(u));
+            hi2 = _mm256_add_pd(hi2, widen_hi(u));
+        }
+        for (; i < n; i += W) {
+            __m256 v = i + W <= n ? _mm256_loadu_ps(xr + i) : _mm256_maskload_ps(xr + i, tail_mask(n - i));
             lo = _mm256_add_pd(lo, widen_lo(v));
             hi = _mm256_add_pd(hi, widen_hi(v));
         }
-        if (i < n) {
-            __m256 v = _mm256_maskload_ps(xr + i, tail_mask(n - i));
-            lo = _mm256_add_pd(lo, widen_lo(v));
-            hi = _mm256_add_pd(hi, widen_hi(v));
-        }
-        double mu = hsum2(lo, hi) / (double)n;
+        double mu = hsum2(_mm256_add_pd(lo, lo2), _mm256_add_pd(hi, hi2)) / (double)n;
         /* two passes: the variance about the double mean, free of the
          * cancellation that E[x²] − E[x]² suffers for rows far from zero */
         const __m256d vmu = _mm256_set1_pd(mu);
-        lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
-        for (i = 0; i + W <= n; i += W) {
+        lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd(), lo2 = _mm256_setzero_pd(), hi2 = _mm256_setzero_pd();
+        for (i = 0; i + 2 * W <= n; i += 2 * W) {
+            __m256 v = _mm256_loadu_ps(xr + i), u = _mm256_loadu_ps(xr + i + W);
+            __m256d a = _mm256_sub_pd(widen_lo(v), vmu), b = _mm256_sub_pd(widen_hi(v), vmu);
+            __m256d c = _mm256_sub_pd(widen_lo(u), vmu), d = _mm256_sub_pd(widen_hi(u), vmu);
+            lo = _mm256_fmadd_pd(a, a, lo);
+            hi = _mm256_fmadd_pd(b, b, hi);
+            lo2 = _mm256_fmadd_pd(c, c, lo2);
+            hi2 = _mm256_fmadd_pd(d, d, hi2);
+        }
+        if (i + W <= n) {
             __m256 v = _mm256_loadu_ps(xr + i);
             __m256d a = _mm256_sub_pd(widen_lo(v), vmu), b = _mm256_sub_pd(widen_hi(v), vmu);
             lo = _mm256_fmadd_pd(a, a, lo);
             hi = _mm256_fmadd_pd(b, b, hi);
+            i += W;
         }
         if (i < n) {
             __m256i m = tail_mask(n - i);
@@ -248,7 +272,7 @@ void whet_layernorm_forward_avx2(float *y, float *mean, float *rstd, const float
             hi = _mm256_fmadd_pd(b, b, hi);
         }
         float mf = (float)mu;
-        float s = (float)(1.0 / sqrt(hsum2(lo, hi) / (double)n + (double)eps));
+        float s = (float)(1.0 / sqrt(hsum2(_mm256_add_pd(lo, lo2), _mm256_add_pd(hi, hi2)) / (double)n + (double)eps));
         if (mean)
             mean[r] = mf;
         if (rstd)
@@ -373,8 +397,16 @@ void whet_softmax_backward_avx2(float *dx, const float *dy, const float *y, size
     for (size_t r = 0; r < rows; r++) {
         const float *dyr = dy + r * n, *yr = y + r * n;
         float *dxr = dx + r * n;
-        __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+        __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd(), lo2 = _mm256_setzero_pd(), hi2 = _mm256_setzero_pd();
         size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            __m256 d = _mm256_loadu_ps(dyr + i), v = _mm256_loadu_ps(yr + i);
+            __m256 d2 = _mm256_loadu_ps(dyr + i + W), v2 = _mm256_loadu_ps(yr + i + W);
+            lo = _mm256_fmadd_pd(widen_lo(d), widen_lo(v), lo);
+            hi = _mm256_fmadd_pd(widen_hi(d), widen_hi(v), hi);
+            lo2 = _mm256_fmadd_pd(widen_lo(d2), widen_lo(v2), lo2);
+            hi2 = _mm256_fmadd_pd(widen_hi(d2), widen_hi(v2), hi2);
+        }
         for (; i < n; i += W) {
             __m256 d, v;
             if (i + W <= n) {
@@ -386,7 +418,7 @@ void whet_softmax_backward_avx2(float *dx, const float *dy, const float *y, size
             lo = _mm256_fmadd_pd(widen_lo(d), widen_lo(v), lo);
             hi = _mm256_fmadd_pd(widen_hi(d), widen_hi(v), hi);
         }
-        const __m256 dot = _mm256_set1_ps((float)hsum2(lo, hi));
+        const __m256 dot = _mm256_set1_ps((float)hsum2(_mm256_add_pd(lo, lo2), _mm256_add_pd(hi, hi2)));
         for (i = 0; i + W <= n; i += W) {
             __m256 v = _mm256_mul_ps(_mm256_loadu_ps(yr + i), _mm256_sub_ps(_mm256_loadu_ps(dyr + i), dot));
             _mm256_storeu_ps(dxr + i, v);

@@ -79,20 +79,29 @@ void whet_rmsnorm_forward_avx512(float *y, float *rstd, const float *x, const fl
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
-        /* a float square is exact in double, so only the additions round */
-        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
-        for (size_t i = 0; i < n; i += W) {
+        /* a float square is exact in double, so only the additions round;
+         * two vectors a step keep four add chains in flight */
+        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd(), lo2 = _mm512_setzero_pd(), hi2 = _mm512_setzero_pd();
+        size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            __m512 v = _mm512_loadu_ps(xr + i), u = _mm512_loadu_ps(xr + i + W);
+            __m512d a = widen_lo(v), b = widen_hi(v), c = widen_lo(u), d = widen_hi(u);
+            lo = _mm512_fmadd_pd(a, a, lo);
+            hi = _mm512_fmadd_pd(b, b, hi);
+            lo2 = _mm512_fmadd_pd(c, c, lo2);
+            hi2 = _mm512_fmadd_pd(d, d, hi2);
+        }
+        for (; i < n; i += W) {
             __m512 v = i + W <= n ? _mm512_loadu_ps(xr + i) : _mm512_maskz_loadu_ps(tail_mask(n - i), xr + i);
             __m512d a = widen_lo(v), b = widen_hi(v);
             lo = _mm512_fmadd_pd(a, a, lo);
             hi = _mm512_fmadd_pd(b, b, hi);
         }
-        float s = (float)(1.0 / sqrt(hsum2(lo, hi) / (double)n + (double)eps));
+        float s = (float)(1.0 / sqrt(hsum2(_mm512_add_pd(lo, lo2), _mm512_add_pd(hi, hi2)) / (double)n + (double)eps));
         if (rstd)
             rstd[r] = s;
         const __m512 vs = _mm512_set1_ps(s);
-        size_t i = 0;
-        for (; i + W <= n; i += W)
+        for (i = 0; i + W <= n; i += W)
             _mm512_storeu_ps(yr + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(xr + i), vs), _mm512_loadu_ps(weight + i)));
         if (i < n) {
             __mmask16 m = tail_mask(n - i);
@@ -109,19 +118,29 @@ void whet_rmsnorm_backward_input_avx512(float *dx, const float *dy, const float 
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * n, *dyr = dy + r * n;
         float *dxr = dx + r * n;
-        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
-        for (size_t i = 0; i < n; i += W) {
+        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd(), lo2 = _mm512_setzero_pd(), hi2 = _mm512_setzero_pd();
+        size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            __m512 d = _mm512_loadu_ps(dyr + i), w = _mm512_loadu_ps(weight + i), v = _mm512_loadu_ps(xr + i);
+            __m512 d2 = _mm512_loadu_ps(dyr + i + W), w2 = _mm512_loadu_ps(weight + i + W), v2 = _mm512_loadu_ps(xr + i + W);
+            /* dy·w is exact in double */
+            lo = _mm512_fmadd_pd(_mm512_mul_pd(widen_lo(d), widen_lo(w)), widen_lo(v), lo);
+            hi = _mm512_fmadd_pd(_mm512_mul_pd(widen_hi(d), widen_hi(w)), widen_hi(v), hi);
+            lo2 = _mm512_fmadd_pd(_mm512_mul_pd(widen_lo(d2), widen_lo(w2)), widen_lo(v2), lo2);
+            hi2 = _mm512_fmadd_pd(_mm512_mul_pd(widen_hi(d2), widen_hi(w2)), widen_hi(v2), hi2);
+        }
+        for (; i < n; i += W) {
             __mmask16 m = i + W <= n ? (__mmask16)0xffff : tail_mask(n - i);
             __m512 d = _mm512_maskz_loadu_ps(m, dyr + i), w = _mm512_maskz_loadu_ps(m, weight + i);
             __m512 v = _mm512_maskz_loadu_ps(m, xr + i);
-            /* dy·w is exact in double; masked lanes are 0 and add nothing */
+            /* masked lanes are 0 and add nothing */
             lo = _mm512_fmadd_pd(_mm512_mul_pd(widen_lo(d), widen_lo(w)), widen_lo(v), lo);
             hi = _mm512_fmadd_pd(_mm512_mul_pd(widen_hi(d), widen_hi(w)), widen_hi(v), hi);
         }
         float s = rstd[r];
-        float coef = (float)(hsum2(lo, hi) * s * s * s / (double)n);
+        float coef = (float)(hsum2(_mm512_add_pd(lo, lo2), _mm512_add_pd(hi, hi2)) * s * s * s / (double)n);
         const __m512 vs = _mm512_set1_ps(s), vc = _mm512_set1_ps(coef);
-        for (size_t i = 0; i < n; i += W) {
+        for (i = 0; i < n; i += W) {
             __mmask16 m = i + W <= n ? (__mmask16)0xffff : tail_mask(n - i);
             __m512 g = _mm512_mul_ps(_mm512_mul_ps(vs, _mm512_maskz_loadu_ps(m, weight + i)), _mm512_maskz_loadu_ps(m, dyr + i));
             g = _mm512_sub_ps(g, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xr + i), vc));
@@ -169,18 +188,35 @@ void whet_layernorm_forward_avx512(float *y, float *mean, float *rstd, const flo
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
-        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
-        for (size_t i = 0; i < n; i += W) {
+        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd(), lo2 = _mm512_setzero_pd(), hi2 = _mm512_setzero_pd();
+        size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            __m512 v = _mm512_loadu_ps(xr + i), u = _mm512_loadu_ps(xr + i + W);
+            lo = _mm512_add_pd(lo, widen_lo(v));
+            hi = _mm512_add_pd(hi, widen_hi(v));
+            lo2 = _mm512_add_pd(lo2, widen_lo(u));
+            hi2 = _mm512_add_pd(hi2, widen_hi(u));
+        }
+        for (; i < n; i += W) {
             __m512 v = i + W <= n ? _mm512_loadu_ps(xr + i) : _mm512_maskz_loadu_ps(tail_mask(n - i), xr + i);
             lo = _mm512_add_pd(lo, widen_lo(v));
             hi = _mm512_add_pd(hi, widen_hi(v));
         }
-        double mu = hsum2(lo, hi) / (double)n;
+        double mu = hsum2(_mm512_add_pd(lo, lo2), _mm512_add_pd(hi, hi2)) / (double)n;
         /* two passes: the variance about the double mean, free of the
          * cancellation that E[x²] − E[x]² suffers for rows far from zero */
         const __m512d vmu = _mm512_set1_pd(mu);
-        lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
-        for (size_t i = 0; i < n; i += W) {
+        lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd(), lo2 = _mm512_setzero_pd(), hi2 = _mm512_setzero_pd();
+        for (i = 0; i + 2 * W <= n; i += 2 * W) {
+            __m512 v = _mm512_loadu_ps(xr + i), u = _mm512_loadu_ps(xr + i + W);
+            __m512d a = _mm512_sub_pd(widen_lo(v), vmu), b = _mm512_sub_pd(widen_hi(v), vmu);
+            __m512d c = _mm512_sub_pd(widen_lo(u), vmu), d = _mm512_sub_pd(widen_hi(u), vmu);
+            lo = _mm512_fmadd_pd(a, a, lo);
+            hi = _mm512_fmadd_pd(b, b, hi);
+            lo2 = _mm512_fmadd_pd(c, c, lo2);
+            hi2 = _mm512_fmadd_pd(d, d, hi2);
+        }
+        for (; i < n; i += W) {
             __mmask16 m = i + W <= n ? (__mmask16)0xffff : tail_mask(n - i);
             __m512 v = _mm512_maskz_loadu_ps(m, xr + i);
             /* masked lanes would contribute mu² each */
@@ -190,14 +226,13 @@ void whet_layernorm_forward_avx512(float *y, float *mean, float *rstd, const flo
             hi = _mm512_fmadd_pd(b, b, hi);
         }
         float mf = (float)mu;
-        float s = (float)(1.0 / sqrt(hsum2(lo, hi) / (double)n + (double)eps));
+        float s = (float)(1.0 / sqrt(hsum2(_mm512_add_pd(lo, lo2), _mm512_add_pd(hi, hi2)) / (double)n + (double)eps));
         if (mean)
             mean[r] = mf;
         if (rstd)
             rstd[r] = s;
         const __m512 vm = _mm512_set1_ps(mf), vs = _mm512_set1_ps(s);
-        size_t i = 0;
-        for (; i + W <= n; i += W) {
+        for (i = 0; i + W <= n; i += W) {
             __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xr + i), vm), vs), _mm512_loadu_ps(weight + i));
             _mm512_storeu_ps(yr + i, _mm512_add_ps(v, _mm512_loadu_ps(bias + i)));
         }
@@ -304,15 +339,24 @@ void whet_softmax_backward_avx512(float *dx, const float *dy, const float *y, si
     for (size_t r = 0; r < rows; r++) {
         const float *dyr = dy + r * n, *yr = y + r * n;
         float *dxr = dx + r * n;
-        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
-        for (size_t i = 0; i < n; i += W) {
+        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd(), lo2 = _mm512_setzero_pd(), hi2 = _mm512_setzero_pd();
+        size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            __m512 d = _mm512_loadu_ps(dyr + i), v = _mm512_loadu_ps(yr + i);
+            __m512 d2 = _mm512_loadu_ps(dyr + i + W), v2 = _mm512_loadu_ps(yr + i + W);
+            lo = _mm512_fmadd_pd(widen_lo(d), widen_lo(v), lo);
+            hi = _mm512_fmadd_pd(widen_hi(d), widen_hi(v), hi);
+            lo2 = _mm512_fmadd_pd(widen_lo(d2), widen_lo(v2), lo2);
+            hi2 = _mm512_fmadd_pd(widen_hi(d2), widen_hi(v2), hi2);
+        }
+        for (; i < n; i += W) {
             __mmask16 m = i + W <= n ? (__mmask16)0xffff : tail_mask(n - i);
             __m512 d = _mm512_maskz_loadu_ps(m, dyr + i), v = _mm512_maskz_loadu_ps(m, yr + i);
             lo = _mm512_fmadd_pd(widen_lo(d), widen_lo(v), lo);
             hi = _mm512_fmadd_pd(widen_hi(d), widen_hi(v), hi);
         }
-        const __m512 dot = _mm512_set1_ps((float)hsum2(lo, hi));
-        for (size_t i = 0; i < n; i += W) {
+        const __m512 dot = _mm512_set1_ps((float)hsum2(_mm512_add_pd(lo, lo2), _mm512_add_pd(hi, hi2)));
+        for (i = 0; i < n; i += W) {
             __mmask16 m = i + W <= n ? (__mmask16)0xffff : tail_mask(n - i);
             __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, yr + i), _mm512_sub_ps(_mm512_maskz_loadu_ps(m, dyr + i), dot));
             _mm512_mask_storeu_ps(dxr + i, m, v);
