@@ -96,19 +96,29 @@ void whet_rmsnorm_forward_neon(float *y, float *rstd, const float *x, const floa
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
-        /* a float square is exact in double, so only the additions round */
-        float64x2_t lo = vdupq_n_f64(0), hi = vdupq_n_f64(0);
-        for (size_t i = 0; i < n; i += W) {
+        /* a float square is exact in double, so only the additions round;
+         * two vectors a step keep four add chains in flight */
+        float64x2_t lo = vdupq_n_f64(0), hi = vdupq_n_f64(0), lo2 = vdupq_n_f64(0), hi2 = vdupq_n_f64(0);
+        size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            float32x4_t v = vld1q_f32(xr + i), u = vld1q_f32(xr + i + W);
+            float64x2_t a = widen_lo(v), b = widen_hi(v), c = widen_lo(u), d = widen_hi(u);
+            lo = vfmaq_f64(lo, a, a);
+            hi = vfmaq_f64(hi, b, b);
+            lo2 = vfmaq_f64(lo2, c, c);
+            hi2 = vfmaq_f64(hi2, d, d);
+        }
+        for (; i < n; i += W) {
             float32x4_t v = load_at(xr, i, n, 0);
             float64x2_t a = widen_lo(v), b = widen_hi(v);
             lo = vfmaq_f64(lo, a, a);
             hi = vfmaq_f64(hi, b, b);
         }
-        float s = (float)(1.0 / sqrt(hsum2(lo, hi) / (double)n + (double)eps));
+        float s = (float)(1.0 / sqrt(hsum2(vaddq_f64(lo, lo2), vaddq_f64(hi, hi2)) / (double)n + (double)eps));
         if (rstd)
             rstd[r] = s;
         const float32x4_t vs = vdupq_n_f32(s);
-        for (size_t i = 0; i < n; i += W)
+        for (i = 0; i < n; i += W)
             store_at(yr, i, n, vmulq_f32(vmulq_f32(load_at(xr, i, n, 0), vs), load_at(weight, i, n, 0)));
     }
 }
@@ -120,17 +130,27 @@ void whet_rmsnorm_backward_input_neon(float *dx, const float *dy, const float *x
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * n, *dyr = dy + r * n;
         float *dxr = dx + r * n;
-        float64x2_t lo = vdupq_n_f64(0), hi = vdupq_n_f64(0);
-        for (size_t i = 0; i < n; i += W) {
+        float64x2_t lo = vdupq_n_f64(0), hi = vdupq_n_f64(0), lo2 = vdupq_n_f64(0), hi2 = vdupq_n_f64(0);
+        size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            float32x4_t d = vld1q_f32(dyr + i), w = vld1q_f32(weight + i), v = vld1q_f32(xr + i);
+            float32x4_t d2 = vld1q_f32(dyr + i + W), w2 = vld1q_f32(weight + i + W), v2 = vld1q_f32(xr + i + W);
+            /* dy·w is exact in double */
+            lo = vfmaq_f64(lo, vmulq_f64(widen_lo(d), widen_lo(w)), widen_lo(v));
+            hi = vfmaq_f64(hi, vmulq_f64(widen_hi(d), widen_hi(w)), widen_hi(v));
+            lo2 = vfmaq_f64(lo2, vmulq_f64(widen_lo(d2), widen_lo(w2)), widen_lo(v2));
+            hi2 = vfmaq_f64(hi2, vmulq_f64(widen_hi(d2), widen_hi(w2)), widen_hi(v2));
+        }
+        for (; i < n; i += W) {
             float32x4_t d = load_at(dyr, i, n, 0), w = load_at(weight, i, n, 0), v = load_at(xr, i, n, 0);
-            /* dy·w is exact in double; padded lanes are 0 and add nothing */
+            /* padded lanes are 0 and add nothing */
             lo = vfmaq_f64(lo, vmulq_f64(widen_lo(d), widen_lo(w)), widen_lo(v));
             hi = vfmaq_f64(hi, vmulq_f64(widen_hi(d), widen_hi(w)), widen_hi(v));
         }
         float s = rstd[r];
-        float coef = (float)(hsum2(lo, hi) * s * s * s / (double)n);
+        float coef = (float)(hsum2(vaddq_f64(lo, lo2), vaddq_f64(hi, hi2)) * s * s * s / (double)n);
         const float32x4_t vs = vdupq_n_f32(s), vc = vdupq_n_f32(coef);
-        for (size_t i = 0; i < n; i += W) {
+        for (i = 0; i < n; i += W) {
             float32x4_t g = vmulq_f32(vmulq_f32(vs, load_at(weight, i, n, 0)), load_at(dyr, i, n, 0));
             g = vsubq_f32(g, vmulq_f32(load_at(xr, i, n, 0), vc));
             store_at(dxr, i, n, vaddq_f32(load_at(dxr, i, n, 0), g));
@@ -177,23 +197,40 @@ void whet_layernorm_forward_neon(float *y, float *mean, float *rstd, const float
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
-        float64x2_t lo = vdupq_n_f64(0), hi = vdupq_n_f64(0);
-        for (size_t i = 0; i < n; i += W) {
+        float64x2_t lo = vdupq_n_f64(0), hi = vdupq_n_f64(0), lo2 = vdupq_n_f64(0), hi2 = vdupq_n_f64(0);
+        size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            float32x4_t v = vld1q_f32(xr + i), u = vld1q_f32(xr + i + W);
+            lo = vaddq_f64(lo, widen_lo(v));
+            hi = vaddq_f64(hi, widen_hi(v));
+            lo2 = vaddq_f64(lo2, widen_lo(u));
+            hi2 = vaddq_f64(hi2, widen_hi(u));
+        }
+        for (; i < n; i += W) {
             float32x4_t v = load_at(xr, i, n, 0);
             lo = vaddq_f64(lo, widen_lo(v));
             hi = vaddq_f64(hi, widen_hi(v));
         }
-        double mu = hsum2(lo, hi) / (double)n;
+        double mu = hsum2(vaddq_f64(lo, lo2), vaddq_f64(hi, hi2)) / (double)n;
         /* two passes: the variance about the double mean, free of the
          * cancellation that E[x²] − E[x]² suffers for rows far from zero */
         const float64x2_t vmu = vdupq_n_f64(mu);
-        lo = vdupq_n_f64(0), hi = vdupq_n_f64(0);
-        size_t i = 0;
-        for (; i + W <= n; i += W) {
+        lo = vdupq_n_f64(0), hi = vdupq_n_f64(0), lo2 = vdupq_n_f64(0), hi2 = vdupq_n_f64(0);
+        for (i = 0; i + 2 * W <= n; i += 2 * W) {
+            float32x4_t v = vld1q_f32(xr + i), u = vld1q_f32(xr + i + W);
+            float64x2_t a = vsubq_f64(widen_lo(v), vmu), b = vsubq_f64(widen_hi(v), vmu);
+            float64x2_t c = vsubq_f64(widen_lo(u), vmu), d = vsubq_f64(widen_hi(u), vmu);
+            lo = vfmaq_f64(lo, a, a);
+            hi = vfmaq_f64(hi, b, b);
+            lo2 = vfmaq_f64(lo2, c, c);
+            hi2 = vfmaq_f64(hi2, d, d);
+        }
+        if (i + W <= n) {
             float32x4_t v = vld1q_f32(xr + i);
             float64x2_t a = vsubq_f64(widen_lo(v), vmu), b = vsubq_f64(widen_hi(v), vmu);
             lo = vfmaq_f64(lo, a, a);
             hi = vfmaq_f64(hi, b, b);
+            i += W;
         }
         if (i < n) {
             /* padded lanes would contribute mu² each */
@@ -207,7 +244,7 @@ void whet_layernorm_forward_neon(float *y, float *mean, float *rstd, const float
             hi = vfmaq_f64(hi, b, b);
         }
         float mf = (float)mu;
-        float s = (float)(1.0 / sqrt(hsum2(lo, hi) / (double)n + (double)eps));
+        float s = (float)(1.0 / sqrt(hsum2(vaddq_f64(lo, lo2), vaddq_f64(hi, hi2)) / (double)n + (double)eps));
         if (mean)
             mean[r] = mf;
         if (rstd)
@@ -304,14 +341,23 @@ void whet_softmax_backward_neon(float *dx, const float *dy, const float *y, size
     for (size_t r = 0; r < rows; r++) {
         const float *dyr = dy + r * n, *yr = y + r * n;
         float *dxr = dx + r * n;
-        float64x2_t lo = vdupq_n_f64(0), hi = vdupq_n_f64(0);
-        for (size_t i = 0; i < n; i += W) {
+        float64x2_t lo = vdupq_n_f64(0), hi = vdupq_n_f64(0), lo2 = vdupq_n_f64(0), hi2 = vdupq_n_f64(0);
+        size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            float32x4_t d = vld1q_f32(dyr + i), v = vld1q_f32(yr + i);
+            float32x4_t d2 = vld1q_f32(dyr + i + W), v2 = vld1q_f32(yr + i + W);
+            lo = vfmaq_f64(lo, widen_lo(d), widen_lo(v));
+            hi = vfmaq_f64(hi, widen_hi(d), widen_hi(v));
+            lo2 = vfmaq_f64(lo2, widen_lo(d2), widen_lo(v2));
+            hi2 = vfmaq_f64(hi2, widen_hi(d2), widen_hi(v2));
+        }
+        for (; i < n; i += W) {
             float32x4_t d = load_at(dyr, i, n, 0), v = load_at(yr, i, n, 0);
             lo = vfmaq_f64(lo, widen_lo(d), widen_lo(v));
             hi = vfmaq_f64(hi, widen_hi(d), widen_hi(v));
         }
-        const float32x4_t dot = vdupq_n_f32((float)hsum2(lo, hi));
-        for (size_t i = 0; i < n; i += W)
+        const float32x4_t dot = vdupq_n_f32((float)hsum2(vaddq_f64(lo, lo2), vaddq_f64(hi, hi2)));
+        for (i = 0; i < n; i += W)
             store_at(dxr, i, n, vmulq_f32(load_at(yr, i, n, 0), vsubq_f32(load_at(dyr, i, n, 0), dot)));
     }
 }
