@@ -102,13 +102,16 @@ check-cli: $(BUILD)/whet
 # NEON: cross-compile, then run under qemu as a Raspberry Pi 5 core (no BF16)
 # and as qemu's "max" CPU (BF16, I8MM, SVE).
 AARCH64_BUILD := build/aarch64
+# The cross sysroot's own libc must go with its loader: without LD_LIBRARY_PATH
+# the loader finds a multiarch libc6:arm64 through the host's ld.so.cache, and
+# with a different build of libc pthread_create never returns.
+QEMU_AARCH64 = qemu-aarch64 -cpu $$cpu -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib
 check-aarch64:
 	$(MAKE) BUILD=$(AARCH64_BUILD) CONFIG=$(AARCH64_BUILD)/config.mk \
 		CONFIGURE_ARGS="--host=aarch64-linux-gnu $(CONFIGURE_ARGS)" tests
 	@for cpu in cortex-a76 max; do \
 		echo "== qemu-aarch64 -cpu $$cpu"; \
-		EMULATOR="qemu-aarch64 -cpu $$cpu -L /usr/aarch64-linux-gnu" \
-		WHET="qemu-aarch64 -cpu $$cpu -L /usr/aarch64-linux-gnu $(CURDIR)/$(AARCH64_BUILD)/whet" \
+		EMULATOR="$(QEMU_AARCH64)" WHET="$(QEMU_AARCH64) $(CURDIR)/$(AARCH64_BUILD)/whet" \
 			tests/run.sh $(patsubst $(BUILD)/%,$(AARCH64_BUILD)/%,$(TEST_BIN)) $(CLI_TESTS) || exit 1; \
 	done
 
