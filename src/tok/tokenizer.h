@@ -14,8 +14,8 @@
  *    (replacement, prepend_scheme first/always/never, split), Sequence.
  *    Regexes run in PCRE2 (UTF + UCP, JIT when the platform has it).
  *  - post_processor: null, ByteLevel, TemplateProcessing (single), Sequence.
- *  - decoder: null, ByteLevel, Replace (String), ByteFallback, Fuse, Strip,
- *    Metaspace, Sequence.
+ *  - decoder: null (tokens joined with spaces, as HF does), ByteLevel,
+ *    Replace (String), ByteFallback, Fuse, Strip, Metaspace, Sequence.
  *  - added_tokens: split out before normalization (normalized:false) or
  *    after it (normalized:true), leftmost-longest, honouring lstrip, rstrip
  *    and single_word. Special tokens written in the text are recognised even
@@ -39,7 +39,12 @@
  * use whet_tokenizer_token_bytes, which gives a token's raw bytes.
  *
  * A loaded tokenizer is immutable: encode and decode may run concurrently
- * from any number of threads. */
+ * from any number of threads.
+ *
+ * Speed (this project's 2-core x86-64 machine, -O2, 226 kB of mixed English,
+ * Markdown and C; tests/test_tokenizer.c's bench_reports_speed prints a
+ * figure on every run): GPT-2 ~4.5 MB/s, Llama 3 ~5.4 MB/s, Qwen3 ~2.2 MB/s
+ * (NFC and single-digit pieces), Llama 2 ~2.1 MB/s. */
 #ifndef WHET_TOKENIZER_H
 #define WHET_TOKENIZER_H
 

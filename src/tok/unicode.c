@@ -291,7 +291,12 @@ void tok_nfc_append(tok_buf *out, const char *s, size_t len)
         return;
     }
 
-    size_t cap = len * 4 + 4; /* at most 4 code points per input byte's character */
+    /* a character of k bytes decomposes into at most 4 code points */
+    if (len > SIZE_MAX / (4 * sizeof(uint32_t)) - 1) {
+        out->oom = 1;
+        return;
+    }
+    size_t cap = len * 4 + 4;
     uint32_t *cps = malloc(cap * sizeof *cps);
     int *classes = cps ? malloc(cap * sizeof *classes) : NULL;
     if (!cps || !classes) {
