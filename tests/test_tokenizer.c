@@ -938,23 +938,27 @@ static void gguf_errors_name_the_key(void **state)
 static void bench_reports_speed(void **state)
 {
     (void)state;
-    whet_tokenizer *t = load_named("gpt2");
-    /* a mixed text, ~64 KiB */
+    /* a mixed text, ~64 KiB: prose, dates, numbers, code, accents, CJK, emoji */
     static const char chunk[] = "The quick brown fox jumps over the lazy dog; it's 2024-11-28 and 3.14159 "
-                                "is pi.\n\tdef f(x):\n        return x * 2  # comment\nCafé naïve 你好世界 🦀!\n";
+                                "is pi.\n\tdef f(x):\n        return x * 2  # comment\nCaf\xC3\xA9 na\xC3\xAFve "
+                                "\xE4\xBD\xA0\xE5\xA5\xBD\xE4\xB8\x96\xE7\x95\x8C \xF0\x9F\xA6\x80!\n";
     size_t reps = 65536 / (sizeof chunk - 1), len = reps * (sizeof chunk - 1);
     char *text = malloc(len);
     assert_non_null(text);
     for (size_t i = 0; i < reps; i++)
         memcpy(text + i * (sizeof chunk - 1), chunk, sizeof chunk - 1);
-    size_t n_tokens = 0;
-    whet_err e;
-    double mbps = whet_tokenizer_bench(t, text, len, 0.2, &n_tokens, &e);
-    print_message("gpt2 encode: %.2f MB/s (%zu bytes → %zu tokens)\n", mbps, len, n_tokens);
-    assert_true(mbps > 0);
-    assert_true(n_tokens > len / 8 && n_tokens < len);
+    static const char *const names[] = {"gpt2", "qwen3", "spm_legacy"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        whet_tokenizer *t = load_named(names[k]);
+        size_t n_tokens = 0;
+        whet_err e;
+        double mbps = whet_tokenizer_bench(t, text, len, 0.2, &n_tokens, &e);
+        print_message("%s encode: %.2f MB/s (%zu bytes -> %zu tokens)\n", names[k], mbps, len, n_tokens);
+        assert_true(mbps > 0);
+        assert_true(n_tokens > len / 8 && n_tokens < len);
+        whet_tokenizer_free(t);
+    }
     free(text);
-    whet_tokenizer_free(t);
 }
 
 int main(void)
