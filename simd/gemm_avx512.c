@@ -7,10 +7,10 @@
 
 #include <immintrin.h>
 
-enum { MR = 12, NR = 32, MC = 192, KC = 320, NC = 3072 };
+enum { MR = 12, NR = 32, MC = GF_AVX512_MC, KC = GF_AVX512_KC, NC = GF_AVX512_NC };
 
 const whet_gemm_params whet_gemm_params_avx512 = {
-    .workspace_bytes = GF_WORKSPACE_BYTES(MC, KC, NC, sizeof(float)), .tile_m = MR, .tile_n = NR};
+    .workspace_bytes = GF_AVX512_WORKSPACE_BYTES, .tile_m = MR, .tile_n = NR};
 
 static void kernel_f32(size_t kc, const void *ap, const void *bp, float *c, size_t ldc, size_t mr, size_t nr,
                        int add)

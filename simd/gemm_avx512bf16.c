@@ -8,11 +8,10 @@
 
 #include <immintrin.h>
 
-enum { MR = 12, NR = 32, MC = 192, KC = 640, NC = 3072 };
+enum { MR = 12, NR = 32, MC = GF_AVX512BF16_MC, KC = GF_AVX512BF16_KC, NC = GF_AVX512BF16_NC };
 
 /* The avx512 table's workspace must hold this path's blocks too. */
-_Static_assert(GF_WORKSPACE_BYTES(MC, KC, NC, sizeof(whet_bf16)) <=
-                   GF_WORKSPACE_BYTES(192, 320, 3072, sizeof(float)),
+_Static_assert(GF_WORKSPACE_BYTES(MC, KC, NC, sizeof(whet_bf16)) <= GF_AVX512_WORKSPACE_BYTES,
                "gemm_bf16_avx512bf16 blocks exceed the avx512 GEMM workspace");
 
 static void kernel_pairs(size_t kc, const void *ap, const void *bp, float *c, size_t ldc, size_t mr, size_t nr,

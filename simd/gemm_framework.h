@@ -52,6 +52,14 @@ typedef struct gf_plan {
 #define GF_WORKSPACE_BYTES(mc, kc, nc, bytes_per_k)                                                \
     (GF_ROUND64((size_t)(kc) * (nc) * (bytes_per_k)) + GF_ROUND64((size_t)(kc) * (mc) * (bytes_per_k)) + 64)
 
+/* One table, two files: the avx512 table's workspace (gemm_avx512.c) serves
+ * gemm_avx512bf16.c as well, so both take their blocks from here. The fp32
+ * blocks: B micro-panel KC×32 floats (32 KB) in L1, A block MC×KC (384 KB) in L2. */
+enum { GF_AVX512_MC = 384, GF_AVX512_KC = 256, GF_AVX512_NC = 3072 };
+/* The same bytes hold bf16 pairs for twice the k. */
+enum { GF_AVX512BF16_MC = GF_AVX512_MC, GF_AVX512BF16_KC = 2 * GF_AVX512_KC, GF_AVX512BF16_NC = GF_AVX512_NC };
+#define GF_AVX512_WORKSPACE_BYTES GF_WORKSPACE_BYTES(GF_AVX512_MC, GF_AVX512_KC, GF_AVX512_NC, sizeof(float))
+
 static inline size_t gf_min(size_t a, size_t b)
 {
     return a < b ? a : b;
@@ -270,6 +278,11 @@ static inline void gf_pack_rows_avx512(void *dst, size_t stride, const void *src
         size_t n = gf_min(16, kc - k);
         __mmask16 load = (__mmask16)((1u << n) - 1);
         __m512 r[16];
+        /* 16 rows far apart in memory are 16 streams, more than the hardware
+         * prefetcher follows: fetch each row's line a few blocks ahead */
+        if (k + 64 < kc)
+            for (size_t i = 0; i < rows; i++)
+                _mm_prefetch((const char *)src + i * row_bytes + (k + 64) * 4, _MM_HINT_T0);
         for (size_t i = 0; i < 16; i++)
             r[i] = i < rows ? _mm512_maskz_loadu_ps(load, (const char *)src + i * row_bytes + k * 4)
                             : _mm512_setzero_ps();
