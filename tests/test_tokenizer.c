@@ -608,6 +608,15 @@ static void minimal_tokenizer_and_llama_config(void **state)
     assert_int_equal(n, 8);
     assert_memory_equal(ids, expect_strip, sizeof expect_strip);
     free(ids);
+    /* a letter outside ASCII is a word character, a dash is not (é and —
+     * are outside the vocab and dropped) */
+    encode_or_fail(t, "\xC3\xA9" "ab \xE2\x80\x94" "ab", 10, 0, &ids, &n);
+    static const int32_t expect_word[] = {2, 3, 5};
+    if (n != 3)
+        print_ids("single_word", ids, n);
+    assert_int_equal(n, 3);
+    assert_memory_equal(ids, expect_word, sizeof expect_word);
+    free(ids);
     whet_tokenizer_free(t);
     remove_tmp("tokenizer.json");
 }

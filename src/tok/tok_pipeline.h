@@ -107,6 +107,7 @@ struct whet_tokenizer {
     int32_t bos_id, eos_id;
     uint32_t byte_cp[256]; /* bytes_to_unicode */
     tok_regex gpt2_regex;  /* ByteLevel's built-in regex, when a step uses it */
+    tok_regex word_char_regex; /* one word character, when a token is single_word */
     tok_buf token_bytes;   /* whet_tokenizer_token_bytes, by id */
     size_t *token_bytes_off;
     uint32_t *token_bytes_len;

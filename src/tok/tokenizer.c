@@ -356,14 +356,27 @@ static void push_id(encode_ctx *c, int32_t id)
 
 /* ---- added tokens ---- */
 
-static int is_word_char(uint32_t cp)
+/* Whether the character at s[0..len) is a word character, as HF's
+ * single_word test (Rust regex \w: Alphabetic, marks, connector
+ * punctuation, decimal digits, ZWNJ/ZWJ). */
+static int is_word_char(encode_ctx *c, const char *s, size_t len)
 {
-    /* Rust's char::is_alphanumeric() || '_', approximated outside ASCII by
-     * "not whitespace" (single_word is rare; no supported model uses it on
-     * non-ASCII neighbours). */
-    if (cp < 0x80)
-        return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || cp == '_';
-    return !tok_is_whitespace(cp);
+    const tok_regex *r = &c->t->word_char_regex;
+    int rc = -1;
+    if (r->jit)
+        rc = pcre2_jit_match(r->code, (PCRE2_SPTR)s, len, 0, PCRE2_NO_UTF_CHECK, c->md, NULL);
+    else
+        rc = pcre2_match(r->code, (PCRE2_SPTR)s, len, 0, PCRE2_ANCHORED | PCRE2_NO_UTF_CHECK, c->md, NULL);
+    return rc >= 0;
+}
+
+/* Length of the character that ends at s[len]. */
+static size_t last_char_len(const char *s, size_t len)
+{
+    size_t i = len;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    return i > 0 ? len - (i - 1) : 0;
 }
 
 static uint32_t last_char(const char *s, size_t len)
@@ -412,14 +425,12 @@ static void split_on_added(encode_ctx *c, const tok_added_set *set, const char *
         size_t start = at, stop = at + a->len;
         from = stop;
         if (a->single_word) {
-            uint32_t after = 0;
-            int start_space = start == 0 || !is_word_char(last_char(s, start));
-            int stop_space = stop == len;
-            if (!stop_space) {
-                if (!tok_utf8_decode((const unsigned char *)s + stop, len - stop, &after))
-                    after = 0xFFFD;
-                stop_space = !is_word_char(after);
-            }
+            size_t before = last_char_len(s, start), after = 0;
+            uint32_t cp;
+            if (stop < len)
+                after = tok_utf8_decode((const unsigned char *)s + stop, len - stop, &cp);
+            int start_space = start == 0 || !is_word_char(c, s + start - before, before);
+            int stop_space = stop == len || !is_word_char(c, s + stop, after ? after : 1);
             if (!start_space || !stop_space)
                 continue;
         }
@@ -971,6 +982,18 @@ int tok_finish(whet_tokenizer *t, whet_err *e)
         a->len = cur.len;
     }
     tok_bpe_prepare(&t->bpe);
+    for (size_t i = 0; i < t->n_added && !t->word_char_regex.code; i++) {
+        if (!t->added[i].single_word)
+            continue;
+        /* binary properties need PCRE2 10.40; before it, letters stand in
+         * for Alphabetic (which adds only some marks and letter numbers) */
+        static const char *const word_char[2] = {"^[\\p{Alphabetic}\\p{M}\\p{Pc}\\p{Nd}\\x{200C}\\x{200D}]",
+                                                 "^[\\p{L}\\p{Nl}\\p{M}\\p{Pc}\\p{Nd}\\x{200C}\\x{200D}]"};
+        char why[256];
+        if (tok_regex_compile(&t->word_char_regex, word_char[0], strlen(word_char[0]), 0, why, sizeof why) != 0 &&
+            tok_regex_compile(&t->word_char_regex, word_char[1], strlen(word_char[1]), 0, why, sizeof why) != 0)
+            return whet_fail(e, "%s: word-character regex: %s", t->name, why);
+    }
     if (build_added_set(t, &t->raw_set, 0) || build_added_set(t, &t->normalized_set, 1))
         return whet_fail(e, "%s: out of memory", t->name);
 
@@ -1048,6 +1071,7 @@ void whet_tokenizer_free(whet_tokenizer *t)
         free(t->template_items[i].ids);
     free(t->template_items);
     tok_regex_free(&t->gpt2_regex);
+    tok_regex_free(&t->word_char_regex);
     tok_buf_free(&t->token_bytes);
     free(t->token_bytes_off);
     free(t->token_bytes_len);

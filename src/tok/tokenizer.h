@@ -18,9 +18,9 @@
  *    Replace (String), ByteFallback, Fuse, Strip, Metaspace, Sequence.
  *  - added_tokens: split out before normalization (normalized:false) or
  *    after it (normalized:true), leftmost-longest, honouring lstrip, rstrip
- *    and single_word (for which a word character is an ASCII letter, digit or
- *    '_', or any non-ASCII character that is not whitespace: HF uses Unicode
- *    alphanumerics). Special tokens written in the text are recognised even
+ *    and single_word (word characters as Rust's regex \w: Alphabetic, marks,
+ *    connector punctuation, decimal digits, ZWNJ, ZWJ). Special tokens
+ *    written in the text are recognised even
  *    when add_special is 0, as HF does; add_special only controls the
  *    post-processor's BOS/EOS.
  *
