@@ -43,10 +43,12 @@
  * A loaded tokenizer is immutable: encode and decode may run concurrently
  * from any number of threads.
  *
- * Speed (this project's 2-core x86-64 machine, -O2, 226 kB of mixed English,
- * Markdown and C; tests/test_tokenizer.c's bench_reports_speed prints a
- * figure on every run): GPT-2 ~4.5 MB/s, Llama 3 ~5.4 MB/s, Qwen3 ~2.2 MB/s
- * (NFC and single-digit pieces), Llama 2 ~2.1 MB/s. */
+ * Speed: one thread of this project's 2-core x86-64 machine (shared with
+ * other builds, load ~10), -O2, 226 kB of mixed English, Markdown and C:
+ * GPT-2 7.2 MB/s, Llama 3 8.6 MB/s, Qwen3 4.6 MB/s (NFC, single-digit
+ * pieces), Llama 2 4.9 MB/s. tests/test_tokenizer.c's bench_reports_speed
+ * prints a figure per tokenizer on every run (whet_tokenizer_bench).
+ */
 #ifndef WHET_TOKENIZER_H
 #define WHET_TOKENIZER_H
 
