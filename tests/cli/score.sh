@@ -6,6 +6,10 @@
 . "$(dirname "$0")/models.inc"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp" "$out" "$err"' EXIT
+# one thread unless a run asks for more: under qemu (check-aarch64) the thread
+# pool's spinning crawls when the host is busy
+WHET_THREADS=1
+export WHET_THREADS
 
 json_field() { # NAME: a number field of the JSON object on stdout
     sed -n "s/.*\"$1\":\([-0-9.eE+]*\).*/\1/p" "$out"
