@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { TOKENS = 1024 }; /* M: the tokens of one training micro-batch */
 
@@ -127,7 +128,15 @@ static whet_gemm layer_gemm(const layer *l, bench_op op, int bf16)
 typedef struct {
     int repeat;
     double seconds;
+    double (*clock)(void); /* wall time, or the process's CPU time with --cpu-time */
 } timing;
+
+static double process_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 typedef struct {
     double best, median; /* GFLOP/s */
@@ -151,9 +160,9 @@ static rate time_runs(run_fn fn, void *ctx, double flops, const timing *t)
     fn(ctx);
     double start = whet_now();
     while (runs < t->repeat && runs < MAX_RUNS && (runs == 0 || whet_now() - start < t->seconds)) {
-        double t0 = whet_now();
+        double t0 = t->clock();
         fn(ctx);
-        times[runs++] = whet_now() - t0;
+        times[runs++] = t->clock() - t0;
     }
     qsort(times, (size_t)runs, sizeof times[0], compare_doubles);
     double median = runs % 2 ? times[runs / 2] : (times[runs / 2 - 1] + times[runs / 2]) / 2;
@@ -233,7 +242,7 @@ static int bench_gemm(bench *b)
                b->threads, b->timing.repeat, b->timing.seconds);
         for (int i = 0; i < b->nisas; i++)
             printf("%s\"%s\":%.1f", i ? "," : "", b->isas[i]->name, b->peak[i]);
-        printf("},\"openblas\":");
+        printf("},\"clock\":\"%s\",\"openblas\":", b->timing.clock == whet_now ? "wall" : "process_cpu");
         if (b->ob.handle)
             print_json_string(b->ob.config ? b->ob.config : "libopenblas.so.0");
         else
@@ -241,7 +250,8 @@ static int bench_gemm(bench *b)
         printf(",\"results\":[");
     } else {
         printf("whet bench gemm: M = %d tokens, %d thread%s, best of up to %d runs within %g s (after a "
-               "warm-up)\n", TOKENS, b->threads, b->threads == 1 ? "" : "s", b->timing.repeat, b->timing.seconds);
+               "warm-up), timed by %s\n", TOKENS, b->threads, b->threads == 1 ? "" : "s", b->timing.repeat,
+               b->timing.seconds, b->timing.clock == whet_now ? "the wall clock" : "the process's CPU time");
         printf("cpu: %s\n", f->brand[0] ? f->brand : f->arch);
         for (int i = 0; i < b->nisas; i++)
             printf("fma peak (%s): %.1f GFLOP/s per core, %.1f on %d thread%s; gemm_bf16 is %s\n",
@@ -330,7 +340,8 @@ static int bench_gemm(bench *b)
 
 static void usage(FILE *out)
 {
-    fputs("usage: whet bench [gemm] [--isa NAME] [--threads N] [--repeat N] [--seconds S] [--json] [--help]\n"
+    fputs("usage: whet bench [gemm] [--isa NAME] [--threads N] [--repeat N] [--seconds S] [--cpu-time]\n"
+          "                  [--json] [--help]\n"
           "Measure kernel throughput; with no benchmark named, run them all (for now: gemm).\n"
           "gemm: GFLOP/s of sgemm (NT, NN, TN) and gemm_bf16 (NT, NN) at M = 1024 tokens for\n"
           "the (N, K) of six weight shapes, as a layer's forward pass, input gradient and\n"
@@ -342,6 +353,8 @@ static void usage(FILE *out)
           "                 the physical cores\n"
           "  --repeat N     timed runs per measurement at most (default 5), after a warm-up\n"
           "  --seconds S    time budget per measurement (default 1); at least one timed run\n"
+          "  --cpu-time     time by the process's CPU time instead of the wall clock: steadier\n"
+          "                 when other programs share the cores (one thread only)\n"
           "  --json         print one JSON object\n"
           "  --help         this text\n",
           out);
@@ -351,13 +364,14 @@ int cmd_bench(int argc, char **argv)
 {
     bench b;
     memset(&b, 0, sizeof b);
-    b.timing = (timing){5, 1.0};
+    b.timing = (timing){5, 1.0, whet_now};
     const char *isa_name = NULL;
     int threads = 0;
     static const struct option options[] = {{"isa", required_argument, NULL, 'i'},
                                             {"threads", required_argument, NULL, 't'},
                                             {"repeat", required_argument, NULL, 'r'},
                                             {"seconds", required_argument, NULL, 's'},
+                                            {"cpu-time", no_argument, NULL, 'c'},
                                             {"json", no_argument, NULL, 'j'},
                                             {"help", no_argument, NULL, 'h'},
                                             {0}};
@@ -388,6 +402,7 @@ int cmd_bench(int argc, char **argv)
                 return WHET_EXIT_USAGE;
             }
             break;
+        case 'c': b.timing.clock = process_cpu_seconds; break;
         case 'j': b.json = 1; break;
         case 'h': usage(stdout); return WHET_EXIT_OK;
         default: usage(stderr); return WHET_EXIT_USAGE;
@@ -421,12 +436,17 @@ int cmd_bench(int argc, char **argv)
     b.threads = whet_thread_count(threads);
     if (b.threads < 1)
         return WHET_EXIT_ERROR;
+    if (b.timing.clock != whet_now && b.threads != 1) {
+        /* CPU time summed over threads says nothing about how well they scale */
+        whet_error("bench: --cpu-time measures one thread; add --threads 1");
+        return WHET_EXIT_USAGE;
+    }
     int status = WHET_EXIT_ERROR;
     for (int i = 0; i < b.nisas; i++) {
         b.compute[i] = whet_compute_create(b.isas[i], b.threads);
         if (!b.compute[i])
             goto done;
-        b.peak[i] = cli_measure_fma_peak(b.isas[i]);
+        b.peak[i] = cli_measure_fma_peak_by(b.isas[i], b.timing.clock);
     }
     openblas_open(&b.ob, b.threads);
     status = bench_gemm(&b);
