@@ -382,7 +382,6 @@ int cmd_generate(int argc, char **argv)
             break;
         if (kv->len == max_len) {
             reason = "context full";
-            whet_warn("generate: stopped at the model's %zu positions", limit);
             break;
         }
         if (whet_model_decode(m, kv, acts, &next, 1, 1, logits, &e) != 0) {
@@ -398,6 +397,8 @@ int cmd_generate(int argc, char **argv)
     if (isatty(STDOUT_FILENO) && !pr.ends_with_newline)
         putchar('\n');
     fflush(stdout);
+    if (strcmp(reason, "context full") == 0)
+        whet_warn("generate: stopped at the model's %zu positions after %zu tokens", limit, generated);
     if (whet_stderr_is_terminal())
         fprintf(stderr,
                 "whet: prompt %zu tokens in %.2f s (%.1f tokens/s); generated %zu tokens in %.2f s (%.1f tokens/s); "

@@ -120,6 +120,14 @@ sed "s/\"eos_token_id\": 2/\"eos_token_id\": $third/" "$models_dir/llama/config.
 run 0 generate --model "$tmp/eos" --prompt "$p" --temperature 0 --max-tokens 10
 [ "$(cat "$out")" = "${full%%"<t$third>"*}" ] || fail "EOS id $third: printed '$(cat "$out")'"
 
+# The model's last position ends generation, with a warning: GPT-2's 64
+# positions after a 60-token prompt leave room for 4 more inputs, so the fifth
+# token generated is the last.
+long=$(i=0; while [ $i -lt 60 ]; do printf '<t9>'; i=$((i + 1)); done)
+run 0 generate --model "$tmp/gpt2" --prompt "$long" --temperature 0 --max-tokens 10
+stderr_has "^whet: warning: generate: stopped at the model's 64 positions after 5 tokens$"
+[ "$(ntokens "$tmp/gpt2" "$out")" = 5 ] || fail "5 tokens expected at the end of GPT-2's positions"
+
 # 6. Chats render with the model's template and its generation prompt: the
 #    same tokens as the ChatML text written out by hand.
 make_model llama "$tmp/chat" chatml
