@@ -190,11 +190,14 @@ int cli_encode_prompt(const whet_tokenizer *t, const char *text, size_t len, int
         if (whet_tokenizer_encode(t, "a", 1, 0, &probe, &n_probe, &e) != 0 ||
             whet_tokenizer_encode(t, "a", 1, 1, &probe_special, &n_special, &e) != 0)
             goto done;
-        for (size_t p = 0; p + n_probe <= n_special; p++)
-            if (memcmp(probe_special + p, probe, n_probe * sizeof *probe) == 0) {
-                prefix = p;
-                break;
-            }
+        if (n_probe == 0) /* "a" is no token here: only a leading BOS can be told apart */
+            prefix = n_special > 0 && probe_special[0] == whet_tokenizer_bos_id(t);
+        else
+            for (size_t p = 0; p + n_probe <= n_special; p++)
+                if (memcmp(probe_special + p, probe, n_probe * sizeof *probe) == 0) {
+                    prefix = p;
+                    break;
+                }
     }
     *ids = malloc((prefix + n_body + 1) * sizeof **ids);
     if (!*ids) {
