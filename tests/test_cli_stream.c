@@ -2,7 +2,8 @@
  * pieces are written whole, invalid bytes become U+FFFD exactly as a
  * from_utf8_lossy decode of the whole text would have them, whatever the
  * piece boundaries; stop strings are found across pieces and text that may
- * start one is held back. */
+ * start one is held back. And how it tokenizes prompts: the BOS a tokenizer's
+ * post-processor adds, and nothing else. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -93,11 +94,54 @@ static void stop_strings(void **state)
     assert_int_equal(cli_stop_scan("<e", 2, stops, 2, &at), 0);
 }
 
+/* cli_encode_prompt: the text without special tokens, after the BOS when
+ * the tokenizer adds one and it is wanted (compared with whet tokenize's own
+ * encoding with and without special tokens). */
+static void prompt_bos(void **state)
+{
+    (void)state;
+    const struct {
+        const char *dir;
+        int adds_bos;
+    } cases[] = {{"tests/data/tokenizers/spm_legacy", 1},
+                 {"tests/data/tokenizers/bytelevel_llama3", 1},
+                 {"tests/data/tokenizers/qwen3", 0},
+                 {"tests/data/tokenizers/gpt2", 0}};
+    const char *text = "Hello world";
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        whet_err e = {{0}};
+        whet_tokenizer *t = whet_tokenizer_load(cases[i].dir, &e);
+        if (!t)
+            fail_msg("%s", e.msg);
+        int32_t *plain, *special, *ids;
+        size_t n_plain, n_special, n;
+        assert_int_equal(whet_tokenizer_encode(t, text, strlen(text), 0, &plain, &n_plain, &e), 0);
+        assert_int_equal(whet_tokenizer_encode(t, text, strlen(text), 1, &special, &n_special, &e), 0);
+        assert_int_equal(n_special, n_plain + (size_t)cases[i].adds_bos);
+        for (int bos = 0; bos <= 1; bos++) {
+            assert_int_equal(cli_encode_prompt(t, text, strlen(text), bos, &ids, &n), 0);
+            if (bos && cases[i].adds_bos) {
+                assert_int_equal(n, n_special);
+                assert_memory_equal(ids, special, n * sizeof *ids);
+                assert_int_equal(ids[0], whet_tokenizer_bos_id(t));
+            } else {
+                assert_int_equal(n, n_plain);
+                assert_memory_equal(ids, plain, n * sizeof *ids);
+            }
+            free(ids);
+        }
+        free(plain);
+        free(special);
+        whet_tokenizer_free(t);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(utf8_pieces),
         cmocka_unit_test(stop_strings),
+        cmocka_unit_test(prompt_bos),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
