@@ -272,13 +272,11 @@ int cmd_generate(int argc, char **argv)
     float *logits = NULL;
     whet_sampler sampler = {0};
     printer pr = {.stops = stops, .n_stops = n_stops};
-    if (messages_path) {
-        size_t n = 0;
-        if (read_messages(messages_path, &messages_doc, &messages, &n) != 0) {
-            whet_json_free(messages_doc);
-            return WHET_EXIT_ERROR;
-        }
-        (void)n;
+    size_t n_messages = 0;
+    if (messages_path && read_messages(messages_path, &messages_doc, &messages, &n_messages) != 0) {
+        free(messages);
+        whet_json_free(messages_doc);
+        return WHET_EXIT_ERROR;
     }
     if (cli_open_model(&cm, model_path, (int)threads) != 0) {
         free(messages);
@@ -309,9 +307,7 @@ int cmd_generate(int argc, char **argv)
                 two[n_msgs++] = (whet_chat_message){"system", system_msg, strlen(system_msg)};
             two[n_msgs++] = (whet_chat_message){"user", chat, strlen(chat)};
         } else {
-            const whet_json *root = whet_json_root(messages_doc);
-            const whet_json *arr = root->type == WHET_JSON_OBJECT ? whet_json_get(root, "messages") : root;
-            n_msgs = whet_json_count(arr);
+            n_msgs = n_messages;
         }
         whet_chat_options copt = {.add_generation_prompt = 1};
         if (whet_chat_render(&tmpl, chat ? two : messages, n_msgs, &copt, &rendered, &e) != 0) {
