@@ -112,6 +112,12 @@ st_json=$(grep -v "$not_shared" "$out")
 [ "$gguf_json" = "$st_json" ] || fail "the GGUF and safetensors llama differ: $gguf_json // $st_json"
 
 # errors
+printf 'GGUF\003\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' >"$tmp/empty.gguf"
+run 1 info "$tmp/empty.gguf"
+stderr_has "^whet: $tmp/empty.gguf: key 'general.architecture' not found"
+printf 'not a model' >"$tmp/file.txt"
+run 1 info "$tmp/file.txt"
+stderr_has "^whet: $tmp/file.txt: expected an HF model directory or a GGUF file"
 run 2 info
 stderr_has '^whet: info: expected a MODEL'
 run 2 info "$models_dir/llama" --seq-len 0
