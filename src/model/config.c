@@ -393,6 +393,8 @@ void whet_rope_inv_freq(const whet_model_config *cfg, float *inv_freq)
             float smoothed = (1.0f - smooth) * inv_llama / factor + smooth * inv_llama;
             int medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
             inv = medium ? smoothed : inv_llama;
+        } else if (cfg->rope_scaling == WHET_ROPE_SCALING_FREQS) {
+            inv = inv / cfg->rope_freq_divisors[i];
         }
         inv_freq[i] = inv;
     }

@@ -37,7 +37,14 @@ typedef enum whet_norm_kind { WHET_NORM_RMS = 0, WHET_NORM_LAYER } whet_norm_kin
 typedef enum whet_pos_kind { WHET_POS_ROPE = 0, WHET_POS_LEARNED } whet_pos_kind;
 /* SwiGLU: down(silu(gate(x))·up(x)); GELU: down(gelu_tanh(up(x))) */
 typedef enum whet_act_kind { WHET_ACT_SWIGLU = 0, WHET_ACT_GELU_TANH } whet_act_kind;
-typedef enum whet_rope_scaling { WHET_ROPE_SCALING_NONE = 0, WHET_ROPE_SCALING_LINEAR, WHET_ROPE_SCALING_LLAMA3 } whet_rope_scaling;
+/* FREQS: a GGUF's rope_freqs.weight, one divisor per frequency (how
+ * convert_hf_to_gguf.py stores Llama 3 scaling; ggml divides by it). */
+typedef enum whet_rope_scaling {
+    WHET_ROPE_SCALING_NONE = 0,
+    WHET_ROPE_SCALING_LINEAR,
+    WHET_ROPE_SCALING_LLAMA3,
+    WHET_ROPE_SCALING_FREQS
+} whet_rope_scaling;
 
 /* A flag an architecture fixes, or takes from a config.json key. */
 typedef enum whet_flag { WHET_FLAG_NO = 0, WHET_FLAG_YES, WHET_FLAG_FROM_KEY } whet_flag;
@@ -92,6 +99,7 @@ typedef struct whet_model_config {
     whet_rope_scaling rope_scaling;
     double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     size_t rope_original_max_positions;
+    float rope_freq_divisors[WHET_MAX_HEAD_DIM / 2]; /* FREQS: [head_dim/2] */
     /* Mistral's sliding_window (0: none). Within the window attention is plain
      * causal attention; the forward refuses longer sequences. */
     size_t sliding_window;
@@ -105,6 +113,14 @@ typedef struct whet_model_config {
 int whet_config_parse(whet_model_config *cfg, const char *text, size_t size, const char *name, whet_err *e);
 /* Reads path, a config.json or a model directory holding one. */
 int whet_config_load(whet_model_config *cfg, const char *path, whet_err *e);
+
+/* From a GGUF file's metadata (and, for what only its tensors tell, tensor
+ * presence: tied output, biases, rope_freqs.weight), with the same struct and
+ * validation rules as config.json. general.architecture llama (Mistral is
+ * stored as llama), qwen2, qwen3 or gpt2; every error names the file and key.
+ * Implemented in model/gguf_model.c. */
+struct whet_gguf;
+int whet_config_from_gguf(whet_model_config *cfg, const struct whet_gguf *g, whet_err *e);
 
 /* The RoPE tables for positions [0, n): cos/sin [n][head_dim/2], angle
  * pos·inv_freq[i] with inv_freq as HF computes it in float32 (default, linear

@@ -122,8 +122,20 @@ size_t whet_model_param_count(const whet_model_config *cfg);
 
 /* Reads dir/config.json and the weights (model.safetensors or the sharded
  * model.safetensors.index.json), F32/F16/BF16, into fp32. Refuses missing
- * tensors, wrong shapes and unexpected tensors, naming the file. */
+ * tensors, wrong shapes and unexpected tensors, naming the file. A path to a
+ * GGUF file (told by its magic bytes) goes to whet_model_load_gguf. */
 int whet_model_load(whet_model **out, const char *dir, whet_compute *compute, whet_err *e);
+/* A GGUF file (llama, qwen2, qwen3, gpt2 as convert_hf_to_gguf.py writes
+ * them; every tensor type whet_gguf_tensor_to_f32 reads) into the same fp32
+ * layout as the HF directory: llama's Q/K rows are un-permuted back to HF's
+ * order, so the forward keeps half-split RoPE for every architecture and the
+ * parameters are HF's (model/gguf_model.c). */
+int whet_model_load_gguf(whet_model **out, const char *path, whet_compute *compute, whet_err *e);
+/* 1 when path is a file starting with the bytes "GGUF". */
+int whet_is_gguf_file(const char *path);
+/* The parameter layout (model/weights.c): views into base (NULL: sizes only);
+ * returns the floats needed. */
+size_t whet_model_layout_params(const whet_model_config *c, whet_model_params *p, float *base);
 void whet_model_free(whet_model *m);
 
 /* Activations for up to B sequences of T tokens. */

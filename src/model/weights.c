@@ -19,7 +19,7 @@ static size_t take(float **view, float *base, size_t offset, size_t n)
 }
 
 /* The parameter layout: sizes (and views, with base) in one place. */
-static size_t layout_params(const whet_model_config *c, whet_model_params *p, float *base)
+size_t whet_model_layout_params(const whet_model_config *c, whet_model_params *p, float *base)
 {
     const whet_arch_info *info = c->info;
     size_t L = c->layers, C = c->hidden, V = c->vocab, F = c->ffn;
@@ -317,6 +317,8 @@ static int load_all(loader *ld)
 int whet_model_load(whet_model **out, const char *dir, whet_compute *compute, whet_err *e)
 {
     *out = NULL;
+    if (whet_is_gguf_file(dir))
+        return whet_model_load_gguf(out, dir, compute, e);
     whet_model *m = calloc(1, sizeof *m);
     if (!m || !(m->path = strdup(dir))) {
         free(m);
@@ -327,7 +329,7 @@ int whet_model_load(whet_model **out, const char *dir, whet_compute *compute, wh
         whet_model_free(m);
         return -1;
     }
-    size_t floats = layout_params(&m->cfg, &m->params, NULL);
+    size_t floats = whet_model_layout_params(&m->cfg, &m->params, NULL);
     m->num_params = whet_model_param_count(&m->cfg);
     m->params_memory = aligned_alloc(64, floats * sizeof(float));
     if (!m->params_memory) {
@@ -336,7 +338,7 @@ int whet_model_load(whet_model **out, const char *dir, whet_compute *compute, wh
         whet_model_free(m);
         return -1;
     }
-    layout_params(&m->cfg, &m->params, m->params_memory);
+    whet_model_layout_params(&m->cfg, &m->params, m->params_memory);
     loader ld = {.m = m, .kernels = compute ? compute->kernels : NULL, .e = e};
     int rc = whet_st_open_dir(&ld.st, dir, e);
     if (rc == 0) {
