@@ -70,6 +70,8 @@ $(BUILD)/simd/%_avx512bf16.o: ISA_FLAGS = $(AVX512BF16_FLAGS)
 $(BUILD)/simd/%_neon.o: ISA_FLAGS = $(NEON_FLAGS)
 $(BUILD)/simd/%_neonbf16.o: ISA_FLAGS = $(NEONBF16_FLAGS)
 
+$(BUILD)/tests/support/%.o: ISA_FLAGS = -Itests -Itests/support $(CMOCKA_CFLAGS)
+
 $(BUILD)/%.o: %.c $(CONFIG)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(ISA_FLAGS) -MMD -MP -c $< -o $@
