@@ -143,11 +143,6 @@ int cli_parse_double(const char *command, const char *option, const char *arg, d
 int cli_open_model(cli_model *m, const char *path, int threads)
 {
     memset(m, 0, sizeof *m);
-    if (cli_is_gguf(path)) {
-        whet_error("%s: running GGUF models is not supported yet; give an HF model directory "
-                   "(config.json, model.safetensors and tokenizer.json)", path);
-        return -1;
-    }
     const whet_kernels *k = whet_kernels_from_env();
     if (!k)
         return -1;
@@ -216,6 +211,45 @@ done:
     free(body);
     free(probe);
     free(probe_special);
+    return rc;
+}
+
+int cli_chat_template(const char *path, const char *override_name, whet_chat_template *out, whet_err *e)
+{
+    if (!cli_is_gguf(path))
+        return whet_chat_template_load(out, path, override_name, e);
+    if (override_name)
+        return whet_chat_template_by_name(out, override_name, e);
+    whet_gguf *g = whet_gguf_open(path, e);
+    if (!g)
+        return -1;
+    int rc = -1;
+    const whet_gguf_str *text;
+    if (!whet_gguf_find(g, "tokenizer.chat_template")) {
+        whet_fail(e, "%s: no tokenizer.chat_template in the metadata; pass --chat-template NAME with one of: %s",
+                  path, whet_chat_template_names());
+    } else if (whet_gguf_get_string(g, "tokenizer.chat_template", &text, e) == 0 &&
+               whet_chat_template_recognize(out, text->data, (size_t)text->len, path, e) == 0) {
+        /* the BOS/EOS texts the template writes: the tokens the metadata names */
+        const whet_gguf_str *tokens;
+        uint64_t n = 0, id;
+        whet_err ignored;
+        if (whet_gguf_get_string_array(g, "tokenizer.ggml.tokens", &tokens, &n, &ignored) == 0) {
+            const struct { const char *key; char *dst; size_t size; } names[] = {
+                {"tokenizer.ggml.bos_token_id", out->bos, sizeof out->bos},
+                {"tokenizer.ggml.eos_token_id", out->eos, sizeof out->eos}};
+            for (size_t i = 0; i < 2; i++) {
+                uint32_t v;
+                if (whet_gguf_get_u32(g, names[i].key, &v, &ignored) == 0 && (id = v) < n &&
+                    tokens[id].len < names[i].size) {
+                    memcpy(names[i].dst, tokens[id].data, (size_t)tokens[id].len);
+                    names[i].dst[tokens[id].len] = 0;
+                }
+            }
+        }
+        rc = 0;
+    }
+    whet_gguf_close(g);
     return rc;
 }
 

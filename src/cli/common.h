@@ -31,7 +31,7 @@ int cli_parse_double(const char *command, const char *option, const char *arg, d
 
 /* A model opened for running: the compute context (WHET_ISA's kernels,
  * `threads` threads, 0 for WHET_THREADS or every core), the weights of an HF
- * model directory and its tokenizer. */
+ * model directory or a GGUF file, and its tokenizer. */
 typedef struct cli_model {
     whet_compute *compute;
     whet_model *model;
@@ -41,6 +41,11 @@ typedef struct cli_model {
 /* Prints the error and returns -1 on failure (nothing is left open). */
 int cli_open_model(cli_model *m, const char *path, int threads);
 void cli_close_model(cli_model *m);
+
+/* The chat template of a model: an HF directory's (whet_chat_template_load),
+ * or a GGUF file's tokenizer.chat_template with the BOS/EOS texts of the
+ * tokens its metadata names; override_name (--chat-template) wins. */
+int cli_chat_template(const char *path, const char *override_name, whet_chat_template *out, whet_err *e);
 
 /* Tokens of `text` as a prompt: without the tokenizer's special tokens, then
  * with its BOS in front when the tokenizer adds one on its own (encoding ""

@@ -26,6 +26,7 @@ static void usage(FILE *out)
     fputs("usage: whet generate --model M (--prompt S | --chat S | --messages F) [options]\n"
           "Generate text with a model, streaming it to standard output.\n"
           "  --model M           HF model directory (config.json, safetensors, tokenizer.json)\n"
+          "                      or GGUF file\n"
           "  --prompt S          continue the text S (after the BOS the tokenizer adds, if any)\n"
           "  --chat S            answer the user message S, rendered with the chat template\n"
           "  --system S          with --chat: a system message before it\n"
@@ -291,7 +292,7 @@ int cmd_generate(int argc, char **argv)
     add_stop_id(&stop, whet_tokenizer_eos_id(cm.tok));
 
     whet_chat_template tmpl;
-    int have_template = whet_chat_template_load(&tmpl, model_path, template_name, &e) == 0;
+    int have_template = cli_chat_template(model_path, template_name, &tmpl, &e) == 0;
     if (prompt) {
         if (cli_encode_prompt(cm.tok, prompt, strlen(prompt), 1, &ids, &n_ids) != 0)
             goto done;

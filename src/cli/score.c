@@ -20,6 +20,7 @@ static void usage(FILE *out)
           "                  [--per-token] [--threads N]\n"
           "Score a text with a model: tokens, mean NLL, perplexity, bits per byte.\n"
           "  --model M      HF model directory (config.json, safetensors, tokenizer.json)\n"
+          "                 or GGUF file\n"
           "  --file F       the text to score (- for standard input)\n"
           "  --text S       the text to score, given on the command line\n"
           "  --ctx N        window of N tokens (default: the model's positions, at most 1024)\n"

@@ -151,6 +151,12 @@ cmp -s "$out" "$tmp/c1" || fail "--messages {\"messages\": [...]} differs from -
 run 0 generate --model "$tmp/llama" --chat "<t9><t10>" --chat-template chatml --temperature 0 --max-tokens 8
 cmp -s "$out" "$tmp/c1" || fail "--chat-template chatml differs from the model's own ChatML template"
 
+# A GGUF file (the llama test model in F16, with the same vocabulary and the
+# ChatML template in its metadata) answers a chat as its safetensors original
+run 0 generate --model "$(cd "$(dirname "$0")/.." && pwd)/data/cli/tiny-llama.gguf" --chat "<t9><t10>" \
+    --temperature 0 --max-tokens 8
+cmp -s "$out" "$tmp/c1" || fail "the GGUF llama answers '$(cat "$out")', the safetensors one '$(cat "$tmp/c1")'"
+
 # 7. Tokens that split UTF-8 characters (the byte-fallback tokenizer): the
 #    output is valid UTF-8 and holds characters made of several tokens.
 make_model llama "$tmp/bytes" "" bytes

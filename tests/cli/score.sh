@@ -88,6 +88,13 @@ run 0 score --model "$tmp/llama" --file "$tmp/llama.row0.txt" --per-token
 stdout_has '^ +0 +81 +- +"<t81>"$'
 stdout_has '^ +1 +139 +-[0-9.]+ +"<t139>"$'
 
+# the GGUF copy of the llama model (F16 weights) scores within 1e-3 of it
+run 0 score --model "$tmp/llama" --file "$tmp/llama.row0.txt" --json
+st_nll=$(json_field mean_nll)
+run 0 score --model "$(cd "$(dirname "$0")/.." && pwd)/data/cli/tiny-llama.gguf" --file "$tmp/llama.row0.txt" --json
+awk -v a="$st_nll" -v b="$(json_field mean_nll)" 'BEGIN { d = (a - b) / a; exit !(d < 1e-3 && d > -1e-3 && a != b) }' ||
+    fail "GGUF mean NLL $(json_field mean_nll), safetensors $st_nll"
+
 # standard input, --text
 cat "$tmp/llama.row0.txt" | $WHET score --model "$tmp/llama" --file - --json >"$out" 2>"$err" || fail "--file - failed"
 stdin_nll=$(json_field mean_nll)

@@ -5,7 +5,9 @@ llama.cpp's convert_hf_to_gguf.py lays it out (formats.md §2): llama.* hyper-
 parameters, tensor names blk.N.*, shapes reversed into ggml order, Q and K rows
 permuted to Meta's interleaved RoPE layout, 1-D norm weights in F32 and every
 other tensor in F16, and tokenizer.chat_template set to the ChatML template of
-tests/data/chat/templates/chatml.jinja. It has no tokenizer.ggml.* vocabulary.
+tests/data/chat/templates/chatml.jinja. Its vocabulary is the CLI tests' (see
+tests/cli/models.inc): every id one token of its own, written as a control
+(1-4) or user-defined token of a "gpt2" tokenizer with no merges.
 
 No dependencies beyond Python 3 (struct's 'e' format writes float16).
 Run:  python3 tests/ref/make_cli_gguf.py
@@ -21,7 +23,7 @@ CHATML = os.path.join(HERE, "..", "data", "chat", "templates", "chatml.jinja")
 ALIGN = 32
 
 # gguf value types
-U32, F32T, STRING = 4, 6, 8
+U32, I32T, F32T, STRING, ARRAY = 4, 5, 6, 8, 9
 GGML_F32, GGML_F16 = 0, 1
 
 
@@ -72,6 +74,19 @@ def kv(key, vtype, value):
     return out
 
 
+def token_text(i):
+    fixed = {1: "<s>", 2: "</s>", 3: "<|im_start|>", 4: "<|im_end|>", 5: "user\n", 6: "assistant\n", 7: "\n",
+             8: "system\n"}
+    return fixed.get(i, "<t%d>" % i)
+
+
+def kv_array(key, elem, values):
+    out = gguf_string(key) + struct.pack("<IIQ", ARRAY, elem, len(values))
+    for v in values:
+        out += gguf_string(v) if elem == STRING else struct.pack("<i", v)
+    return out
+
+
 def main():
     with open(os.path.join(SRC, "config.json")) as f:
         cfg = json.load(f)
@@ -118,6 +133,11 @@ def main():
         kv("tokenizer.ggml.bos_token_id", U32, cfg["bos_token_id"]),
         kv("tokenizer.ggml.eos_token_id", U32, cfg["eos_token_id"]),
         kv("tokenizer.chat_template", STRING, chatml),
+        kv("tokenizer.ggml.model", STRING, "gpt2"),
+        kv("tokenizer.ggml.pre", STRING, "default"),
+        kv_array("tokenizer.ggml.tokens", STRING, [token_text(i) for i in range(cfg["vocab_size"])]),
+        kv_array("tokenizer.ggml.token_type", I32T, [3 if 1 <= i <= 4 else 4 for i in range(cfg["vocab_size"])]),
+        kv_array("tokenizer.ggml.merges", STRING, []),
     ]
     out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(meta)) + b"".join(meta)
     offset = 0
