@@ -271,6 +271,7 @@ static void config_matches_config_json(void **state)
             assert_true((float)got.rope_theta == (float)want.rope_theta);
             if (want.rope_scaling == WHET_ROPE_SCALING_LLAMA3) {
                 assert_int_equal(got.rope_scaling, WHET_ROPE_SCALING_FREQS);
+                assert_true(got.rope_factor == want.rope_factor);
                 float a[WHET_MAX_HEAD_DIM / 2], b[WHET_MAX_HEAD_DIM / 2];
                 whet_rope_inv_freq(&got, a);
                 whet_rope_inv_freq(&want, b);

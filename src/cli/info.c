@@ -127,61 +127,6 @@ static int info_from_dir(const char *path, model_info *mi)
 
 /* ---- GGUF metadata ---------------------------------------------------------- */
 
-/* An unsigned integer key of any integer type; -1 when absent or not one. */
-static int gguf_uint(const whet_gguf *g, const char *key, uint64_t *out)
-{
-    const whet_gguf_kv *kv = whet_gguf_find(g, key);
-    if (!kv)
-        return -1;
-    const whet_gguf_value *v = &kv->value;
-    switch (v->type) {
-    case WHET_GGUF_UINT8: *out = v->as.u8; return 0;
-    case WHET_GGUF_UINT16: *out = v->as.u16; return 0;
-    case WHET_GGUF_UINT32: *out = v->as.u32; return 0;
-    case WHET_GGUF_UINT64: *out = v->as.u64; return 0;
-    case WHET_GGUF_INT8: if (v->as.i8 < 0) return -1; *out = (uint64_t)v->as.i8; return 0;
-    case WHET_GGUF_INT16: if (v->as.i16 < 0) return -1; *out = (uint64_t)v->as.i16; return 0;
-    case WHET_GGUF_INT32: if (v->as.i32 < 0) return -1; *out = (uint64_t)v->as.i32; return 0;
-    case WHET_GGUF_INT64: if (v->as.i64 < 0) return -1; *out = (uint64_t)v->as.i64; return 0;
-    default: return -1;
-    }
-}
-
-static int gguf_float(const whet_gguf *g, const char *key, double *out)
-{
-    const whet_gguf_kv *kv = whet_gguf_find(g, key);
-    if (!kv)
-        return -1;
-    if (kv->value.type == WHET_GGUF_FLOAT32)
-        *out = kv->value.as.f32;
-    else if (kv->value.type == WHET_GGUF_FLOAT64)
-        *out = kv->value.as.f64;
-    else
-        return -1;
-    return 0;
-}
-
-/* A required size key "<arch>.<suffix>"; prints the error. */
-static int gguf_need(const whet_gguf *g, const char *arch, const char *suffix, size_t *out)
-{
-    char key[160];
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    uint64_t v;
-    if (gguf_uint(g, key, &v) != 0 || v == 0) {
-        const whet_gguf_kv *kv = whet_gguf_find(g, key);
-        if (kv)
-            whet_error("%s: byte %llu: key '%s': expected a positive integer, found %s", g->name,
-                       (unsigned long long)kv->type_offset, key,
-                       kv->value.type == WHET_GGUF_ARRAY ? "an array (per-layer values are not supported)"
-                                                         : whet_gguf_type_name(kv->value.type));
-        else
-            whet_error("%s: key '%s' not found (needed to describe a %s model)", g->name, key, arch);
-        return -1;
-    }
-    *out = (size_t)v;
-    return 0;
-}
-
 static int info_from_gguf(const char *path, model_info *mi)
 {
     whet_err e = {{0}};
@@ -191,78 +136,17 @@ static int info_from_gguf(const char *path, model_info *mi)
         return -1;
     }
     int rc = -1;
+    if (whet_config_from_gguf(&mi->cfg, g, &e) != 0) {
+        whet_error("%s", e.msg);
+        goto done;
+    }
     const whet_gguf_str *arch_str;
     if (whet_gguf_get_string(g, "general.architecture", &arch_str, &e) != 0) {
         whet_error("%s", e.msg);
         goto done;
     }
-    const char *arch = arch_str->data;
-    snprintf(mi->arch_source, sizeof mi->arch_source, "%s", arch);
-    const char *whet_name = strcmp(arch, "llama") == 0 ? "llama" : arch;
-    size_t n_arch;
-    const whet_arch_info *table = whet_arch_table(&n_arch), *info = NULL;
-    for (size_t i = 0; i < n_arch; i++)
-        if (strcmp(table[i].name, whet_name) == 0 && table[i].arch != WHET_ARCH_MISTRAL)
-            info = &table[i];
-    if (!info) {
-        whet_error("%s: general.architecture '%s' is not one whet knows (llama, qwen2, qwen3, gpt2)", path, arch);
-        goto done;
-    }
-    whet_model_config *c = &mi->cfg;
-    memset(c, 0, sizeof *c);
-    c->info = info;
+    snprintf(mi->arch_source, sizeof mi->arch_source, "%s", arch_str->data);
     mi->format = "gguf";
-    if (gguf_need(g, arch, "embedding_length", &c->hidden) || gguf_need(g, arch, "block_count", &c->layers) ||
-        gguf_need(g, arch, "attention.head_count", &c->heads) ||
-        gguf_need(g, arch, "feed_forward_length", &c->ffn) || gguf_need(g, arch, "context_length", &c->max_positions))
-        goto done;
-    char key[160];
-    uint64_t v;
-    snprintf(key, sizeof key, "%s.attention.head_count_kv", arch);
-    c->kv_heads = gguf_uint(g, key, &v) == 0 && v ? (size_t)v : c->heads;
-    snprintf(key, sizeof key, "%s.attention.key_length", arch);
-    c->head_dim = gguf_uint(g, key, &v) == 0 && v ? (size_t)v : c->hidden / c->heads;
-    snprintf(key, sizeof key, "%s.vocab_size", arch);
-    const whet_gguf_tensor *embd = whet_gguf_find_tensor(g, "token_embd.weight");
-    const whet_gguf_kv *tokens = whet_gguf_find(g, "tokenizer.ggml.tokens");
-    if (gguf_uint(g, key, &v) == 0)
-        c->vocab = (size_t)v;
-    else if (embd && embd->n_dims == 2)
-        c->vocab = (size_t)embd->ne[1];
-    else if (tokens && tokens->value.type == WHET_GGUF_ARRAY)
-        c->vocab = (size_t)tokens->value.as.arr.count;
-    double d;
-    snprintf(key, sizeof key, "%s.attention.layer_norm%s_epsilon", arch,
-             info->norm == WHET_NORM_RMS ? "_rms" : "");
-    c->norm_eps = (float)(gguf_float(g, key, &d) == 0 ? d : info->norm == WHET_NORM_RMS ? info->default_rms_eps : 1e-5);
-    snprintf(key, sizeof key, "%s.rope.freq_base", arch);
-    c->rope_theta = gguf_float(g, key, &d) == 0 ? d : info->default_rope_theta;
-    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
-    const whet_gguf_kv *scaling = whet_gguf_find(g, key);
-    if (scaling && scaling->value.type == WHET_GGUF_STRING && strcmp(scaling->value.as.str.data, "linear") == 0) {
-        c->rope_scaling = WHET_ROPE_SCALING_LINEAR;
-        snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
-        c->rope_factor = gguf_float(g, key, &d) == 0 ? d : 1.0;
-    }
-    const whet_gguf_tensor *freqs = whet_gguf_find_tensor(g, "rope_freqs.weight");
-    if (freqs && freqs->type == WHET_GGML_F32 && freqs->n_elements <= WHET_MAX_HEAD_DIM) {
-        /* Llama 3 rope: the largest divisor is the factor */
-        float f[WHET_MAX_HEAD_DIM];
-        if (whet_gguf_tensor_to_f32(g, freqs, f, &e) == 0) {
-            c->rope_scaling = WHET_ROPE_SCALING_LLAMA3;
-            c->rope_factor = 1;
-            for (uint64_t i = 0; i < freqs->n_elements; i++)
-                c->rope_factor = f[i] > c->rope_factor ? f[i] : c->rope_factor;
-        }
-    }
-    c->tied = whet_gguf_find_tensor(g, "output.weight") == NULL;
-    c->qkv_bias = whet_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL ||
-                  whet_gguf_find_tensor(g, "blk.0.attn_qkv.bias") != NULL;
-    c->o_bias = whet_gguf_find_tensor(g, "blk.0.attn_output.bias") != NULL;
-    c->mlp_bias = whet_gguf_find_tensor(g, "blk.0.ffn_up.bias") != NULL;
-    c->bos_token_id = gguf_uint(g, "tokenizer.ggml.bos_token_id", &v) == 0 ? (int64_t)v : -1;
-    if (gguf_uint(g, "tokenizer.ggml.eos_token_id", &v) == 0)
-        c->eos_token_ids[c->n_eos++] = (int64_t)v;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const whet_gguf_tensor *t = &g->tensors[i];
         const char *name = whet_ggml_type_name(t->type);
@@ -358,7 +242,10 @@ static const char *count_human(double n, char *buf, size_t size)
 
 static const char *rope_scaling_name(whet_rope_scaling s)
 {
-    return s == WHET_ROPE_SCALING_LINEAR ? "linear" : s == WHET_ROPE_SCALING_LLAMA3 ? "llama3" : "none";
+    return s == WHET_ROPE_SCALING_LINEAR   ? "linear"
+           : s == WHET_ROPE_SCALING_LLAMA3 ? "llama3"
+           : s == WHET_ROPE_SCALING_FREQS  ? "rope_freqs" /* a GGUF's divisors; factor: the largest */
+                                           : "none";
 }
 
 static void print_text(const char *path, const model_info *mi, const memory_plan *p)

@@ -180,6 +180,9 @@ static int read_rope(whet_model_config *cfg, const whet_gguf *g, const char *arc
             return whet_fail(e, "%s: tensor 'rope_freqs.weight': element %zu: expected a positive divisor, found %g",
                              g->name, i, (double)cfg->rope_freq_divisors[i]);
     cfg->rope_scaling = WHET_ROPE_SCALING_FREQS;
+    cfg->rope_factor = 1; /* for display: the largest divisor (Llama 3's "factor") */
+    for (size_t i = 0; i < half; i++)
+        cfg->rope_factor = cfg->rope_freq_divisors[i] > cfg->rope_factor ? cfg->rope_freq_divisors[i] : cfg->rope_factor;
     return 0;
 }
 
