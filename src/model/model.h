@@ -136,6 +136,11 @@ int whet_is_gguf_file(const char *path);
 /* The parameter layout (model/weights.c): views into base (NULL: sizes only);
  * returns the floats needed. */
 size_t whet_model_layout_params(const whet_model_config *c, whet_model_params *p, float *base);
+/* A model of this config with random weights as HF's _init_weights gives
+ * them: linear and embedding weights normal(0, 0.02), biases 0, norm weights
+ * 1; the same seed gives the same bits (model/init.c). */
+int whet_model_init(whet_model **out, const whet_model_config *cfg, whet_compute *compute, uint64_t seed,
+                    whet_err *e);
 void whet_model_free(whet_model *m);
 
 /* Activations for up to B sequences of T tokens. */
