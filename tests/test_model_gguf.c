@@ -454,8 +454,9 @@ static void matches_python_converted_fixture(void **state)
                                        "llama.feed_forward_length", "llama.block_count", "llama.attention.head_count",
                                        "llama.attention.head_count_kv", "llama.rope.dimension_count"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
-        uint32_t va, vb;
-        if (whet_gguf_get_u32(a, keys[i], &va, &e) || whet_gguf_get_u32(b, keys[i], &vb, &e))
+        uint32_t va = 0, vb = 0;
+        int ra = whet_gguf_get_u32(a, keys[i], &va, &e), rb = ra ? -1 : whet_gguf_get_u32(b, keys[i], &vb, &e);
+        if (ra || rb)
             fail_msg("%s", e.msg);
         assert_int_equal(va, vb);
     }
