@@ -335,7 +335,13 @@ whet_gguf_writer *gguf_convert_hf(const char *dir, uint32_t type, gguf_convert_k
             tt = WHET_GGML_F16;
         TRY(whet_gguf_add_tensor_f32(w, name, tt, n_dims, ne, data, e));
     }
-    /* LlamaModel.generate_extra_tensors: Llama 3 rope scaling as divisors */
+    /* LlamaModel.generate_extra_tensors: Llama 3 rope scaling as divisors,
+     * computed in float32 as the converter's torch code does. One deliberate
+     * difference: the converter reads original_max_position_embeddings from
+     * the top level of config.json (default 8192), HF from rope_scaling; the
+     * two agree on released Llama 3.x (8192) but not on the llama3_rope test
+     * model (64 in rope_scaling only), so this takes HF's, as llama.cpp would
+     * need to reproduce HF's logits. */
     if (llama && cfg.rope_scaling == WHET_ROPE_SCALING_LLAMA3) {
         size_t half = cfg.head_dim / 2;
         float *f = keep_alloc(keep, half), freqs[WHET_MAX_HEAD_DIM / 2];

@@ -7,7 +7,9 @@
  * vocabulary as tokenizer.ggml.* keys ("gpt2" model, added tokens CONTROL or
  * USER_DEFINED). `type` (WHET_GGML_F32, F16 or Q8_0) is the type of 2-D
  * weights; 1-D tensors and norms stay F32, and a row length that is not a
- * whole number of Q8_0 blocks falls back to F16, as the converter does. */
+ * whole number of Q8_0 blocks falls back to F16, as the converter does.
+ * One deviation, for Llama 3 scaling: original_max_position_embeddings comes
+ * from rope_scaling (HF's reading), not the top level (see gguf_convert.c). */
 #ifndef WHET_TEST_GGUF_CONVERT_H
 #define WHET_TEST_GGUF_CONVERT_H
 
