@@ -67,7 +67,12 @@ static int get_size(const whet_gguf *g, const char *arch, const char *suffix, in
     case WHET_GGUF_UINT8: x = v->as.u8; break;
     case WHET_GGUF_UINT16: x = v->as.u16; break;
     case WHET_GGUF_UINT32: x = v->as.u32; break;
-    case WHET_GGUF_UINT64: x = v->as.u64 > MAX_SIZE_KEY ? -1 : (int64_t)v->as.u64; break;
+    case WHET_GGUF_UINT64:
+        if (v->as.u64 > MAX_SIZE_KEY)
+            return whet_fail(e, "%s: byte %" PRIu64 ": key '%s': expected an integer in [%zu, 2^31], found %" PRIu64,
+                             g->name, kv->type_offset, key, min, v->as.u64);
+        x = (int64_t)v->as.u64;
+        break;
     case WHET_GGUF_INT8: x = v->as.i8; break;
     case WHET_GGUF_INT16: x = v->as.i16; break;
     case WHET_GGUF_INT32: x = v->as.i32; break;
