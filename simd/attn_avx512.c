@@ -1,46 +1,257 @@
 /* AVX-512: causal flash attention forward (see attn_scalar.c for the
- * algorithm). Dot products and the P·V accumulation run over head_dim in
- * 16-lane FMAs with a masked tail; the block's exponentials go through SLEEF
- * (≤ 1 ULP), 16 scores at a time. */
+ * algorithm), blocked so that the two products run as register-tiled FMAs.
+ *
+ * Sixteen query rows of one head go in the sixteen lanes of a vector: Q is
+ * transposed once per block into qt[d][16], so S = Q·Kᵀ for a block of 16
+ * keys is 16 accumulators (one per key), each the FMA chain over d of qt[d]
+ * with k[j][d] broadcast. Every lane is one query row, so the online softmax
+ * (block maximum, exp through SLEEF, ≤ 1 ULP, running sum) is lane-wise with
+ * no horizontal reduction, and O += P·V runs on the transposed accumulator
+ * ot[d][16]: for 8 dimensions at a time, 16 FMAs of P's key vectors with
+ * v[j][d] broadcast. Keys past a row's diagonal get probability exactly 0, so
+ * adding them changes no bit: each row's result is its own keys' sum, in key
+ * order, whatever the rows it is blocked with. Blocks of fewer than
+ * ROWS_MIN rows (decoding) and heads wider than QT_MAX_DIM take the row path
+ * below, dot products over head_dim. */
 #include "isa_kernels.h"
 
 #include <immintrin.h>
 #include <math.h>
 #include <sleef.h>
-
-#define ATTN_KV_BLOCK 64
+#include <stdint.h>
+#include <string.h>
 
 static __mmask16 tail_mask(size_t remaining)
 {
     return (__mmask16)(remaining >= 16 ? 0xffffu : (1u << remaining) - 1);
 }
 
-static float dot16(const float *a, const float *b, size_t n)
+#define LANES 16      /* query rows per block: one per lane */
+#define KEYS 16       /* keys per block: one score accumulator each */
+#define ROWS_MIN 4    /* fewer rows than this take the row path */
+#define QT_MAX_DIM 256 /* qt and ot on the stack: 2·256·16 floats */
+
+/* Rows [i0, i1) of head h one at a time, with the very operations of one lane
+ * of attend_block (the same key blocks, FMA chains, maxima, SLEEF calls and
+ * summation orders), so a row gets the same bits either way: scores for 16
+ * keys at once with k gathered per dimension, P·V over head_dim. */
+static void attend_rows(float *out, float *lse, const float *q, const float *kh, const float *vh, size_t i0,
+                        size_t i1, size_t n_q, size_t q_offset, size_t h, size_t D, size_t q_stride,
+                        size_t kv_stride, size_t out_stride, float scale)
 {
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    size_t d = 0;
-    for (; d + 32 <= n; d += 32) {
-        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d + 16), _mm512_loadu_ps(b + d + 16), acc1);
+    const __m512 vscale = _mm512_set1_ps(scale), neg_inf = _mm512_set1_ps(-INFINITY);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const int gather = kv_stride <= (size_t)INT32_MAX / KEYS;
+    const __m512i offsets = _mm512_mullo_epi32(lane, _mm512_set1_epi32(gather ? (int)kv_stride : 0));
+    float p[KEYS];
+    for (size_t i = i0; i < i1; i++) {
+        const float *qi = q + i * q_stride;
+        float *o = out + i * out_stride;
+        const size_t end = q_offset + i + 1; /* keys [0, end) */
+        float m = -INFINITY, l = 0.0f;
+        for (size_t d = 0; d < D; d += 16)
+            _mm512_mask_storeu_ps(o + d, tail_mask(D - d), _mm512_setzero_ps());
+        for (size_t j0 = 0; j0 < end; j0 += KEYS) {
+            const size_t nb = end - j0 < KEYS ? end - j0 : KEYS;
+            const __mmask16 live = tail_mask(nb);
+            const float *kb = kh + j0 * kv_stride;
+            __m512 s = _mm512_setzero_ps();
+            for (size_t d = 0; d < D; d++) {
+                __m512 kd;
+                if (gather)
+                    kd = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, offsets, kb + d, 4);
+                else {
+                    float t[KEYS] = {0};
+                    for (size_t j = 0; j < nb; j++)
+                        t[j] = kb[j * kv_stride + d];
+                    kd = _mm512_loadu_ps(t);
+                }
+                s = _mm512_fmadd_ps(_mm512_set1_ps(qi[d]), kd, s);
+            }
+            s = _mm512_mask_mov_ps(neg_inf, live, _mm512_mul_ps(s, vscale));
+            float bmax = _mm512_reduce_max_ps(s);
+            bmax = bmax > m ? bmax : m;
+            float alpha = _mm512_cvtss_f32(Sleef_expf16_u10avx512f(_mm512_set1_ps(m - bmax)));
+            m = bmax;
+            __m512 e = Sleef_expf16_u10avx512f(_mm512_sub_ps(s, _mm512_set1_ps(m)));
+            _mm512_storeu_ps(p, _mm512_maskz_mov_ps(live, e));
+            float bsum = 0.0f;
+            for (size_t j = 0; j < KEYS; j++)
+                bsum += p[j];
+            l = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(l), _mm_set_ss(alpha), _mm_set_ss(bsum)));
+            const __m512 va = _mm512_set1_ps(alpha);
+            const float *vb = vh + j0 * kv_stride;
+            for (size_t d = 0; d < D; d += 16) {
+                __mmask16 mk = tail_mask(D - d);
+                __m512 acc = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, o + d), va);
+                for (size_t j = 0; j < nb; j++)
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), _mm512_maskz_loadu_ps(mk, vb + j * kv_stride + d),
+                                          acc);
+                _mm512_mask_storeu_ps(o + d, mk, acc);
+            }
+        }
+        const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_set1_ps(l));
+        for (size_t d = 0; d < D; d += 16) {
+            __mmask16 mk = tail_mask(D - d);
+            _mm512_mask_storeu_ps(o + d, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, o + d), inv));
+        }
+        if (lse)
+            lse[h * n_q + i] = m + logf(l);
     }
-    for (; d < n; d += 16) {
-        __mmask16 m = tail_mask(n - d);
-        acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + d), _mm512_maskz_loadu_ps(m, b + d), acc0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
-/* o = o·alpha + Σ_j p[j]·v_j over head_dim */
-static void rescale_accumulate(float *o, float alpha, const float *p, const float *v, size_t nb, size_t kv_stride,
-                               size_t n)
+/* Lane r of the score vector x for key j0 + j: −inf past row r's diagonal
+ * (key first + r). */
+static __m512 causal(__m512 x, size_t j0, size_t j, size_t first)
 {
-    const __m512 va = _mm512_set1_ps(alpha);
-    for (size_t d = 0; d < n; d += 16) {
-        __mmask16 m = tail_mask(n - d);
-        __m512 acc = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + d), va);
+    if (j0 + j <= first)
+        return x;
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __mmask16 keep = _mm512_cmpge_epi32_mask(lane, _mm512_set1_epi32((int)(j0 + j - first)));
+    return _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), keep, x);
+}
+
+/* The online-softmax step for one block of scores s[KEYS] (scaled, masked):
+ * new maximum, alpha = exp(m_old − m_new), s = exp(s − m_new) (0 where −inf),
+ * l = l·alpha + Σ_j s_j in key order. Returns alpha. */
+static __m512 softmax_step(__m512 *s, __m512 *m, __m512 *l)
+{
+    const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+    __m512 bmax = *m;
+    for (size_t j = 0; j < KEYS; j++)
+        bmax = _mm512_max_ps(bmax, s[j]);
+    const __m512 alpha = Sleef_expf16_u10avx512f(_mm512_sub_ps(*m, bmax)); /* 0 on the first block */
+    *m = bmax;
+    __m512 bsum = _mm512_setzero_ps();
+    for (size_t j = 0; j < KEYS; j++) {
+        __mmask16 live = _mm512_cmp_ps_mask(s[j], neg_inf, _CMP_NEQ_OQ);
+        s[j] = _mm512_maskz_mov_ps(live, Sleef_expf16_u10avx512f(_mm512_sub_ps(s[j], bmax)));
+        bsum = _mm512_add_ps(bsum, s[j]);
+    }
+    *l = _mm512_fmadd_ps(*l, alpha, bsum);
+    return alpha;
+}
+
+#define REP8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define REP16(X) REP8(X) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+
+/* 16 keys from kb/vb (all before n_kv): S in 16 named accumulators, the
+ * softmax step, then ot += P·V eight dimensions at a time. */
+static void full_block(float *ot, const float *qt, const float *kb, const float *vb, size_t D, size_t ks, size_t j0,
+                       size_t first, float scale, __m512 *m, __m512 *l)
+{
+#define DECL(j) __m512 s##j = _mm512_setzero_ps(); const float *k##j = kb + (j) * ks;
+    REP16(DECL)
+#undef DECL
+    for (size_t d = 0; d < D; d++) {
+        const __m512 qd = _mm512_loadu_ps(qt + d * LANES);
+#define FMA(j) s##j = _mm512_fmadd_ps(qd, _mm512_set1_ps(k##j[d]), s##j);
+        REP16(FMA)
+#undef FMA
+    }
+    const __m512 vscale = _mm512_set1_ps(scale);
+    __m512 s[KEYS];
+#define STORE(j) s[j] = causal(_mm512_mul_ps(s##j, vscale), j0, j, first);
+    REP16(STORE)
+#undef STORE
+    const __m512 alpha = softmax_step(s, m, l);
+#define LOAD(j) const __m512 p##j = s[j]; const float *v##j = vb + (j) * ks;
+    REP16(LOAD)
+#undef LOAD
+    size_t d = 0;
+    for (; d + 8 <= D; d += 8) {
+        float *od = ot + d * LANES;
+#define INIT(e) __m512 o##e = _mm512_mul_ps(_mm512_loadu_ps(od + (e) * LANES), alpha);
+        REP8(INIT)
+#undef INIT
+#define KEY(j)                                                                                                         \
+    {                                                                                                                  \
+        const float *vd = v##j + d;                                                                                    \
+        o0 = _mm512_fmadd_ps(p##j, _mm512_set1_ps(vd[0]), o0);                                                         \
+        o1 = _mm512_fmadd_ps(p##j, _mm512_set1_ps(vd[1]), o1);                                                         \
+        o2 = _mm512_fmadd_ps(p##j, _mm512_set1_ps(vd[2]), o2);                                                         \
+        o3 = _mm512_fmadd_ps(p##j, _mm512_set1_ps(vd[3]), o3);                                                         \
+        o4 = _mm512_fmadd_ps(p##j, _mm512_set1_ps(vd[4]), o4);                                                         \
+        o5 = _mm512_fmadd_ps(p##j, _mm512_set1_ps(vd[5]), o5);                                                         \
+        o6 = _mm512_fmadd_ps(p##j, _mm512_set1_ps(vd[6]), o6);                                                         \
+        o7 = _mm512_fmadd_ps(p##j, _mm512_set1_ps(vd[7]), o7);                                                         \
+    }
+        REP16(KEY)
+#undef KEY
+#define PUT(e) _mm512_storeu_ps(od + (e) * LANES, o##e);
+        REP8(PUT)
+#undef PUT
+    }
+    for (; d < D; d++) {
+        __m512 o = _mm512_mul_ps(_mm512_loadu_ps(ot + d * LANES), alpha);
+#define KEY(j) o = _mm512_fmadd_ps(p##j, _mm512_set1_ps(v##j[d]), o);
+        REP16(KEY)
+#undef KEY
+        _mm512_storeu_ps(ot + d * LANES, o);
+    }
+}
+
+/* The last, partial block of nb < 16 keys: the same operations on the keys
+ * that exist (missing keys are −inf scores, never read). */
+static void partial_block(float *ot, const float *qt, const float *kb, const float *vb, size_t D, size_t ks,
+                          size_t j0, size_t nb, size_t first, float scale, __m512 *m, __m512 *l)
+{
+    __m512 s[KEYS];
+    for (size_t j = 0; j < KEYS; j++)
+        s[j] = _mm512_setzero_ps();
+    for (size_t d = 0; d < D; d++) {
+        const __m512 qd = _mm512_loadu_ps(qt + d * LANES);
         for (size_t j = 0; j < nb; j++)
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), _mm512_maskz_loadu_ps(m, v + j * kv_stride + d), acc);
-        _mm512_mask_storeu_ps(o + d, m, acc);
+            s[j] = _mm512_fmadd_ps(qd, _mm512_set1_ps(kb[j * ks + d]), s[j]);
+    }
+    const __m512 vscale = _mm512_set1_ps(scale);
+    for (size_t j = 0; j < KEYS; j++)
+        s[j] = j < nb ? causal(_mm512_mul_ps(s[j], vscale), j0, j, first) : _mm512_set1_ps(-INFINITY);
+    const __m512 alpha = softmax_step(s, m, l);
+    for (size_t d = 0; d < D; d++) {
+        __m512 o = _mm512_mul_ps(_mm512_loadu_ps(ot + d * LANES), alpha);
+        for (size_t j = 0; j < nb; j++)
+            o = _mm512_fmadd_ps(s[j], _mm512_set1_ps(vb[j * ks + d]), o);
+        _mm512_storeu_ps(ot + d * LANES, o);
+    }
+}
+
+/* Rows [i0, i0 + nr) of head h (nr ≤ LANES) as one block. */
+static void attend_block(float *out, float *lse, const float *q, const float *kh, const float *vh, size_t i0,
+                         size_t nr, size_t n_q, size_t q_offset, size_t h, size_t D, size_t q_stride,
+                         size_t kv_stride, size_t out_stride, float scale)
+{
+    float qt[QT_MAX_DIM * LANES], ot[QT_MAX_DIM * LANES];
+    for (size_t d = 0; d < D; d++)
+        for (size_t r = 0; r < LANES; r++)
+            qt[d * LANES + r] = r < nr ? q[(i0 + r) * q_stride + d] : 0.0f;
+    memset(ot, 0, D * LANES * sizeof(float));
+    __m512 m = _mm512_set1_ps(-INFINITY), l = _mm512_setzero_ps();
+    const size_t first = q_offset + i0;     /* the first row's diagonal key */
+    const size_t end = q_offset + i0 + nr;  /* keys [0, end) are read */
+    for (size_t j0 = 0; j0 < end; j0 += KEYS) {
+        const size_t nb = end - j0 < KEYS ? end - j0 : KEYS;
+        if (nb == KEYS)
+            full_block(ot, qt, kh + j0 * kv_stride, vh + j0 * kv_stride, D, kv_stride, j0, first, scale, &m, &l);
+        else
+            partial_block(ot, qt, kh + j0 * kv_stride, vh + j0 * kv_stride, D, kv_stride, j0, nb, first, scale, &m,
+                          &l);
+    }
+    /* out = ot / l, transposed back into the rows */
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), l);
+    for (size_t d = 0; d < D; d++)
+        _mm512_storeu_ps(ot + d * LANES, _mm512_mul_ps(_mm512_loadu_ps(ot + d * LANES), inv));
+    for (size_t r = 0; r < nr; r++) {
+        float *o = out + (i0 + r) * out_stride;
+        for (size_t d = 0; d < D; d++)
+            o[d] = ot[d * LANES + r];
+    }
+    if (lse) {
+        float mv[LANES], lv[LANES];
+        _mm512_storeu_ps(mv, m);
+        _mm512_storeu_ps(lv, l);
+        for (size_t r = 0; r < nr; r++)
+            lse[h * n_q + i0 + r] = mv[r] + logf(lv[r]);
     }
 }
 
@@ -49,49 +260,25 @@ void whet_attention_forward_avx512(float *out, float *lse, const float *q, const
                                    size_t head_dim, size_t q_stride, size_t kv_stride, size_t out_stride,
                                    float scale, size_t h0, size_t h1)
 {
+    (void)n_kv; /* keys past q_offset + n_q (≤ n_kv) are never read */
     const size_t group = heads / kv_heads;
-    float s[ATTN_KV_BLOCK];
     for (size_t h = h0; h < h1; h++) {
         const size_t g = h / group;
-        const float *kh = k + g * head_dim, *vh = v + g * head_dim;
-        for (size_t i = 0; i < n_q; i++) {
-            const float *qi = q + i * q_stride + h * head_dim;
-            float *o = out + i * out_stride + h * head_dim;
-            size_t end = q_offset + i + 1 < n_kv ? q_offset + i + 1 : n_kv; /* keys [0, end) */
-            float m = -INFINITY, l = 0.0f;
-            for (size_t d = 0; d < head_dim; d += 16)
-                _mm512_mask_storeu_ps(o + d, tail_mask(head_dim - d), _mm512_setzero_ps());
-            for (size_t j0 = 0; j0 < end; j0 += ATTN_KV_BLOCK) {
-                size_t nb = end - j0 < ATTN_KV_BLOCK ? end - j0 : ATTN_KV_BLOCK;
-                float block_max = -INFINITY;
-                for (size_t j = 0; j < nb; j++) {
-                    s[j] = dot16(qi, kh + (j0 + j) * kv_stride, head_dim) * scale;
-                    block_max = s[j] > block_max ? s[j] : block_max;
-                }
-                float m_new = block_max > m ? block_max : m;
-                float alpha = expf(m - m_new); /* 0 on the first block (m = −inf) */
-                const __m512 vmax = _mm512_set1_ps(m_new);
-                __m512 vsum = _mm512_setzero_ps();
-                for (size_t j = 0; j < nb; j += 16) {
-                    __mmask16 mk = tail_mask(nb - j);
-                    __m512 e = Sleef_expf16_u10avx512f(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + j), vmax));
-                    e = _mm512_maskz_mov_ps(mk, e);
-                    _mm512_mask_storeu_ps(s + j, mk, e);
-                    vsum = _mm512_add_ps(vsum, e);
-                }
-                l = l * alpha + _mm512_reduce_add_ps(vsum);
-                rescale_accumulate(o, alpha, s, vh + j0 * kv_stride, nb, kv_stride, head_dim);
-                m = m_new;
-            }
-            if (l > 0.0f) {
-                const __m512 inv = _mm512_set1_ps(1.0f / l);
-                for (size_t d = 0; d < head_dim; d += 16) {
-                    __mmask16 mk = tail_mask(head_dim - d);
-                    _mm512_mask_storeu_ps(o + d, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, o + d), inv));
+        const float *kh = k + g * head_dim, *vh = v + g * head_dim, *qh = q + h * head_dim;
+        float *oh = out + h * head_dim;
+        size_t i = 0;
+        if (head_dim <= QT_MAX_DIM)
+            for (; n_q - i >= ROWS_MIN; i += LANES) {
+                size_t nr = n_q - i < LANES ? n_q - i : LANES;
+                attend_block(oh, lse, qh, kh, vh, i, nr, n_q, q_offset, h, head_dim, q_stride, kv_stride,
+                             out_stride, scale);
+                if (nr < LANES) {
+                    i += nr;
+                    break;
                 }
             }
-            if (lse)
-                lse[h * n_q + i] = l > 0.0f ? m + logf(l) : -INFINITY;
-        }
+        if (i < n_q)
+            attend_rows(oh, lse, qh, kh, vh, i, n_q, n_q, q_offset, h, head_dim, q_stride, kv_stride, out_stride,
+                        scale);
     }
 }
