@@ -1,20 +1,27 @@
 /* whet bench: GEMM throughput in the shapes training runs, per ISA and layout,
  * next to the measured FMA peak and, when it is installed, OpenBLAS on the
  * same shapes in the same run. OpenBLAS is loaded with dlopen at run time, so
- * it is never a build or run dependency. */
+ * it is never a build or run dependency. `forward`: prompt processing of a
+ * randomly initialised SmolLM-135M-shaped model against sgemm on its shapes;
+ * `tokenize`: encoding speed. */
 #include "cli/commands.h"
 #include "cli/fma_peak.h"
+#include "model/config.h"
+#include "model/model.h"
 #include "simd/simd.h"
+#include "tok/tokenizer.h"
 #include "util/compute.h"
 #include "util/log.h"
 #include "util/timer.h"
 
 #include <dlfcn.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 enum { TOKENS = 1024 }; /* M: the tokens of one training micro-batch */
 
@@ -69,7 +76,7 @@ static void openblas_open(openblas *ob, int threads)
 
 /* One layer's operands, in the training roles of bench_op. */
 typedef struct {
-    size_t n, k;
+    size_t m, n, k; /* M tokens */
     float *x, *w, *y, *dy, *dx, *dw;
     whet_bf16 *w_bf16;
 } layer;
@@ -91,16 +98,16 @@ static void layer_free(layer *l)
     free(l->x), free(l->w), free(l->y), free(l->dy), free(l->dx), free(l->dw), free(l->w_bf16);
 }
 
-static int layer_init(layer *l, size_t n, size_t k, const whet_kernels *kernels)
+static int layer_init(layer *l, size_t m, size_t n, size_t k, const whet_kernels *kernels)
 {
     memset(l, 0, sizeof *l);
-    l->n = n, l->k = k;
+    l->m = m, l->n = n, l->k = k;
     uint64_t state = n * 31 + k;
-    l->x = random_floats(TOKENS * k, &state);
+    l->x = random_floats(m * k, &state);
     l->w = random_floats(n * k, &state);
-    l->dy = random_floats(TOKENS * n, &state);
-    l->y = calloc(TOKENS * n, sizeof(float));
-    l->dx = calloc(TOKENS * k, sizeof(float));
+    l->dy = random_floats(m * n, &state);
+    l->y = calloc(m * n, sizeof(float));
+    l->dx = calloc(m * k, sizeof(float));
     l->dw = calloc(n * k, sizeof(float));
     l->w_bf16 = malloc(n * k * sizeof(whet_bf16));
     if (!l->x || !l->w || !l->dy || !l->y || !l->dx || !l->dw || !l->w_bf16) {
@@ -117,11 +124,11 @@ static whet_gemm layer_gemm(const layer *l, bench_op op, int bf16)
     const void *w = bf16 ? (const void *)l->w_bf16 : (const void *)l->w;
     switch (op) {
     case OP_FORWARD: /* Y[T,N] = X[T,K]·W[N,K]ᵀ */
-        return (whet_gemm){WHET_GEMM_NT, TOKENS, l->n, l->k, l->x, l->k, w, l->k, l->y, l->n, 0};
+        return (whet_gemm){WHET_GEMM_NT, l->m, l->n, l->k, l->x, l->k, w, l->k, l->y, l->n, 0};
     case OP_INPUT_GRAD: /* dX[T,K] = dY[T,N]·W[N,K] */
-        return (whet_gemm){WHET_GEMM_NN, TOKENS, l->k, l->n, l->dy, l->n, w, l->k, l->dx, l->k, 0};
+        return (whet_gemm){WHET_GEMM_NN, l->m, l->k, l->n, l->dy, l->n, w, l->k, l->dx, l->k, 0};
     default: /* dW[N,K] = dY[T,N]ᵀ·X[T,K] */
-        return (whet_gemm){WHET_GEMM_TN, l->n, l->k, TOKENS, l->dy, l->n, l->x, l->k, l->dw, l->k, 0};
+        return (whet_gemm){WHET_GEMM_TN, l->n, l->k, l->m, l->dy, l->n, l->x, l->k, l->dw, l->k, 0};
     }
 }
 
@@ -219,6 +226,8 @@ typedef struct {
     int json;
     timing timing;
     openblas ob;
+    size_t seq_len;        /* forward: T */
+    const char *tokenizer; /* tokenize: --tokenizer, or NULL for the default */
 } bench;
 
 static void print_json_string(const char *s)
@@ -274,7 +283,7 @@ static int bench_gemm(bench *b)
     int first_result = 1;
     for (int s = 0; s < NSHAPES; s++) {
         layer l;
-        if (layer_init(&l, bench_shapes[s][0], bench_shapes[s][1], b->isas[0]) != 0)
+        if (layer_init(&l, TOKENS, bench_shapes[s][0], bench_shapes[s][1], b->isas[0]) != 0)
             return WHET_EXIT_ERROR;
         double flops = 2.0 * TOKENS * (double)l.n * (double)l.k;
         rate ob_rate[NOPS] = {{0, 0}};
@@ -338,25 +347,313 @@ static int bench_gemm(bench *b)
     return WHET_EXIT_OK;
 }
 
+/* ---- forward: a SmolLM-135M-shaped model, prompt processing --------------- */
+
+/* SmolLM-135M's config.json, with room for longer sequences */
+static const char smollm_config[] =
+    "{\"architectures\":[\"LlamaForCausalLM\"],\"vocab_size\":49152,\"hidden_size\":576,\"num_hidden_layers\":30,"
+    "\"num_attention_heads\":9,\"num_key_value_heads\":3,\"intermediate_size\":1536,\"tie_word_embeddings\":true,"
+    "\"rope_theta\":10000.0,\"rms_norm_eps\":1e-05,\"max_position_embeddings\":%zu}";
+
+typedef struct {
+    whet_model *m;
+    whet_acts *acts;
+    const int32_t *tokens, *targets;
+    size_t T;
+    double nll;
+    int failed;
+    whet_err e;
+} forward_run;
+
+/* forward + the fused LM head's NLL over every position, as `whet score` runs a prompt */
+static void run_forward(void *p)
+{
+    forward_run *r = p;
+    if (whet_model_forward(r->m, r->acts, r->tokens, 1, r->T, &r->e) ||
+        whet_model_nll(r->m, r->acts, r->targets, NULL, &r->nll, &r->e))
+        r->failed = 1;
+}
+
+typedef struct {
+    whet_compute *compute;
+    float *out, *lse;
+    const float *q, *k, *v;
+    size_t T, heads, kv_heads, head_dim;
+} attention_run;
+
+static void attention_heads(void *p, size_t h0, size_t h1)
+{
+    attention_run *r = p;
+    size_t QD = r->heads * r->head_dim, KVD = r->kv_heads * r->head_dim;
+    r->compute->kernels->attention_forward(r->out, r->lse, r->q, r->k, r->v, r->T, r->T, 0, r->heads, r->kv_heads,
+                                           r->head_dim, QD, KVD, QD, 1.0f / sqrtf((float)r->head_dim), h0, h1);
+}
+
+/* one layer's causal attention over the heads, split across threads as the forward does */
+static void run_attention(void *p)
+{
+    attention_run *r = p;
+    whet_compute_for(r->compute, r->heads, 1, attention_heads, r);
+}
+
+/* The forward's GEMMs, Y[T,N] = X[T,K]·W[N,K]ᵀ on the model's own weights:
+ * (N, K, how many per forward pass). */
+typedef struct {
+    const char *name;
+    size_t n, k, count;
+    const float *w;
+} forward_gemm;
+
+typedef struct {
+    double forward_s, gemm_s, attention_s; /* best seconds: one pass; Σ GEMMs of one pass; all layers' attention */
+    double gemm_flops, attention_flops;
+} forward_result;
+
+static int bench_forward_isa(bench *b, int i, whet_model *m, forward_run *fr, const forward_gemm *gemms, size_t ngemms,
+                             float *x, float *y, attention_run *ar, double flops, forward_result *res)
+{
+    const whet_model_config *c = &m->cfg;
+    size_t T = fr->T;
+    m->compute = b->compute[i];
+    fr->failed = 0;
+    rate fwd = time_runs(run_forward, fr, flops, &b->timing);
+    if (fr->failed) {
+        whet_error("bench forward: %s", fr->e.msg);
+        return -1;
+    }
+    res->forward_s = flops / (fwd.best * 1e9);
+    res->gemm_s = 0, res->gemm_flops = 0;
+    for (size_t g = 0; g < ngemms; g++) {
+        double gf = 2.0 * (double)T * (double)gemms[g].n * (double)gemms[g].k;
+        whet_run r = {b->compute[i],
+                      {WHET_GEMM_NT, T, gemms[g].n, gemms[g].k, x, gemms[g].k, gemms[g].w, gemms[g].k, y, gemms[g].n, 0},
+                      0};
+        rate gr = time_runs(run_whet, &r, gf, &b->timing);
+        res->gemm_s += (double)gemms[g].count * gf / (gr.best * 1e9);
+        res->gemm_flops += (double)gemms[g].count * gf;
+    }
+    ar->compute = b->compute[i];
+    double af = 4.0 * ((double)T * (double)(T + 1) / 2) * (double)c->head_dim * (double)c->heads;
+    rate at = time_runs(run_attention, ar, af, &b->timing);
+    res->attention_s = (double)c->layers * af / (at.best * 1e9);
+    res->attention_flops = (double)c->layers * af;
+    return 0;
+}
+
+static int bench_forward(bench *b)
+{
+    size_t T = b->seq_len;
+    char json[sizeof smollm_config + 32];
+    snprintf(json, sizeof json, smollm_config, T > 2048 ? T : (size_t)2048);
+    whet_model_config cfg;
+    whet_err e;
+    if (whet_config_parse(&cfg, json, strlen(json), "SmolLM-135M config", &e)) {
+        whet_error("bench forward: %s", e.msg);
+        return WHET_EXIT_ERROR;
+    }
+    size_t C = cfg.hidden, V = cfg.vocab, F = cfg.ffn, L = cfg.layers, HD = cfg.head_dim;
+    size_t QD = cfg.heads * HD, KVD = cfg.kv_heads * HD;
+    whet_model *m = NULL;
+    whet_acts *acts = NULL;
+    int32_t *tokens = malloc(T * sizeof *tokens), *targets = malloc(T * sizeof *targets);
+    float *x = NULL, *y = NULL, *q = NULL, *k = NULL, *v = NULL, *att = NULL, *lse = NULL;
+    int status = WHET_EXIT_ERROR;
+    double t0 = whet_now();
+    if (whet_model_init(&m, &cfg, b->compute[0], 1, &e) || !(acts = whet_acts_create(m, 1, T, 0, &e))) {
+        whet_error("bench forward: %s", e.msg);
+        goto done;
+    }
+    double init_s = whet_now() - t0;
+    uint64_t state = 12345;
+    x = random_floats(T * F, &state), y = calloc(T * V, sizeof *y);
+    q = random_floats(T * QD, &state), k = random_floats(T * KVD, &state), v = random_floats(T * KVD, &state);
+    att = calloc(T * QD, sizeof *att), lse = calloc(cfg.heads * T, sizeof *lse);
+    if (!tokens || !targets || !x || !y || !q || !k || !v || !att || !lse) {
+        whet_error("bench forward: out of memory for T = %zu", T);
+        goto done;
+    }
+    for (size_t t = 0; t < T; t++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        tokens[t] = (int32_t)((state >> 33) % V);
+    }
+    for (size_t t = 0; t < T; t++)
+        targets[t] = tokens[(t + 1) % T]; /* every position scored */
+    const whet_model_params *p = &m->params;
+    const forward_gemm gemms[] = {
+        {"q", QD, C, L, p->wq},       {"k, v", KVD, C, 2 * L, p->wk}, {"o", C, QD, L, p->wo},
+        {"gate, up", F, C, 2 * L, p->w_gate}, {"down", C, F, L, p->w_down}, {"lm_head", V, C, 1, p->lm_head},
+    };
+    const size_t ngemms = sizeof gemms / sizeof gemms[0];
+    double linear = (double)L * (double)(2 * QD * C + 2 * KVD * C + 3 * F * C); /* non-embedding linear weights */
+    double f_linear = 2 * linear * (double)T, f_head = 2.0 * (double)V * (double)C * (double)T;
+    double f_attn = 4.0 * ((double)T * (double)(T + 1) / 2) * (double)HD * (double)cfg.heads * (double)L;
+    double flops = f_linear + f_head + f_attn;
+    forward_run fr = {.m = m, .acts = acts, .tokens = tokens, .targets = targets, .T = T};
+    attention_run ar = {NULL, att, lse, q, k, v, T, cfg.heads, cfg.kv_heads, HD};
+    if (b->json)
+        printf("{\"benchmark\":\"forward\",\"model\":\"SmolLM-135M-shaped llama, random init\",\"seq_len\":%zu,"
+               "\"threads\":%d,\"repeat\":%d,\"seconds\":%g,\"clock\":\"%s\",\"gflop\":{\"linear\":%.3f,"
+               "\"lm_head\":%.3f,\"attention\":%.3f,\"total\":%.3f},\"results\":[",
+               T, b->threads, b->timing.repeat, b->timing.seconds, b->timing.clock == whet_now ? "wall" : "process_cpu",
+               f_linear * 1e-9, f_head * 1e-9, f_attn * 1e-9, flops * 1e-9);
+    else {
+        printf("whet bench forward: a SmolLM-135M-shaped Llama (L = %zu, C = %zu, %zu/%zu heads of %zu, F = %zu, "
+               "V = %zu, tied;\nrandom init in %.1f s), one sequence of T = %zu random tokens: forward + LM-head NLL "
+               "at every position;\n%d thread%s, best of up to %d runs within %g s (after a warm-up), timed by %s\n",
+               L, C, cfg.heads, cfg.kv_heads, HD, F, V, init_s, T, b->threads, b->threads == 1 ? "" : "s",
+               b->timing.repeat, b->timing.seconds, b->timing.clock == whet_now ? "the wall clock" : "the process's CPU time");
+        printf("GFLOP per pass: %.1f = linear %.1f + LM head %.1f + causal attention %.1f\n", flops * 1e-9,
+               f_linear * 1e-9, f_head * 1e-9, f_attn * 1e-9);
+        printf("GEMM: sgemm NT at M = %zu on the model's shapes, weighted by their FLOPs in one pass\n", T);
+        printf("attention: attention_forward alone, one layer's %zu heads at T = %zu\n\n", cfg.heads, T);
+        printf("%-8s %10s %9s %9s %9s %10s %8s %8s\n", "isa", "tokens/s", "GFLOP/s", "GEMM", "fwd/GEMM",
+               "attention", "%GEMM", "%attn");
+    }
+    for (int i = 0; i < b->nisas; i++) {
+        forward_result r;
+        if (bench_forward_isa(b, i, m, &fr, gemms, ngemms, x, y, &ar, flops, &r))
+            goto done;
+        double gflops = flops / r.forward_s * 1e-9, gemm = r.gemm_flops / r.gemm_s * 1e-9;
+        double attn = r.attention_flops / r.attention_s * 1e-9;
+        if (b->json)
+            printf("%s{\"isa\":\"%s\",\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"gemm_gflops\":%.2f,"
+                   "\"forward_vs_gemm\":%.3f,\"attention_gflops\":%.2f,\"gemm_time_share\":%.3f,"
+                   "\"attention_time_share\":%.3f,\"mean_nll\":%.4f}",
+                   i ? "," : "", b->isas[i]->name, (double)T / r.forward_s, gflops, gemm, gflops / gemm, attn,
+                   r.gemm_s / r.forward_s, r.attention_s / r.forward_s, fr.nll);
+        else {
+            printf("%-8s %10.1f %9.1f %9.1f %9.2f %10.1f %7.0f%% %7.0f%%\n", b->isas[i]->name, (double)T / r.forward_s,
+                   gflops, gemm, gflops / gemm, attn, 100 * r.gemm_s / r.forward_s, 100 * r.attention_s / r.forward_s);
+            fflush(stdout);
+        }
+    }
+    if (b->json)
+        printf("]}\n");
+    status = WHET_EXIT_OK;
+done:
+    whet_acts_free(acts);
+    whet_model_free(m);
+    free(tokens), free(targets), free(x), free(y), free(q), free(k), free(v), free(att), free(lse);
+    return status;
+}
+
+/* ---- tokenize: encoding speed ----------------------------------------------- */
+
+#define DEFAULT_TOKENIZER "tests/data/tokenizers/gpt2"
+enum { TOKENIZE_TEXT_BYTES = 256 * 1024 };
+
+/* Deterministic text of about n bytes: sentences of common English words with
+ * numbers, punctuation, contractions, code-like and non-ASCII words and
+ * newlines (what a byte-level pre-tokenizer meets in training data). */
+static char *bench_text(size_t n, size_t *len)
+{
+    static const char *const words[] = {
+        "the",     "of",       "and",      "to",     "in",       "a",        "is",     "that",   "for",
+        "it",      "as",       "was",      "with",   "be",       "by",       "on",     "not",    "he",
+        "this",    "are",      "or",       "his",    "from",     "at",       "which",  "but",    "have",
+        "model",   "training", "gradient", "tokens", "learning", "network",  "layer",  "weights", "memory",
+        "don't",   "it's",     "we'll",    "they're", "café",    "naïve",    "Straße", "über",   "東京",
+        "привет",  "λόγος",    "日本語",   "x_1",    "f(x)",     "a+b=c",    "0.001",  "2024",   "#include",
+        "    ",    "--",       "e.g.",     "(see",   "below)",   "\"quoted\"", "URL:",  "https://example.org/a?b=1",
+    };
+    const size_t nw = sizeof words / sizeof words[0];
+    char *text = malloc(n + 64);
+    if (!text)
+        return NULL;
+    uint64_t state = 2024;
+    size_t o = 0, in_sentence = 0;
+    while (o < n) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        unsigned r = (unsigned)(state >> 33);
+        const char *w = words[r % nw];
+        size_t wl = strlen(w);
+        if (in_sentence == 0 && w[0] >= 'a' && w[0] <= 'z') {
+            text[o++] = (char)(w[0] - 'a' + 'A');
+            memcpy(text + o, w + 1, wl - 1), o += wl - 1;
+        } else
+            memcpy(text + o, w, wl), o += wl;
+        if (r % 97 == 0)
+            o += (size_t)snprintf(text + o, 16, " %u", r % 100000);
+        in_sentence++;
+        if (in_sentence > 6 + r % 14) {
+            text[o++] = (r >> 8) % 5 ? '.' : ',';
+            text[o++] = (r >> 12) % 7 ? ' ' : '\n';
+            in_sentence = (r >> 8) % 5 ? 0 : 1;
+        } else
+            text[o++] = ' ';
+    }
+    text[o] = '\0';
+    *len = o;
+    return text;
+}
+
+static int bench_tokenize(bench *b)
+{
+    const char *path = b->tokenizer ? b->tokenizer : DEFAULT_TOKENIZER;
+    if (!b->tokenizer && access(DEFAULT_TOKENIZER "/tokenizer.json", R_OK) != 0) {
+        whet_error("bench tokenize: no tokenizer at %s (the default, found when whet runs from its source tree); "
+                   "name one with --tokenizer PATH", DEFAULT_TOKENIZER);
+        return WHET_EXIT_ERROR;
+    }
+    whet_err e;
+    whet_tokenizer *t = whet_tokenizer_load(path, &e);
+    if (!t) {
+        whet_error("bench tokenize: %s", e.msg);
+        return WHET_EXIT_ERROR;
+    }
+    size_t len = 0, n_tokens = 0;
+    char *text = bench_text(TOKENIZE_TEXT_BYTES, &len);
+    if (!text) {
+        whet_tokenizer_free(t);
+        whet_error("bench tokenize: out of memory");
+        return WHET_EXIT_ERROR;
+    }
+    double mbs = whet_tokenizer_bench(t, text, len, b->timing.seconds, &n_tokens, &e);
+    int status = WHET_EXIT_OK;
+    if (mbs < 0) {
+        whet_error("bench tokenize: %s", e.msg);
+        status = WHET_EXIT_ERROR;
+    } else if (b->json) {
+        printf("{\"benchmark\":\"tokenize\",\"tokenizer\":");
+        print_json_string(path);
+        printf(",\"text_bytes\":%zu,\"tokens\":%zu,\"seconds\":%g,\"mb_per_s\":%.2f}\n", len, n_tokens,
+               b->timing.seconds, mbs);
+    } else
+        printf("whet bench tokenize: %s on %zu bytes of generated text (%zu tokens, %.2f bytes/token), "
+               "one thread, at least %g s:\n%.2f MB/s\n",
+               path, len, n_tokens, n_tokens ? (double)len / (double)n_tokens : 0.0, b->timing.seconds, mbs);
+    free(text);
+    whet_tokenizer_free(t);
+    return status;
+}
+
 static void usage(FILE *out)
 {
-    fputs("usage: whet bench [gemm] [--isa NAME] [--threads N] [--repeat N] [--seconds S] [--cpu-time]\n"
-          "                  [--json] [--help]\n"
-          "Measure kernel throughput; with no benchmark named, run them all (for now: gemm).\n"
+    fputs("usage: whet bench [gemm] [forward] [tokenize] [--isa NAME] [--threads N] [--repeat N]\n"
+          "                  [--seconds S] [--cpu-time] [--seq-len T] [--tokenizer PATH] [--json]\n"
+          "                  [--help]\n"
+          "Measure throughput; with no benchmark named, run them all (gemm, forward, tokenize).\n"
           "gemm: GFLOP/s of sgemm (NT, NN, TN) and gemm_bf16 (NT, NN) at M = 1024 tokens for\n"
           "the (N, K) of six weight shapes, as a layer's forward pass, input gradient and\n"
           "weight gradient; next to the measured FMA peak and OpenBLAS's cblas_sgemm when\n"
           "libopenblas.so.0 can be loaded.\n"
-          "  --isa NAME     one kernel level (scalar, avx2, avx512, neon); default: every\n"
-          "                 level this CPU runs except scalar\n"
-          "  --threads N    threads for whet and OpenBLAS alike; default: WHET_THREADS, else\n"
-          "                 the physical cores\n"
-          "  --repeat N     timed runs per measurement at most (default 5), after a warm-up\n"
-          "  --seconds S    time budget per measurement (default 1); at least one timed run\n"
-          "  --cpu-time     time by the process's CPU time instead of the wall clock: steadier\n"
-          "                 when other programs share the cores (one thread only)\n"
-          "  --json         print one JSON object\n"
-          "  --help         this text\n",
+          "forward: tokens/s and GFLOP/s of the forward pass + LM-head NLL of a randomly\n"
+          "initialised SmolLM-135M-shaped Llama over one sequence, next to sgemm's GFLOP/s\n"
+          "on the model's shapes at M = T and attention_forward's alone.\n"
+          "tokenize: encoding speed in MB/s on 256 KiB of generated text.\n"
+          "  --isa NAME       one kernel level (scalar, avx2, avx512, neon); default: every\n"
+          "                   level this CPU runs except scalar\n"
+          "  --threads N      threads for whet and OpenBLAS alike; default: WHET_THREADS,\n"
+          "                   else the physical cores\n"
+          "  --repeat N       timed runs per measurement at most (default 5), after a warm-up\n"
+          "  --seconds S      time budget per measurement (default 1); at least one timed run\n"
+          "  --cpu-time       time by the process's CPU time instead of the wall clock:\n"
+          "                   steadier when other programs share the cores (one thread only)\n"
+          "  --seq-len T      forward: tokens in the sequence (default 512)\n"
+          "  --tokenizer PATH tokenize: tokenizer.json or its directory (default\n"
+          "                   tests/data/tokenizers/gpt2, from the source tree)\n"
+          "  --json           print one JSON object per benchmark, one per line\n"
+          "  --help           this text\n",
           out);
 }
 
@@ -372,6 +669,8 @@ int cmd_bench(int argc, char **argv)
                                             {"repeat", required_argument, NULL, 'r'},
                                             {"seconds", required_argument, NULL, 's'},
                                             {"cpu-time", no_argument, NULL, 'c'},
+                                            {"seq-len", required_argument, NULL, 'T'},
+                                            {"tokenizer", required_argument, NULL, 'k'},
                                             {"json", no_argument, NULL, 'j'},
                                             {"help", no_argument, NULL, 'h'},
                                             {0}};
@@ -403,16 +702,39 @@ int cmd_bench(int argc, char **argv)
             }
             break;
         case 'c': b.timing.clock = process_cpu_seconds; break;
+        case 'T': {
+            long long n = strtoll(optarg, &end, 10);
+            if (*end || n < 1 || n > 1000000) {
+                whet_error("bench: --seq-len wants an integer from 1 to 1000000, not '%s'", optarg);
+                return WHET_EXIT_USAGE;
+            }
+            b.seq_len = (size_t)n;
+            break;
+        }
+        case 'k': b.tokenizer = optarg; break;
         case 'j': b.json = 1; break;
         case 'h': usage(stdout); return WHET_EXIT_OK;
         default: usage(stderr); return WHET_EXIT_USAGE;
         }
     }
-    for (; optind < argc; optind++)
-        if (strcmp(argv[optind], "gemm") != 0) {
-            whet_error("bench: no benchmark '%s' (there is: gemm)", argv[optind]);
+    enum { RUN_GEMM = 1, RUN_FORWARD = 2, RUN_TOKENIZE = 4 };
+    int run = 0;
+    for (; optind < argc; optind++) {
+        if (strcmp(argv[optind], "gemm") == 0)
+            run |= RUN_GEMM;
+        else if (strcmp(argv[optind], "forward") == 0)
+            run |= RUN_FORWARD;
+        else if (strcmp(argv[optind], "tokenize") == 0)
+            run |= RUN_TOKENIZE;
+        else {
+            whet_error("bench: no benchmark '%s' (there are: gemm, forward, tokenize)", argv[optind]);
             return WHET_EXIT_USAGE;
         }
+    }
+    if (!run)
+        run = RUN_GEMM | RUN_FORWARD | RUN_TOKENIZE;
+    if (!b.seq_len)
+        b.seq_len = 512;
 
     if (isa_name) {
         int isa = whet_isa_from_name(isa_name);
@@ -446,10 +768,24 @@ int cmd_bench(int argc, char **argv)
         b.compute[i] = whet_compute_create(b.isas[i], b.threads);
         if (!b.compute[i])
             goto done;
-        b.peak[i] = cli_measure_fma_peak_by(b.isas[i], b.timing.clock);
+        if (run & RUN_GEMM)
+            b.peak[i] = cli_measure_fma_peak_by(b.isas[i], b.timing.clock);
     }
-    openblas_open(&b.ob, b.threads);
-    status = bench_gemm(&b);
+    status = WHET_EXIT_OK;
+    if (run & RUN_GEMM) {
+        openblas_open(&b.ob, b.threads);
+        status = bench_gemm(&b);
+    }
+    if (status == WHET_EXIT_OK && (run & RUN_FORWARD)) {
+        if (!b.json && (run & RUN_GEMM))
+            printf("\n");
+        status = bench_forward(&b);
+    }
+    if (status == WHET_EXIT_OK && (run & RUN_TOKENIZE)) {
+        if (!b.json && (run & (RUN_GEMM | RUN_FORWARD)))
+            printf("\n");
+        status = bench_tokenize(&b);
+    }
 done:
     for (int i = 0; i < b.nisas; i++)
         whet_compute_destroy(b.compute[i]);

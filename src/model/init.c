@@ -4,16 +4,17 @@
  * (LayerNorm biases zero). The parameter layout is whet_model_layout_params's,
  * the one whet_model_load fills.
  *
- * The random numbers are a pure function of (seed, parameter index): a
+ * The random numbers are a pure function of (seed, tensor, index): a
  * SplitMix64 hash of a counter gives two uniforms per pair of parameters,
- * Box-Muller turns them into two normals. */
+ * Box-Muller turns them into two normals (float math), so they are the same
+ * for any thread count; the work is spread over compute's threads. */
 #include "model/model.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define INIT_STD 0.02 /* HF's default initializer_range */
+#define INIT_STD 0.02f /* HF's default initializer_range */
 
 static uint64_t splitmix64(uint64_t x)
 {
@@ -23,26 +24,46 @@ static uint64_t splitmix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-/* uniform in (0, 1]: 53 random bits, never 0 (log(0) in Box-Muller) */
-static double uniform_open0(uint64_t bits)
+/* uniform in (0, 1]: 24 random bits, never 0 (log(0) in Box-Muller) */
+static float uniform_open0(uint64_t bits)
 {
-    return ((double)(bits >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    return ((float)(bits >> 40) + 1.0f) * (1.0f / 16777216.0f);
+}
+
+typedef struct normal_job {
+    float *x;
+    size_t n;
+    uint64_t key;
+    float std;
+} normal_job;
+
+/* Values [2·p0, 2·p1) of one tensor: pair p from counter key + p, so the
+ * numbers do not depend on how the pairs are split across threads. */
+static void normal_pairs(void *ctx, size_t p0, size_t p1)
+{
+    const normal_job *j = ctx;
+    const float two_pi = 6.28318530717958647692f;
+    for (size_t p = p0; p < p1; p++) {
+        uint64_t c = j->key + (uint64_t)p;
+        float u1 = uniform_open0(splitmix64(c)), u2 = uniform_open0(splitmix64(c ^ 0xd1b54a32d192ed03ull));
+        float r = sqrtf(-2.0f * logf(u1)) * j->std;
+        size_t i = 2 * p;
+        j->x[i] = r * cosf(two_pi * u2);
+        if (i + 1 < j->n)
+            j->x[i + 1] = r * sinf(two_pi * u2);
+    }
 }
 
 /* n normals of standard deviation std into x; the stream for one tensor is
  * keyed by (seed, tensor number), so tensors do not depend on each other. */
-static void fill_normal(float *x, size_t n, uint64_t seed, uint64_t tensor, double std)
+static void fill_normal(whet_compute *c, float *x, size_t n, uint64_t seed, uint64_t tensor, float std)
 {
-    const double two_pi = 6.283185307179586476925286766559;
-    uint64_t key = splitmix64(seed ^ splitmix64(tensor * 0x632be59bd9b4e019ull));
-    for (size_t i = 0; i < n; i += 2) {
-        uint64_t c = key + (uint64_t)i;
-        double u1 = uniform_open0(splitmix64(c)), u2 = uniform_open0(splitmix64(c ^ 0xd1b54a32d192ed03ull));
-        double r = sqrt(-2.0 * log(u1)) * std;
-        x[i] = (float)(r * cos(two_pi * u2));
-        if (i + 1 < n)
-            x[i + 1] = (float)(r * sin(two_pi * u2));
-    }
+    normal_job j = {x, n, splitmix64(seed ^ splitmix64(tensor * 0x632be59bd9b4e019ull)), std};
+    size_t pairs = (n + 1) / 2;
+    if (c)
+        whet_compute_for(c, pairs, 1 << 14, normal_pairs, &j);
+    else
+        normal_pairs(&j, 0, pairs);
 }
 
 static void fill_value(float *x, size_t n, float value)
@@ -91,7 +112,7 @@ int whet_model_init(whet_model **out, const whet_model_config *cfg, whet_compute
     };
     for (size_t i = 0; i < sizeof normal / sizeof normal[0]; i++)
         if (normal[i].w)
-            fill_normal(normal[i].w, normal[i].n, seed, i, INIT_STD);
+            fill_normal(compute, normal[i].w, normal[i].n, seed, i, INIT_STD);
     fill_value(p->ln1_w, L * C, 1.0f);
     fill_value(p->ln2_w, L * C, 1.0f);
     fill_value(p->lnf_w, C, 1.0f);
