@@ -9,22 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-int cli_is_gguf(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return 0;
-    char magic[4] = {0};
-    size_t got = fread(magic, 1, 4, f);
-    fclose(f);
-    return got == 4 && memcmp(magic, "GGUF", 4) == 0;
-}
-
 whet_tokenizer *cli_open_tokenizer(const char *path)
 {
     whet_err e = {{0}};
     whet_tokenizer *t = NULL;
-    if (cli_is_gguf(path)) {
+    if (whet_is_gguf_file(path)) {
         whet_gguf *g = whet_gguf_open(path, &e);
         if (g) {
             t = whet_tokenizer_from_gguf(g, &e);
@@ -216,7 +205,7 @@ done:
 
 int cli_chat_template(const char *path, const char *override_name, whet_chat_template *out, whet_err *e)
 {
-    if (!cli_is_gguf(path))
+    if (!whet_is_gguf_file(path))
         return whet_chat_template_load(out, path, override_name, e);
     if (override_name)
         return whet_chat_template_by_name(out, override_name, e);

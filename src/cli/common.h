@@ -10,9 +10,6 @@
 #include "tok/chat_template.h"
 #include "tok/tokenizer.h"
 
-/* Whether `path` is a GGUF file (by its magic bytes, not its name). */
-int cli_is_gguf(const char *path);
-
 /* The tokenizer of a model: an HF model directory, a tokenizer.json file, a
  * directory holding only tokenizer.json (+ tokenizer_config.json), or a GGUF
  * file. Prints the error and returns NULL on failure. */

@@ -422,11 +422,11 @@ int cmd_info(int argc, char **argv)
     model_info mi;
     memset(&mi, 0, sizeof mi);
     struct stat st;
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && !cli_is_gguf(path)) {
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && !whet_is_gguf_file(path)) {
         whet_error("%s: expected an HF model directory or a GGUF file, found a file without the GGUF magic", path);
         return WHET_EXIT_ERROR;
     }
-    if ((cli_is_gguf(path) ? info_from_gguf(path, &mi) : info_from_dir(path, &mi)) != 0)
+    if ((whet_is_gguf_file(path) ? info_from_gguf(path, &mi) : info_from_dir(path, &mi)) != 0)
         return WHET_EXIT_ERROR;
     if (!seq_len)
         seq_len = mi.cfg.max_positions < DEFAULT_SEQ_LEN ? mi.cfg.max_positions : DEFAULT_SEQ_LEN;
