@@ -1,6 +1,7 @@
 /* whet_model_init: random weights as HF's _init_weights gives them.
  * Same seed, same bits (on any thread count); another seed, other weights; norm weights one, biases
- * zero, weight mean ≈ 0 and std within 3% of 0.02; a tied head is the
+ * zero, weight mean ≈ 0 and std within 3% of 0.02 (GPT-2's attention and
+ * MLP output projections: 0.02/sqrt(2·layers)); a tied head is the
  * embedding's memory; the forward runs and the mean NLL of random tokens is
  * ln(V) within 0.05 (logits of a 0.02-std head on unit-RMS hidden states are
  * nearly uniform). Checked on a tied Llama, a Qwen3 (q/k norms) and a GPT-2
@@ -59,7 +60,7 @@ static void assert_all(const float *x, size_t n, float value, const char *what)
             fail_msg("%s[%zu] = %g, expected %g", what, i, (double)x[i], (double)value);
 }
 
-static void assert_normal(const float *x, size_t n, const char *what)
+static void assert_normal_std(const float *x, size_t n, double want, const char *what)
 {
     if (!x)
         return;
@@ -67,8 +68,13 @@ static void assert_normal(const float *x, size_t n, const char *what)
     for (size_t i = 0; i < n; i++)
         sum += x[i], sq += (double)x[i] * x[i];
     double mean = sum / (double)n, std = sqrt(sq / (double)n - mean * mean);
-    if (fabs(mean) > 4 * 0.02 / sqrt((double)n) + 1e-4 || fabs(std - 0.02) > 0.03 * 0.02)
-        fail_msg("%s: mean %g std %g over %zu values, expected 0 and 0.02", what, mean, std, n);
+    if (fabs(mean) > 4 * want / sqrt((double)n) + 1e-4 || fabs(std - want) > 0.03 * want)
+        fail_msg("%s: mean %g std %g over %zu values, expected 0 and %g", what, mean, std, n, want);
+}
+
+static void assert_normal(const float *x, size_t n, const char *what)
+{
+    assert_normal_std(x, n, 0.02, what);
 }
 
 static void check_model(const char *json, whet_compute *c)
@@ -104,10 +110,12 @@ static void check_model(const char *json, whet_compute *c)
     assert_normal(p->wq, L * QD * C, "wq");
     assert_normal(p->wk, L * KVD * C, "wk");
     assert_normal(p->wv, L * KVD * C, "wv");
-    assert_normal(p->wo, L * C * QD, "wo");
+    /* GPT-2 scales its residual projections by 1/sqrt(2L) */
+    double resid = cfg->info->arch == WHET_ARCH_GPT2 ? 0.02 / sqrt(2.0 * (double)L) : 0.02;
+    assert_normal_std(p->wo, L * C * QD, resid, "wo");
     assert_normal(p->w_gate, L * F * C, "w_gate");
     assert_normal(p->w_up, L * F * C, "w_up");
-    assert_normal(p->w_down, L * C * F, "w_down");
+    assert_normal_std(p->w_down, L * C * F, resid, "w_down");
     if (cfg->tied)
         assert_ptr_equal(p->lm_head, p->wte);
     else {

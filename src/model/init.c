@@ -1,7 +1,8 @@
 /* A model with random weights, initialised as HF's PreTrainedModel
  * _init_weights does for these architectures: linear and embedding weights
- * from normal(0, initializer_range = 0.02), biases zero, norm weights one
- * (LayerNorm biases zero). The parameter layout is whet_model_layout_params's,
+ * from normal(0, initializer_range = 0.02) (GPT-2's residual projections
+ * scaled by 1/sqrt(2·layers)), biases zero, norm weights one (LayerNorm
+ * biases zero). The parameter layout is whet_model_layout_params's,
  * the one whet_model_load fills.
  *
  * The random numbers are a pure function of (seed, tensor, index): a
@@ -101,18 +102,24 @@ int whet_model_init(whet_model **out, const whet_model_config *cfg, whet_compute
     const whet_model_config *c = &m->cfg;
     size_t L = c->layers, C = c->hidden, V = c->vocab, F = c->ffn, HD = c->head_dim;
     size_t QD = c->heads * HD, KVD = c->kv_heads * HD;
-    /* weights drawn from normal(0, std); biases stay 0 (the memset) */
+    /* weights drawn from normal(0, std); biases stay 0 (the memset). GPT-2's
+     * residual projections (c_proj of attention and MLP) get std/sqrt(2L), as
+     * GPT2PreTrainedModel._init_weights scales them. */
+    const float resid = c->info->arch == WHET_ARCH_GPT2 ? INIT_STD / sqrtf(2.0f * (float)L) : INIT_STD;
     const struct {
         float *w;
         size_t n;
+        float std;
     } normal[] = {
-        {p->wte, V * C},         {p->wpe, c->max_positions * C}, {p->wq, L * QD * C},    {p->wk, L * KVD * C},
-        {p->wv, L * KVD * C},    {p->wo, L * C * QD},            {p->w_gate, L * F * C}, {p->w_up, L * F * C},
-        {p->w_down, L * C * F},  {c->tied ? NULL : p->lm_head, V * C},
+        {p->wte, V * C, INIT_STD},          {p->wpe, c->max_positions * C, INIT_STD},
+        {p->wq, L * QD * C, INIT_STD},      {p->wk, L * KVD * C, INIT_STD},
+        {p->wv, L * KVD * C, INIT_STD},     {p->wo, L * C * QD, resid},
+        {p->w_gate, L * F * C, INIT_STD},   {p->w_up, L * F * C, INIT_STD},
+        {p->w_down, L * C * F, resid},      {c->tied ? NULL : p->lm_head, V * C, INIT_STD},
     };
     for (size_t i = 0; i < sizeof normal / sizeof normal[0]; i++)
         if (normal[i].w)
-            fill_normal(compute, normal[i].w, normal[i].n, seed, i, INIT_STD);
+            fill_normal(compute, normal[i].w, normal[i].n, seed, i, normal[i].std);
     fill_value(p->ln1_w, L * C, 1.0f);
     fill_value(p->ln2_w, L * C, 1.0f);
     fill_value(p->lnf_w, C, 1.0f);
