@@ -51,6 +51,11 @@ typedef struct {
 static void openblas_open(openblas *ob, int threads)
 {
     memset(ob, 0, sizeof *ob);
+    /* After each call OpenBLAS's threads busy-wait for about 2^28 cycles by
+     * default; on a machine with as many cores as threads they would then steal
+     * cores from whet's next measurement. 2^4 cycles makes them sleep at once
+     * (read when the library loads; a user's own setting is kept). */
+    setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0);
     ob->handle = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
     if (!ob->handle)
         return;
