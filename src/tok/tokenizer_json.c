@@ -263,6 +263,19 @@ static int load_model(loader *l, const whet_json *model, const whet_json *added)
     return 0;
 }
 
+/* A "Sequence" step: load each item of node[key] with load_item, in order. */
+static int load_sequence(loader *l, const whet_json *node, const char *key, const char *expected,
+                         int (*load_item)(loader *, const whet_json *))
+{
+    const whet_json *list = whet_json_get(node, key);
+    if (!list || list->type != WHET_JSON_ARRAY)
+        return list ? fail_at(l, list, expected) : whet_json_fail_missing(l->e, l->doc, node, key);
+    for (size_t i = 0; i < list->u.array.count; i++)
+        if (load_item(l, &list->u.array.items[i]) != 0)
+            return -1;
+    return 0;
+}
+
 /* ---- normalizer ---- */
 
 static int load_normalizer(loader *l, const whet_json *n)
@@ -272,15 +285,8 @@ static int load_normalizer(loader *l, const whet_json *n)
     const char *type;
     if (get_type(l, n, &type) != 0)
         return -1;
-    if (strcmp(type, "Sequence") == 0) {
-        const whet_json *list = whet_json_get(n, "normalizers");
-        if (!list || list->type != WHET_JSON_ARRAY)
-            return list ? fail_at(l, list, "an array of normalizers") : whet_json_fail_missing(l->e, l->doc, n, "normalizers");
-        for (size_t i = 0; i < list->u.array.count; i++)
-            if (load_normalizer(l, &list->u.array.items[i]) != 0)
-                return -1;
-        return 0;
-    }
+    if (strcmp(type, "Sequence") == 0)
+        return load_sequence(l, n, "normalizers", "an array of normalizers", load_normalizer);
     tok_norm_step *step;
     if (strcmp(type, "NFC") == 0) {
         if (!(step = tok_add_norm(l->t)))
@@ -364,16 +370,8 @@ static int load_pre_tokenizer(loader *l, const whet_json *p)
     const char *type;
     if (get_type(l, p, &type) != 0)
         return -1;
-    if (strcmp(type, "Sequence") == 0) {
-        const whet_json *list = whet_json_get(p, "pretokenizers");
-        if (!list || list->type != WHET_JSON_ARRAY)
-            return list ? fail_at(l, list, "an array of pre-tokenizers")
-                        : whet_json_fail_missing(l->e, l->doc, p, "pretokenizers");
-        for (size_t i = 0; i < list->u.array.count; i++)
-            if (load_pre_tokenizer(l, &list->u.array.items[i]) != 0)
-                return -1;
-        return 0;
-    }
+    if (strcmp(type, "Sequence") == 0)
+        return load_sequence(l, p, "pretokenizers", "an array of pre-tokenizers", load_pre_tokenizer);
     tok_pre_step *step;
     if (strcmp(type, "ByteLevel") == 0) {
         if (!(step = tok_add_pre(l->t)))
@@ -480,15 +478,8 @@ static int load_post_processor(loader *l, const whet_json *p)
     const char *type;
     if (get_type(l, p, &type) != 0)
         return -1;
-    if (strcmp(type, "Sequence") == 0) {
-        const whet_json *list = whet_json_get(p, "processors");
-        if (!list || list->type != WHET_JSON_ARRAY)
-            return list ? fail_at(l, list, "an array of processors") : whet_json_fail_missing(l->e, l->doc, p, "processors");
-        for (size_t i = 0; i < list->u.array.count; i++)
-            if (load_post_processor(l, &list->u.array.items[i]) != 0)
-                return -1;
-        return 0;
-    }
+    if (strcmp(type, "Sequence") == 0)
+        return load_sequence(l, p, "processors", "an array of processors", load_post_processor);
     if (strcmp(type, "ByteLevel") == 0)
         return 0; /* only moves offsets; ids are unchanged */
     if (strcmp(type, "TemplateProcessing") == 0) {
@@ -510,15 +501,8 @@ static int load_decoder(loader *l, const whet_json *d)
     const char *type;
     if (get_type(l, d, &type) != 0)
         return -1;
-    if (strcmp(type, "Sequence") == 0) {
-        const whet_json *list = whet_json_get(d, "decoders");
-        if (!list || list->type != WHET_JSON_ARRAY)
-            return list ? fail_at(l, list, "an array of decoders") : whet_json_fail_missing(l->e, l->doc, d, "decoders");
-        for (size_t i = 0; i < list->u.array.count; i++)
-            if (load_decoder(l, &list->u.array.items[i]) != 0)
-                return -1;
-        return 0;
-    }
+    if (strcmp(type, "Sequence") == 0)
+        return load_sequence(l, d, "decoders", "an array of decoders", load_decoder);
     tok_dec_step *step = NULL;
     if (strcmp(type, "ByteLevel") == 0 || strcmp(type, "ByteFallback") == 0 || strcmp(type, "Fuse") == 0) {
         if (!(step = tok_add_dec(l->t)))
