@@ -65,6 +65,8 @@ typedef struct whet_model {
     float *rope_cos, *rope_sin; /* [rope_len, HD/2] */
     size_t rope_len;
     char *path;             /* the model directory, for messages */
+    struct whet_lora *lora; /* the attached adapter, or NULL (model/lora.c) */
+    struct whet_base_bf16 *base_bf16; /* frozen linear weights held as bf16, or NULL (model/linear.c) */
 } whet_model;
 
 /* One layer's activations for BT rows (capacity rows apart per layer). */
@@ -97,6 +99,8 @@ typedef struct whet_acts {
     float *ce_max, *ce_sum, *ce_target; /* [BT] cross-entropy running state */
     float *ce_chunk;         /* [WHET_CE_ROWS, WHET_CE_VOCAB] logits of one vocabulary chunk */
     int32_t *positions;      /* [BT] */
+    int32_t *seg_start;      /* [BT] packed example start row within its sequence (whet_model_forward_packed) */
+    float *lora;             /* adapter scratch, whet_lora_acts_floats per layer slot (NULL without an adapter) */
 } whet_acts;
 
 /* The fused LM head + cross-entropy never holds more logits than this. */
@@ -143,12 +147,55 @@ int whet_model_init(whet_model **out, const whet_model_config *cfg, whet_compute
                     whet_err *e);
 void whet_model_free(whet_model *m);
 
+/* Gradients in the parameter layout (whet_model_layout_params over their own
+ * allocation). A NULL view is a frozen tensor: backward computes no gradient
+ * for it. Layers below first_layer are frozen whole (full fine-tuning of the
+ * last N layers), and backward stops propagating below the lowest layer that
+ * still needs an input gradient. With a tied head, lm_head and wte share
+ * memory here too, so both uses accumulate into one gradient. */
+typedef struct whet_model_grads {
+    whet_model_params p;
+    size_t first_layer;
+    float *memory;
+    size_t floats;
+} whet_model_grads;
+
+/* What a training step trains; whet_model_grads_create sets the views. */
+typedef struct whet_train_selection {
+    int full;               /* 1: base weights train (full fine-tuning); 0: only a LoRA adapter */
+    size_t train_layers;    /* full: the last N layers train (0 = all) */
+    int freeze_embeddings;  /* full: wte/wpe (and a tied head) stay frozen */
+} whet_train_selection;
+
+whet_model_grads *whet_model_grads_create(const whet_model *m, const whet_train_selection *sel, whet_err *e);
+void whet_model_grads_zero(whet_model_grads *g);
+void whet_model_grads_free(whet_model_grads *g);
+
+/* The backward pass after whet_model_forward (acts made with keep_layers,
+ * or with a recompute plan: see grad_checkpoint) and whet_model_nll with the
+ * same targets. Accumulates (+=) into g (NULL: no base gradients, LoRA only)
+ * and into the model's LoRA gradients when an adapter is attached, the
+ * gradient of  loss_scale · Σ_rows nll(row)  over rows with targets ≥ 0 —
+ * the caller passes loss_scale = 1 / (loss tokens in the whole optimizer
+ * step), so gradient accumulation over micro-batches sums to the mean. */
+int whet_model_backward(whet_model *m, whet_acts *a, const int32_t *targets, float loss_scale, whet_model_grads *g,
+                        whet_err *e);
+
 /* Activations for up to B sequences of T tokens. */
 whet_acts *whet_acts_create(const whet_model *m, size_t B, size_t T, int keep_layers, whet_err *e);
 void whet_acts_free(whet_acts *a);
 
 /* tokens [B, T] → a->x_final and a->lnf (no logits). */
 int whet_model_forward(whet_model *m, whet_acts *a, const int32_t *tokens, size_t B, size_t T, whet_err *e);
+
+/* The training forward with packing: positions [B·T] restart at 0 for each
+ * packed example, and seg_start [B·T] gives the row within its sequence
+ * (0..T-1) where each token's example starts, so attention never crosses
+ * from one example into another (and RoPE/learned positions restart). Both
+ * NULL: one example per sequence, the same as whet_model_forward. The
+ * backward pass reads both from the activations. */
+int whet_model_forward_packed(whet_model *m, whet_acts *a, const int32_t *tokens, const int32_t *positions,
+                              const int32_t *seg_start, size_t B, size_t T, whet_err *e);
 
 /* After a forward: the fused LM head + cross-entropy over vocabulary chunks.
  * targets [B·T]: the token each row predicts, or < 0 to skip the row. Writes
