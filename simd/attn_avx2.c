@@ -285,3 +285,14 @@ void whet_attention_forward_avx2(float *out, float *lse, const float *q, const f
                         scale);
     }
 }
+
+/* TEMPORARY: the scalar reference until the avx2 backward lands. */
+void whet_attention_backward_avx2(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                                    const float *lse, const float *q, const float *k, const float *v, size_t n_q,
+                                    size_t n_kv, size_t q_offset, size_t heads, size_t kv_heads, size_t head_dim,
+                                    size_t q_stride, size_t kv_stride, size_t out_stride, float scale, size_t g0,
+                                    size_t g1)
+{
+    whet_attention_backward_scalar(dq, dk, dv, dout, out, lse, q, k, v, n_q, n_kv, q_offset, heads, kv_heads,
+                                   head_dim, q_stride, kv_stride, out_stride, scale, g0, g1);
+}

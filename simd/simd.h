@@ -145,7 +145,19 @@ typedef enum whet_rope_pairing { WHET_ROPE_HALF_SPLIT = 0, WHET_ROPE_INTERLEAVED
      * lse[h·n_q + i] = log Σ_j exp(scale·q·k_j) (natural log, for the backward); lse may be NULL.\
      * out must not overlap q, k or v. Each (head, query) row is computed alone, in key order,    \
      * so any split of heads across threads gives identical bits. */                             \
-    X(void, attention_forward, (float *out, float *lse, const float *q, const float *k, const float *v, size_t n_q, size_t n_kv, size_t q_offset, size_t heads, size_t kv_heads, size_t head_dim, size_t q_stride, size_t kv_stride, size_t out_stride, float scale, size_t h0, size_t h1))
+    X(void, attention_forward, (float *out, float *lse, const float *q, const float *k, const float *v, size_t n_q, size_t n_kv, size_t q_offset, size_t heads, size_t kv_heads, size_t head_dim, size_t q_stride, size_t kv_stride, size_t out_stride, float scale, size_t h0, size_t h1)) \
+    /* Its backward, flash style, for KV heads [g0,g1) of one sequence (every query head h with  \
+     * h / (heads/kv_heads) in [g0,g1)); layouts and strides as attention_forward's, dq like q,  \
+     * dk/dv like k/v, dout like out; out and lse are the forward's outputs. P_ij = exp(scale·    \
+     * q_i·k_j − lse_i) is recomputed block by block (never stored whole), D_i = dout_i·out_i,    \
+     * dS_ij = P_ij·(dout_i·v_j − D_i):  dq_i = scale·Σ_j dS_ij·k_j,  dv_j = Σ_i P_ij·dout_i,        \
+     * dk_j = scale·Σ_i dS_ij·q_i (i over every query head of j's group). "=": dq is overwritten  \
+     * for those query heads (rows [0,n_q)), dk and dv for those KV heads (rows [0,n_kv); keys no \
+     * query sees, j ≥ q_offset + n_q, get 0 and are never read). Any head_dim works; the SIMD    \
+     * tiles hold head_dim ≤ 256 on the stack and wider heads take the scalar code. Each KV head  \
+     * is computed alone in a fixed order (query heads, then queries, in order), so any split of \
+     * [0,kv_heads) across threads gives identical bits. No output may overlap an input. */      \
+    X(void, attention_backward, (float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q, const float *k, const float *v, size_t n_q, size_t n_kv, size_t q_offset, size_t heads, size_t kv_heads, size_t head_dim, size_t q_stride, size_t kv_stride, size_t out_stride, float scale, size_t g0, size_t g1))
 
 typedef struct whet_kernels {
     whet_isa isa;
