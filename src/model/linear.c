@@ -1,7 +1,10 @@
-/* The projections of a block: base weight (fp32), bias, and — through
- * model/lora.c — an optional adapter. Forward and backward side by side. */
+/* The projections of a block: base weight (fp32, or bf16 after
+ * whet_model_base_to_bf16), bias, and — through model/lora.c — an optional
+ * adapter. Forward and backward side by side; then the LM head, which reads
+ * the same bf16 base; then the conversion to bf16. */
 #include "model/lora.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const LINEAR_NAMES[WHET_LIN_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj",
@@ -11,6 +14,15 @@ const char *whet_linear_name(whet_linear_id id)
 {
     return id < WHET_LIN_COUNT ? LINEAR_NAMES[id] : "?";
 }
+
+/* The frozen linear weights as bf16, in whet_model_params's shapes: one
+ * allocation, w[id] [L, N, K] per projection and the LM head [V, C]. */
+struct whet_base_bf16 {
+    whet_bf16 *memory;
+    size_t count;                    /* bf16 values in memory (with alignment padding) */
+    whet_bf16 *w[WHET_LIN_COUNT];    /* NULL: the architecture has no such projection */
+    whet_bf16 *lm_head;
+};
 
 typedef struct linear_view {
     float *w, *b;    /* this layer's weight [N, K] and bias [N] (NULL: none) */
@@ -38,6 +50,31 @@ static linear_view linear_of(const whet_model_config *c, const whet_model_params
     return v;
 }
 
+void whet_linear_shape(const whet_model_config *c, whet_linear_id id, size_t *in, size_t *out)
+{
+    whet_model_params none = {0};
+    linear_view v = linear_of(c, &none, 0, id);
+    *in = v.K, *out = v.N;
+}
+
+int whet_linear_exists(const whet_model_config *c, whet_linear_id id)
+{
+    return id < WHET_LIN_COUNT && (id != WHET_LIN_GATE || c->info->act == WHET_ACT_SWIGLU);
+}
+
+float *whet_linear_weight(whet_model *m, size_t l, whet_linear_id id)
+{
+    return linear_of(&m->cfg, &m->params, l, id).w;
+}
+
+/* Layer l's bf16 weight of projection id, or NULL when the base is fp32. */
+static const whet_bf16 *bf16_weight(const whet_model *m, size_t l, whet_linear_id id, const linear_view *v)
+{
+    if (!m->base_bf16 || !m->base_bf16->w[id])
+        return NULL;
+    return m->base_bf16->w[id] + l * v->N * v->K;
+}
+
 typedef struct bias_job {
     const whet_kernels *k;
     float *y;
@@ -55,17 +92,21 @@ static void bias_rows(void *p, size_t r0, size_t r1)
 void whet_linear_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
                          size_t rows)
 {
-    (void)a;
     whet_compute *c = m->compute;
     linear_view v = linear_of(&m->cfg, &m->params, l, id);
-    whet_gemm g = {.layout = WHET_GEMM_NT, .M = rows, .N = v.N, .K = v.K, .A = in, .lda = v.K, .B = v.w,
-                   .ldb = v.K, .C = out, .ldc = v.N};
-    whet_compute_sgemm(c, &g);
+    const whet_bf16 *w16 = bf16_weight(m, l, id, &v);
+    whet_gemm g = {.layout = WHET_GEMM_NT, .M = rows, .N = v.N, .K = v.K, .A = in, .lda = v.K,
+                   .B = w16 ? (const void *)w16 : (const void *)v.w, .ldb = v.K, .C = out, .ldc = v.N};
+    if (w16)
+        whet_compute_gemm_bf16(c, &g);
+    else
+        whet_compute_sgemm(c, &g);
     if (v.b) {
         size_t grain = 8192 / v.N ? 8192 / v.N : 1;
         bias_job j = {c->kernels, out, v.b, v.N};
         whet_compute_for(c, rows, grain, bias_rows, &j);
     }
+    whet_lora_forward(m, a, l, id, out, in, rows);
 }
 
 typedef struct colsum_job {
@@ -89,13 +130,17 @@ static void colsum_cols(void *p, size_t c0, size_t c1)
 void whet_linear_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, int accumulate_din,
                           const float *dout, const float *in, size_t rows, whet_model_grads *g)
 {
-    (void)a;
     whet_compute *c = m->compute;
     linear_view v = linear_of(&m->cfg, &m->params, l, id);
     if (din) {
-        whet_gemm d = {.layout = WHET_GEMM_NN, .M = rows, .N = v.K, .K = v.N, .A = dout, .lda = v.N, .B = v.w,
-                       .ldb = v.K, .C = din, .ldc = v.K, .accumulate = accumulate_din};
-        whet_compute_sgemm(c, &d);
+        const whet_bf16 *w16 = bf16_weight(m, l, id, &v);
+        whet_gemm d = {.layout = WHET_GEMM_NN, .M = rows, .N = v.K, .K = v.N, .A = dout, .lda = v.N,
+                       .B = w16 ? (const void *)w16 : (const void *)v.w, .ldb = v.K, .C = din, .ldc = v.K,
+                       .accumulate = accumulate_din};
+        if (w16)
+            whet_compute_gemm_bf16(c, &d);
+        else
+            whet_compute_sgemm(c, &d);
     }
     if (g && l >= g->first_layer) {
         linear_view gv = linear_of(&m->cfg, &g->p, l, id);
@@ -109,4 +154,188 @@ void whet_linear_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id 
             whet_compute_for(c, v.N, 64, colsum_cols, &j);
         }
     }
+    whet_lora_backward(m, a, l, id, din, dout, in, rows);
+}
+
+/* ---- LM head ------------------------------------------------------------------ */
+
+void whet_lm_head_forward(whet_model *m, float *logits, size_t ld, const float *in, size_t rows, size_t v0,
+                          size_t vc)
+{
+    size_t C = m->cfg.hidden;
+    whet_gemm g = {.layout = WHET_GEMM_NT, .M = rows, .N = vc, .K = C, .A = in, .lda = C, .ldb = C, .C = logits,
+                   .ldc = ld};
+    if (m->base_bf16) {
+        g.B = m->base_bf16->lm_head + v0 * C;
+        whet_compute_gemm_bf16(m->compute, &g);
+    } else {
+        g.B = m->params.lm_head + v0 * C;
+        whet_compute_sgemm(m->compute, &g);
+    }
+}
+
+void whet_lm_head_backward(whet_model *m, float *din, int accumulate_din, const float *dlogits, size_t ld,
+                           const float *in, size_t rows, size_t v0, size_t vc, whet_model_grads *g)
+{
+    size_t C = m->cfg.hidden;
+    if (din) {
+        whet_gemm d = {.layout = WHET_GEMM_NN, .M = rows, .N = C, .K = vc, .A = dlogits, .lda = ld, .ldb = C,
+                       .C = din, .ldc = C, .accumulate = accumulate_din};
+        if (m->base_bf16) {
+            d.B = m->base_bf16->lm_head + v0 * C;
+            whet_compute_gemm_bf16(m->compute, &d);
+        } else {
+            d.B = m->params.lm_head + v0 * C;
+            whet_compute_sgemm(m->compute, &d);
+        }
+    }
+    if (g && g->p.lm_head) {
+        whet_gemm w = {.layout = WHET_GEMM_TN, .M = vc, .N = C, .K = rows, .A = dlogits, .lda = ld, .B = in,
+                       .ldb = C, .C = g->p.lm_head + v0 * C, .ldc = C, .accumulate = 1};
+        whet_compute_sgemm(m->compute, &w);
+    }
+}
+
+/* ---- the bf16 base ------------------------------------------------------------- */
+
+#define ALIGN_VALUES 32 /* 64 bytes of bf16, 128 of fp32 */
+
+static size_t align_values(size_t n)
+{
+    return (n + ALIGN_VALUES - 1) / ALIGN_VALUES * ALIGN_VALUES;
+}
+
+/* Every fp32 tensor of the model with its size; linear is the projection it
+ * holds (WHET_LIN_COUNT: the untied LM head; -1: anything kept in fp32). */
+typedef struct param_field {
+    float **view;
+    size_t n;
+    int linear;
+} param_field;
+
+#define MAX_FIELDS 32
+
+static size_t param_fields(const whet_model_config *c, whet_model_params *p, param_field *f)
+{
+    size_t L = c->layers, C = c->hidden, V = c->vocab, F = c->ffn, HD = c->head_dim;
+    size_t QD = c->heads * HD, KVD = c->kv_heads * HD;
+    const param_field all[] = {
+        {&p->wte, V * C, -1},          {&p->wpe, c->max_positions * C, -1},
+        {&p->ln1_w, L * C, -1},        {&p->ln1_b, L * C, -1},
+        {&p->wq, L * QD * C, WHET_LIN_Q}, {&p->bq, L * QD, -1},
+        {&p->wk, L * KVD * C, WHET_LIN_K}, {&p->bk, L * KVD, -1},
+        {&p->wv, L * KVD * C, WHET_LIN_V}, {&p->bv, L * KVD, -1},
+        {&p->q_norm, L * HD, -1},      {&p->k_norm, L * HD, -1},
+        {&p->wo, L * C * QD, WHET_LIN_O}, {&p->bo, L * C, -1},
+        {&p->ln2_w, L * C, -1},        {&p->ln2_b, L * C, -1},
+        {&p->w_gate, L * F * C, WHET_LIN_GATE}, {&p->b_gate, L * F, -1},
+        {&p->w_up, L * F * C, WHET_LIN_UP}, {&p->b_up, L * F, -1},
+        {&p->w_down, L * C * F, WHET_LIN_DOWN}, {&p->b_down, L * C, -1},
+        {&p->lnf_w, C, -1},            {&p->lnf_b, C, -1},
+        {&p->lm_head, V * C, WHET_LIN_COUNT},
+    };
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (!*all[i].view)
+            continue;
+        if (all[i].linear == WHET_LIN_COUNT && c->tied)
+            continue; /* the same memory as wte, which stays */
+        f[n++] = all[i];
+    }
+    return n;
+}
+
+typedef struct convert_job {
+    const whet_kernels *k;
+    whet_bf16 *dst;
+    const float *src;
+    size_t n;
+} convert_job;
+
+#define CONVERT_BLOCK 65536
+
+static void convert_blocks(void *p, size_t b0, size_t b1)
+{
+    convert_job *j = p;
+    for (size_t b = b0; b < b1; b++) {
+        size_t i = b * CONVERT_BLOCK, n = j->n - i < CONVERT_BLOCK ? j->n - i : CONVERT_BLOCK;
+        j->k->f32_to_bf16(j->dst + i, j->src + i, n);
+    }
+}
+
+static void to_bf16(whet_compute *c, whet_bf16 *dst, const float *src, size_t n)
+{
+    convert_job j = {c->kernels, dst, src, n};
+    whet_compute_for(c, (n + CONVERT_BLOCK - 1) / CONVERT_BLOCK, 1, convert_blocks, &j);
+}
+
+int whet_model_base_to_bf16(whet_model *m, whet_err *e)
+{
+    if (m->base_bf16)
+        return 0;
+    const whet_model_config *c = &m->cfg;
+    whet_model_params *p = &m->params;
+    param_field f[MAX_FIELDS];
+    size_t nf = param_fields(c, p, f);
+    size_t values = align_values(c->vocab * c->hidden), kept = 0, kept_exact = 0;
+    for (size_t i = 0; i < nf; i++) {
+        if (f[i].linear >= 0)
+            values += align_values(f[i].n);
+        else
+            kept += align_values(f[i].n), kept_exact += f[i].n;
+    }
+    struct whet_base_bf16 *bf = calloc(1, sizeof *bf);
+    float *fp32 = aligned_alloc(64, (kept ? kept : ALIGN_VALUES) * sizeof(float));
+    if (bf)
+        bf->memory = aligned_alloc(64, values * sizeof(whet_bf16));
+    if (!bf || !bf->memory || !fp32) {
+        if (bf)
+            free(bf->memory);
+        free(bf);
+        free(fp32);
+        return whet_fail(e, "%s: out of memory for the bf16 base (%.1f MiB)", m->path,
+                         (double)values * 2 / (1 << 20));
+    }
+    bf->count = values;
+    /* the head first: tied, it is wte's values, converted before wte moves */
+    size_t o = 0;
+    bf->lm_head = bf->memory;
+    to_bf16(m->compute, bf->lm_head, p->lm_head, c->vocab * c->hidden);
+    o += align_values(c->vocab * c->hidden);
+    size_t k = 0;
+    for (size_t i = 0; i < nf; i++) {
+        if (f[i].linear == WHET_LIN_COUNT) {
+            *f[i].view = NULL; /* converted above */
+        } else if (f[i].linear >= 0) {
+            bf->w[f[i].linear] = bf->memory + o;
+            to_bf16(m->compute, bf->memory + o, *f[i].view, f[i].n);
+            o += align_values(f[i].n);
+            *f[i].view = NULL;
+        } else {
+            memcpy(fp32 + k, *f[i].view, f[i].n * sizeof(float));
+            *f[i].view = fp32 + k;
+            k += align_values(f[i].n);
+        }
+    }
+    if (c->tied)
+        p->lm_head = p->wte;
+    free(m->params_memory);
+    m->params_memory = fp32;
+    m->num_params = kept_exact;
+    m->base_bf16 = bf;
+    return 0;
+}
+
+size_t whet_model_base_bf16_bytes(const whet_model *m)
+{
+    return m->base_bf16 ? m->base_bf16->count * sizeof(whet_bf16) : 0;
+}
+
+void whet_model_base_bf16_free(whet_model *m)
+{
+    if (!m || !m->base_bf16)
+        return;
+    free(m->base_bf16->memory);
+    free(m->base_bf16);
+    m->base_bf16 = NULL;
 }

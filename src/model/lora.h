@@ -1,8 +1,8 @@
 /* LoRA adapters and the linear layer they attach to.
  *
  * Every projection of a block goes through whet_linear_forward/backward, so
- * the frozen base weight (fp32, or bf16 under --base-dtype bf16), its bias
- * and an optional low-rank adapter are handled in one place:
+ * the frozen base weight (fp32, or bf16 after whet_model_base_to_bf16), its
+ * bias and an optional low-rank adapter are handled in one place:
  *
  *   y = x·Wᵀ + b + scale · (dropout(x)·Aᵀ)·Bᵀ      A [r, in], B [out, r]
  *
@@ -17,7 +17,16 @@
  * Shapes: L layers; for target t, in_t and out_t are the projection's input
  * and output widths (q: C→QD, k,v: C→KVD, o: QD→C, gate,up: C→F, down: F→C).
  * A[t] is [L, r, in_t] and B[t] is [L, out_t, r], stacked over layers like
- * the base weights; the adapter's gradients use the same layout. */
+ * the base weights; the adapter's gradients use the same layout.
+ *
+ * Activations (whet_acts.lora), laid out by forward.c: one slot of
+ * whet_lora_acts_floats(m, a->B·a->T) floats per layer slot (slot l when
+ * a->keep_layers, else slot 0, like the other per-layer activations). Inside
+ * a slot, each adapted target in whet_linear_id order holds xs [a->B·a->T, r]
+ * = scale·dropout(x)·Aᵀ (the scale folded in once, so the forward adds xs·Bᵀ
+ * and the backward's dB is doutᵀ·xs), 16-float aligned. When a->lora is NULL
+ * (acts made before the adapter was attached) the forward works in the
+ * adapter's own scratch and the backward recomputes xs from its input. */
 #ifndef WHET_LORA_H
 #define WHET_LORA_H
 
@@ -31,14 +40,24 @@ typedef enum whet_linear_id {
     WHET_LIN_COUNT
 } whet_linear_id;
 
+#define WHET_LORA_ALL_TARGETS ((1u << WHET_LIN_COUNT) - 1u)
+
 /* "q_proj", "k_proj", ... (HF Llama names; GPT-2 maps c_attn→q,k,v, c_proj→o,
  * c_fc→up, mlp.c_proj→down when reading --lora-targets and PEFT configs). */
 const char *whet_linear_name(whet_linear_id id);
 
+/* Layer-independent input (K) and output (N) widths of projection id. */
+void whet_linear_shape(const whet_model_config *c, whet_linear_id id, size_t *in, size_t *out);
+/* 1 when the architecture has projection id (GPT-2 has no gate). */
+int whet_linear_exists(const whet_model_config *c, whet_linear_id id);
+/* Layer l's fp32 weight [N, K] of projection id, NULL when it is held as
+ * bf16 (or the architecture has none). */
+float *whet_linear_weight(whet_model *m, size_t l, whet_linear_id id);
+
 typedef struct whet_lora_options {
     size_t rank;          /* r */
     float alpha;          /* lora_alpha */
-    float dropout;        /* lora_dropout, applied to the adapter's input in training only */
+    float dropout;        /* lora_dropout in [0, 1), applied to the adapter's input in training only */
     int rslora;           /* scale alpha/√r instead of alpha/r */
     unsigned targets;     /* bit (1u << whet_linear_id) per adapted projection */
     uint64_t seed;        /* initialisation and dropout */
@@ -48,12 +67,18 @@ typedef struct whet_lora {
     whet_lora_options opt;
     float scale;
     size_t layers;
+    size_t in[WHET_LIN_COUNT], out[WHET_LIN_COUNT]; /* the projections' widths (all targets) */
     float *A[WHET_LIN_COUNT], *B[WHET_LIN_COUNT];   /* NULL for targets not adapted */
     float *dA[WHET_LIN_COUNT], *dB[WHET_LIN_COUNT]; /* gradients, same layout (NULL until training) */
     float *memory, *grad_memory;
     size_t floats;        /* trainable floats (A and B of every target) */
     uint64_t step;        /* the dropout stream's step; the trainer sets it */
     int training;         /* dropout on (training) or off (eval, generation) */
+    /* Scratch for one block of work_rows rows: xs and d(xs) [work_rows, r]
+     * each, and, with dropout, dropout(x) [work_rows, max in]. Calls with
+     * more rows run in blocks of work_rows (whet_lora_reserve avoids that). */
+    float *work;
+    size_t work_rows;
 } whet_lora;
 
 /* Parses "q,k,v,o,gate,up,down" (also q_proj..., "all", GPT-2 names) into a
@@ -61,37 +86,76 @@ typedef struct whet_lora {
 int whet_lora_parse_targets(const char *list, unsigned *targets, whet_err *e);
 
 /* A fresh adapter for m (A Kaiming-uniform from opt.seed, B zero), attached
- * to m (m->lora) and used by every later forward and backward. */
+ * to m (m->lora) and used by every later forward and backward. A's values
+ * for (layer, target) depend only on (seed, layer, target). The caller owns
+ * the adapter (whet_lora_free), the model never frees it. */
 whet_lora *whet_lora_create(whet_model *m, const whet_lora_options *opt, whet_err *e);
+/* Sizes the scratch for calls of up to `rows` rows (B·T of the training
+ * batch): call once before training, never inside a step. */
+int whet_lora_reserve(whet_lora *lora, size_t rows, whet_err *e);
 int whet_lora_alloc_grads(whet_lora *lora, whet_err *e);
 void whet_lora_zero_grads(whet_lora *lora);
-/* Detaches from m and frees. */
+/* Detaches from m (when attached to it; m may be NULL) and frees. */
 void whet_lora_free(whet_model *m, whet_lora *lora);
 
 /* W += scale · B·A for every adapted projection (merging for export); the
- * adapter is detached afterwards. */
+ * adapter is detached afterwards (still the caller's to free). Needs the
+ * fp32 base (refused after whet_model_base_to_bf16). */
 int whet_lora_merge(whet_model *m, whet_lora *lora, whet_err *e);
 
-/* Holds the frozen linear weights (q,k,v,o,gate,up,down and an untied or
- * frozen lm_head) as bf16 and releases their fp32 copies: forward and input
- * gradients then run on the bf16 GEMM kernels. Only for weights that do not
- * train. */
+/* Holds the frozen linear weights (q,k,v,o,gate,up,down and the LM head) as
+ * bf16 and releases their fp32 copies (m->params_memory is rebuilt without
+ * them and m->num_params drops; their views become NULL): forward and input
+ * gradients then run on the bf16 GEMM kernels. A tied head keeps wte in fp32
+ * for the embedding lookup (m->params.lm_head still points at it) and gets a
+ * bf16 copy for the LM head GEMM. Only for weights that do not train: base
+ * weight gradients (full fine-tuning) need the fp32 model. */
 int whet_model_base_to_bf16(whet_model *m, whet_err *e);
+/* Bytes held as bf16 (0 without a bf16 base). */
+size_t whet_model_base_bf16_bytes(const whet_model *m);
+/* Frees m->base_bf16 (whet_model_free calls it). */
+void whet_model_base_bf16_free(whet_model *m);
 
-/* Per-layer scratch the adapter needs in the activations (the rank-r
- * products x·Aᵀ per target), in floats, for B·T rows; forward.c lays it out. */
+/* Per-layer-slot scratch the adapter needs in the activations (the rank-r
+ * products xs per target, layout above), in floats, for BT rows; 0 without
+ * an adapter. */
 size_t whet_lora_acts_floats(const whet_model *m, size_t BT);
 
 /* out[rows, N] = in[rows, K]·Wᵀ + b (+ the adapter) for projection id of
- * layer l. a and the row count tell where the adapter keeps its x·Aᵀ. */
+ * layer l. a (may be NULL) and its keep_layers tell where the adapter keeps
+ * its xs for the backward. */
 void whet_linear_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
                          size_t rows);
 
 /* The backward of whet_linear_forward: din[rows, K] = dout·W (+ the adapter's
  * path; += when accumulate_din), and when g has the weight's gradient view,
  * dW += doutᵀ·in, db += Σ_rows dout; the adapter's dA, dB accumulate when it
- * is attached and has gradients. din may be NULL (no input gradient needed). */
+ * is attached and has gradients. din may be NULL (no input gradient needed).
+ * in is the same input the forward had (the adapter regenerates its dropout
+ * mask from lora->step, which must not change in between). */
 void whet_linear_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, int accumulate_din,
                           const float *dout, const float *in, size_t rows, whet_model_grads *g);
+
+/* The adapter's share of whet_linear_forward/backward (model/lora.c; no-ops
+ * when no adapter is attached or id is not a target): out += scale·
+ * dropout(in)·Aᵀ·Bᵀ, and its backward adding into din (when not NULL) after
+ * the base path wrote it. */
+void whet_lora_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
+                       size_t rows);
+void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, const float *dout,
+                        const float *in, size_t rows);
+
+/* The LM head over vocabulary columns [v0, v0 + vc):
+ * logits[rows, vc] (leading dimension ld) = in[rows, C]·lm_head[v0:v0+vc]ᵀ,
+ * from the bf16 head when the base is bf16, else from m->params.lm_head.
+ * forward.c's fused cross-entropy and whet_model_logits call this instead of
+ * reading m->params.lm_head (an untied head has no fp32 copy in bf16). */
+void whet_lm_head_forward(whet_model *m, float *logits, size_t ld, const float *in, size_t rows, size_t v0,
+                          size_t vc);
+/* Its backward for one chunk: din[rows, C] (+)= dlogits[rows, vc]·lm_head[v0:v0+vc]
+ * (ld: dlogits' leading dimension; = when !accumulate_din), and when g has a
+ * head gradient, g->p.lm_head[v0:v0+vc] += dlogitsᵀ·in. */
+void whet_lm_head_backward(whet_model *m, float *din, int accumulate_din, const float *dlogits, size_t ld,
+                           const float *in, size_t rows, size_t v0, size_t vc, whet_model_grads *g);
 
 #endif

@@ -1,6 +1,7 @@
 /* Parameters: the layout of the one fp32 allocation, loading it from HF
  * safetensors (one file or shards), and the memory estimate. */
 #include "model/model.h"
+#include "model/lora.h"
 
 #include "io/safetensors.h"
 
@@ -360,6 +361,7 @@ void whet_model_free(whet_model *m)
 {
     if (!m)
         return;
+    whet_model_base_bf16_free(m);
     free(m->params_memory);
     free(m->rope_cos);
     free(m->rope_sin);

@@ -1,0 +1,469 @@
+/* LoRA adapters: targets, creation (PEFT's initialisation), gradients,
+ * merging, and the adapter's share of the linear layer's forward and
+ * backward (model/linear.c calls whet_lora_forward/backward after the base
+ * weight's GEMMs).
+ *
+ * Per adapted projection of layer l, rows of x [rows, K], A_l [r, K],
+ * B_l [N, r], scale s:
+ *   forward   xs  = s·drop(x)·A_lᵀ          [rows, r]  (kept in the acts)
+ *             out += xs·B_lᵀ
+ *   backward  dB_l += doutᵀ·xs               (= s·doutᵀ·xa)
+ *             dxa  = s·dout·B_l              [rows, r]
+ *             dA_l += dxaᵀ·drop(x)
+ *             din  += drop'(dxa·A_l)         (the same mask, scaled alike)
+ * Every product is a whet_compute_sgemm; dropout is a pure function of
+ * (seed, step, layer, target, row, column), recomputed in the backward. */
+#include "model/lora.h"
+
+#include "model/sample.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define ALIGN_FLOATS 16
+#define DEFAULT_WORK_ROWS 256
+
+static size_t align_floats(size_t n)
+{
+    return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+}
+
+/* ---- targets ------------------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    unsigned mask;
+} TARGET_NAMES[] = {
+    {"q", 1u << WHET_LIN_Q},          {"k", 1u << WHET_LIN_K},
+    {"v", 1u << WHET_LIN_V},          {"o", 1u << WHET_LIN_O},
+    {"gate", 1u << WHET_LIN_GATE},    {"up", 1u << WHET_LIN_UP},
+    {"down", 1u << WHET_LIN_DOWN},    {"q_proj", 1u << WHET_LIN_Q},
+    {"k_proj", 1u << WHET_LIN_K},     {"v_proj", 1u << WHET_LIN_V},
+    {"o_proj", 1u << WHET_LIN_O},     {"gate_proj", 1u << WHET_LIN_GATE},
+    {"up_proj", 1u << WHET_LIN_UP},   {"down_proj", 1u << WHET_LIN_DOWN},
+    {"all", WHET_LORA_ALL_TARGETS},   {"all-linear", WHET_LORA_ALL_TARGETS},
+    /* GPT-2: the fused c_attn is q, k and v; PEFT matches a bare "c_proj"
+     * against both attn.c_proj and mlp.c_proj */
+    {"c_attn", (1u << WHET_LIN_Q) | (1u << WHET_LIN_K) | (1u << WHET_LIN_V)},
+    {"attn.c_proj", 1u << WHET_LIN_O},
+    {"c_fc", 1u << WHET_LIN_UP},
+    {"mlp.c_proj", 1u << WHET_LIN_DOWN},
+    {"c_proj", (1u << WHET_LIN_O) | (1u << WHET_LIN_DOWN)},
+};
+
+#define VALID_TARGETS                                                                                                 \
+    "q, k, v, o, gate, up, down, q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all, all-linear, "   \
+    "and GPT-2's c_attn (q,k,v), attn.c_proj (o), c_fc (up), mlp.c_proj (down), c_proj (o and down)"
+
+int whet_lora_parse_targets(const char *list, unsigned *targets, whet_err *e)
+{
+    *targets = 0;
+    const char *p = list;
+    for (size_t item = 1;; item++) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *s = p;
+        while (len && (*s == ' ' || *s == '\t'))
+            s++, len--;
+        while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+            len--;
+        if (len == 0)
+            return whet_fail(e, "LoRA targets \"%s\": item %zu is empty (valid: %s)", list, item, VALID_TARGETS);
+        size_t i = 0, n = sizeof TARGET_NAMES / sizeof TARGET_NAMES[0];
+        while (i < n && !(strlen(TARGET_NAMES[i].name) == len && memcmp(TARGET_NAMES[i].name, s, len) == 0))
+            i++;
+        if (i == n)
+            return whet_fail(e, "LoRA targets \"%s\": unknown projection '%.*s' (item %zu; valid: %s)", list,
+                             (int)len, s, item, VALID_TARGETS);
+        *targets |= TARGET_NAMES[i].mask;
+        if (!end)
+            return 0;
+        p = end + 1;
+    }
+}
+
+/* ---- creation ----------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* A_l for one target: U(−1/√in, 1/√in) as PEFT's kaiming_uniform_(a=√5)
+ * gives it, from a PCG32 stream keyed by (seed, layer, target) alone. */
+static void init_A(float *A, size_t r, size_t in, uint64_t seed, size_t layer, whet_linear_id id)
+{
+    whet_rng rng;
+    whet_rng_seed(&rng, splitmix64(seed ^ splitmix64(((uint64_t)layer << 8 | (uint64_t)id) + 1)));
+    double bound = 1.0 / sqrt((double)in);
+    for (size_t i = 0; i < r * in; i++)
+        A[i] = (float)((2.0 * whet_rng_uniform(&rng) - 1.0) * bound);
+}
+
+/* Floats of A and B for target id, each aligned. */
+static size_t target_floats(const whet_lora *lora, whet_linear_id id, size_t *a_floats)
+{
+    size_t r = lora->opt.rank, L = lora->layers;
+    size_t na = align_floats(L * r * lora->in[id]), nb = align_floats(L * lora->out[id] * r);
+    if (a_floats)
+        *a_floats = na;
+    return na + nb;
+}
+
+whet_lora *whet_lora_create(whet_model *m, const whet_lora_options *opt, whet_err *e)
+{
+    const whet_model_config *c = &m->cfg;
+    if (m->lora) {
+        whet_fail(e, "%s: the model already has a LoRA adapter attached", m->path);
+        return NULL;
+    }
+    if (opt->rank == 0 || opt->rank > 65536) {
+        whet_fail(e, "LoRA rank %zu: expected 1 to 65536", opt->rank);
+        return NULL;
+    }
+    if (!isfinite(opt->alpha)) {
+        whet_fail(e, "LoRA alpha %g: expected a finite number", (double)opt->alpha);
+        return NULL;
+    }
+    if (!(opt->dropout >= 0.0f && opt->dropout < 1.0f)) {
+        whet_fail(e, "LoRA dropout %g: expected a probability in [0, 1)", (double)opt->dropout);
+        return NULL;
+    }
+    if (opt->targets == 0 || (opt->targets & ~WHET_LORA_ALL_TARGETS)) {
+        whet_fail(e, "LoRA targets mask 0x%x: expected a non-empty set of q,k,v,o,gate,up,down", opt->targets);
+        return NULL;
+    }
+    for (int id = 0; id < WHET_LIN_COUNT; id++)
+        if ((opt->targets >> id & 1u) && !whet_linear_exists(c, (whet_linear_id)id)) {
+            whet_fail(e, "%s: LoRA target %s: this %s model has no such projection", m->path,
+                      whet_linear_name((whet_linear_id)id), c->info->name);
+            return NULL;
+        }
+    whet_lora *lora = calloc(1, sizeof *lora);
+    if (!lora)
+        goto oom;
+    lora->opt = *opt;
+    lora->layers = c->layers;
+    lora->scale = opt->rslora ? opt->alpha / sqrtf((float)opt->rank) : opt->alpha / (float)opt->rank;
+    size_t floats = 0;
+    for (int id = 0; id < WHET_LIN_COUNT; id++) {
+        whet_linear_shape(c, (whet_linear_id)id, &lora->in[id], &lora->out[id]);
+        if (opt->targets >> id & 1u)
+            floats += target_floats(lora, (whet_linear_id)id, NULL);
+    }
+    lora->memory = aligned_alloc(64, floats * sizeof(float));
+    if (!lora->memory)
+        goto oom;
+    memset(lora->memory, 0, floats * sizeof(float));
+    size_t o = 0, r = opt->rank;
+    for (int id = 0; id < WHET_LIN_COUNT; id++) {
+        if (!(opt->targets >> id & 1u))
+            continue;
+        size_t na, n = target_floats(lora, (whet_linear_id)id, &na);
+        lora->A[id] = lora->memory + o;
+        lora->B[id] = lora->memory + o + na;
+        o += n;
+        for (size_t l = 0; l < lora->layers; l++)
+            init_A(lora->A[id] + l * r * lora->in[id], r, lora->in[id], opt->seed, l, (whet_linear_id)id);
+        lora->floats += lora->layers * r * (lora->in[id] + lora->out[id]);
+    }
+    if (whet_lora_reserve(lora, DEFAULT_WORK_ROWS, e)) {
+        whet_lora_free(NULL, lora);
+        return NULL;
+    }
+    m->lora = lora;
+    return lora;
+oom:
+    whet_fail(e, "%s: out of memory for a LoRA adapter of rank %zu", m->path, opt->rank);
+    whet_lora_free(NULL, lora);
+    return NULL;
+}
+
+static int dropping(const whet_lora *lora)
+{
+    return lora->training && lora->opt.dropout > 0.0f;
+}
+
+/* The widest input of an adapted projection: the dropout scratch's row. */
+static size_t max_in(const whet_lora *lora)
+{
+    size_t k = 0;
+    for (int id = 0; id < WHET_LIN_COUNT; id++)
+        if (lora->A[id] && lora->in[id] > k)
+            k = lora->in[id];
+    return k;
+}
+
+static size_t work_row_floats(const whet_lora *lora)
+{
+    return 2 * lora->opt.rank + (lora->opt.dropout > 0.0f ? max_in(lora) : 0);
+}
+
+int whet_lora_reserve(whet_lora *lora, size_t rows, whet_err *e)
+{
+    if (rows <= lora->work_rows)
+        return 0;
+    size_t floats = align_floats(rows * work_row_floats(lora));
+    float *w = aligned_alloc(64, floats * sizeof(float));
+    if (!w)
+        return whet_fail(e, "out of memory for LoRA scratch of %zu rows", rows);
+    free(lora->work);
+    lora->work = w;
+    lora->work_rows = rows;
+    return 0;
+}
+
+int whet_lora_alloc_grads(whet_lora *lora, whet_err *e)
+{
+    if (lora->grad_memory)
+        return 0;
+    size_t floats = 0;
+    for (int id = 0; id < WHET_LIN_COUNT; id++)
+        if (lora->A[id])
+            floats += target_floats(lora, (whet_linear_id)id, NULL);
+    lora->grad_memory = aligned_alloc(64, floats * sizeof(float));
+    if (!lora->grad_memory)
+        return whet_fail(e, "out of memory for LoRA gradients (%zu floats)", floats);
+    memset(lora->grad_memory, 0, floats * sizeof(float));
+    for (int id = 0; id < WHET_LIN_COUNT; id++)
+        if (lora->A[id]) {
+            /* the same offsets as A and B in lora->memory */
+            lora->dA[id] = lora->grad_memory + (lora->A[id] - lora->memory);
+            lora->dB[id] = lora->grad_memory + (lora->B[id] - lora->memory);
+        }
+    return 0;
+}
+
+void whet_lora_zero_grads(whet_lora *lora)
+{
+    for (int id = 0; id < WHET_LIN_COUNT; id++)
+        if (lora->dA[id]) {
+            size_t r = lora->opt.rank, L = lora->layers;
+            memset(lora->dA[id], 0, L * r * lora->in[id] * sizeof(float));
+            memset(lora->dB[id], 0, L * lora->out[id] * r * sizeof(float));
+        }
+}
+
+void whet_lora_free(whet_model *m, whet_lora *lora)
+{
+    if (!lora)
+        return;
+    if (m && m->lora == lora)
+        m->lora = NULL;
+    free(lora->memory);
+    free(lora->grad_memory);
+    free(lora->work);
+    free(lora);
+}
+
+int whet_lora_merge(whet_model *m, whet_lora *lora, whet_err *e)
+{
+    if (m->base_bf16)
+        return whet_fail(e, "%s: cannot merge a LoRA adapter into a bf16 base; load the model in fp32 to merge",
+                         m->path);
+    if (lora->layers != m->cfg.layers)
+        return whet_fail(e, "%s: the LoRA adapter has %zu layers, the model %zu", m->path, lora->layers,
+                         m->cfg.layers);
+    size_t r = lora->opt.rank, most = 0;
+    for (int id = 0; id < WHET_LIN_COUNT; id++)
+        if (lora->B[id] && lora->out[id] > most)
+            most = lora->out[id];
+    float *scaled_B = malloc(most * r * sizeof *scaled_B);
+    if (!scaled_B)
+        return whet_fail(e, "%s: out of memory merging the LoRA adapter", m->path);
+    const whet_kernels *k = m->compute->kernels;
+    for (int id = 0; id < WHET_LIN_COUNT; id++) {
+        if (!lora->A[id])
+            continue;
+        size_t K = lora->in[id], N = lora->out[id];
+        for (size_t l = 0; l < lora->layers; l++) {
+            float *W = whet_linear_weight(m, l, (whet_linear_id)id);
+            memcpy(scaled_B, lora->B[id] + l * N * r, N * r * sizeof *scaled_B);
+            k->scale(scaled_B, lora->scale, N * r);
+            whet_gemm g = {.layout = WHET_GEMM_NN, .M = N, .N = K, .K = r, .A = scaled_B, .lda = r,
+                           .B = lora->A[id] + l * r * K, .ldb = K, .C = W, .ldc = K, .accumulate = 1};
+            whet_compute_sgemm(m->compute, &g);
+        }
+    }
+    free(scaled_B);
+    if (m->lora == lora)
+        m->lora = NULL;
+    return 0;
+}
+
+size_t whet_lora_acts_floats(const whet_model *m, size_t BT)
+{
+    const whet_lora *lora = m->lora;
+    size_t n = 0;
+    if (lora)
+        for (int id = 0; id < WHET_LIN_COUNT; id++)
+            if (lora->A[id])
+                n += align_floats(BT * lora->opt.rank);
+    return n;
+}
+
+/* Where layer l's xs for target id lives in a->lora, or NULL when the acts
+ * have no adapter scratch (or too few rows for this call). */
+static float *saved_xs(const whet_model *m, const whet_acts *a, size_t l, whet_linear_id id, size_t rows)
+{
+    const whet_lora *lora = m->lora;
+    if (!a || !a->lora)
+        return NULL;
+    size_t cap = a->B * a->T;
+    if (rows > cap)
+        return NULL;
+    float *slot = a->lora + (a->keep_layers ? l : 0) * whet_lora_acts_floats(m, cap);
+    for (int t = 0; t < (int)id; t++)
+        if (lora->A[t])
+            slot += align_floats(cap * lora->opt.rank);
+    return slot;
+}
+
+/* ---- dropout ------------------------------------------------------------------ */
+
+typedef struct drop_job {
+    const whet_lora *lora;
+    size_t layer, row0, K;
+    whet_linear_id id;
+    float *dst;
+    const float *src;
+    int add;            /* 0: dst = drop(src); 1: dst += drop(src) */
+    uint32_t threshold; /* drop when the 32 random bits are below */
+    float keep_scale;   /* 1/(1−p) */
+} drop_job;
+
+/* Row key: every argument of the mask but the column, hashed once per row. */
+static uint64_t drop_row_key(const drop_job *j, size_t row)
+{
+    const uint64_t key[6] = {j->lora->opt.seed, j->lora->step, (uint64_t)j->layer, (uint64_t)j->id,
+                             (uint64_t)row, 0x4c6f5241ull /* "LoRA" */};
+    return XXH3_64bits(key, sizeof key);
+}
+
+/* Rows [i0, i1) of the block (global rows row0 + i): columns 2c and 2c+1
+ * take the low and high halves of splitmix64(row key + c). */
+static void drop_rows(void *p, size_t i0, size_t i1)
+{
+    const drop_job *j = p;
+    size_t K = j->K;
+    for (size_t i = i0; i < i1; i++) {
+        uint64_t key = drop_row_key(j, j->row0 + i);
+        const float *s = j->src + i * K;
+        float *d = j->dst + i * K;
+        for (size_t c = 0; c < K; c += 2) {
+            uint64_t bits = splitmix64(key + c / 2);
+            for (size_t h = 0; h < 2 && c + h < K; h++) {
+                uint32_t u = (uint32_t)(bits >> (32 * h));
+                float v = u >= j->threshold ? s[c + h] * j->keep_scale : 0.0f;
+                if (j->add)
+                    d[c + h] += v;
+                else
+                    d[c + h] = v;
+            }
+        }
+    }
+}
+
+static void dropout_apply(whet_compute *c, const whet_lora *lora, size_t layer, whet_linear_id id, size_t row0,
+                          float *dst, const float *src, size_t n, int add)
+{
+    double p = lora->opt.dropout;
+    double t = floor(p * 4294967296.0);
+    drop_job j = {.lora = lora, .layer = layer, .row0 = row0, .K = lora->in[id], .id = id, .dst = dst, .src = src,
+                  .add = add, .threshold = t >= 4294967295.0 ? 4294967295u : (uint32_t)t,
+                  .keep_scale = (float)(1.0 / (1.0 - p))};
+    size_t grain = 8192 / j.K ? 8192 / j.K : 1;
+    whet_compute_for(c, n, grain, drop_rows, &j);
+}
+
+/* ---- forward and backward ---------------------------------------------------- */
+
+static void gemm(whet_compute *c, whet_gemm_layout layout, size_t M, size_t N, size_t K, const float *A, size_t lda,
+                 const float *B, size_t ldb, float *C, size_t ldc, int accumulate)
+{
+    whet_gemm g = {.layout = layout, .M = M, .N = N, .K = K, .A = A, .lda = lda, .B = B, .ldb = ldb, .C = C,
+                   .ldc = ldc, .accumulate = accumulate};
+    whet_compute_sgemm(c, &g);
+}
+
+void whet_lora_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
+                       size_t rows)
+{
+    whet_lora *lora = m->lora;
+    if (!lora || id >= WHET_LIN_COUNT || !lora->A[id] || l >= lora->layers)
+        return;
+    whet_compute *c = m->compute;
+    size_t r = lora->opt.rank, K = lora->in[id], N = lora->out[id];
+    const float *A = lora->A[id] + l * r * K, *B = lora->B[id] + l * N * r;
+    int drop = dropping(lora);
+    float *saved = saved_xs(m, a, l, id, rows);
+    float *work_xs = lora->work, *work_x = lora->work + 2 * r * lora->work_rows;
+    /* without dropout and with room in the acts, one block: no scratch */
+    size_t block = saved && !drop ? rows : lora->work_rows;
+    for (size_t r0 = 0; r0 < rows; r0 += block) {
+        size_t n = rows - r0 < block ? rows - r0 : block;
+        const float *x = in + r0 * K;
+        if (drop) {
+            dropout_apply(c, lora, l, id, r0, work_x, x, n, 0);
+            x = work_x;
+        }
+        float *xs = saved ? saved + r0 * r : work_xs;
+        gemm(c, WHET_GEMM_NT, n, r, K, x, K, A, K, xs, r, 0);
+        c->kernels->scale(xs, lora->scale, n * r);
+        gemm(c, WHET_GEMM_NT, n, N, r, xs, r, B, r, out + r0 * N, N, 1);
+    }
+}
+
+void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, const float *dout,
+                        const float *in, size_t rows)
+{
+    whet_lora *lora = m->lora;
+    if (!lora || id >= WHET_LIN_COUNT || !lora->A[id] || l >= lora->layers)
+        return;
+    float *dA = lora->dA[id] ? lora->dA[id] + l * lora->opt.rank * lora->in[id] : NULL;
+    float *dB = lora->dB[id] ? lora->dB[id] + l * lora->out[id] * lora->opt.rank : NULL;
+    if (!dA && !dB && !din)
+        return;
+    whet_compute *c = m->compute;
+    size_t r = lora->opt.rank, K = lora->in[id], N = lora->out[id];
+    const float *A = lora->A[id] + l * r * K, *B = lora->B[id] + l * N * r;
+    int drop = dropping(lora);
+    float *saved = saved_xs(m, a, l, id, rows);
+    size_t block = lora->work_rows;
+    float *work_xs = lora->work, *dxa = lora->work + r * block, *work_x = lora->work + 2 * r * block;
+    for (size_t r0 = 0; r0 < rows; r0 += block) {
+        size_t n = rows - r0 < block ? rows - r0 : block;
+        const float *x = in + r0 * K, *dy = dout + r0 * N;
+        if (drop && (dA || (dB && !saved))) {
+            dropout_apply(c, lora, l, id, r0, work_x, x, n, 0);
+            x = work_x;
+        }
+        const float *xs = saved ? saved + r0 * r : work_xs;
+        if (!saved && dB) {
+            gemm(c, WHET_GEMM_NT, n, r, K, x, K, A, K, work_xs, r, 0);
+            c->kernels->scale(work_xs, lora->scale, n * r);
+        }
+        if (dB)
+            gemm(c, WHET_GEMM_TN, N, r, n, dy, N, xs, r, dB, r, 1);
+        if (!dA && !din)
+            continue;
+        gemm(c, WHET_GEMM_NN, n, r, N, dy, N, B, r, dxa, r, 0);
+        c->kernels->scale(dxa, lora->scale, n * r);
+        if (dA)
+            gemm(c, WHET_GEMM_TN, r, K, n, dxa, r, x, K, dA, K, 1);
+        if (!din)
+            continue;
+        if (drop) {
+            /* dropout(x)'s scratch is free again: d(dropout(x)) goes there */
+            gemm(c, WHET_GEMM_NN, n, K, r, dxa, r, A, K, work_x, K, 0);
+            dropout_apply(c, lora, l, id, r0, din + r0 * K, work_x, n, 1);
+        } else {
+            gemm(c, WHET_GEMM_NN, n, K, r, dxa, r, A, K, din + r0 * K, K, 1);
+        }
+    }
+}
