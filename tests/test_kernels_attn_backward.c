@@ -10,9 +10,9 @@
  *    never read, their dk/dv rows come out 0), heads/kv_heads ∈ {1/1, 4/2,
  *    9/3} taken in turn, padded strides, misaligned buffers; also head_dim
  *    256 (the largest SIMD tile) and 300 (wider: the scalar fallback).
- *    Tolerance: max |got − ref| ≤ 2e-5·max|ref| per tensor (fp32 sums of
+ *    Tolerance: max |got − ref| ≤ 2e-5·(max|ref| + 0.1) per tensor (fp32 sums of
  *    ≤ 73 keys × ≤ 128 dimensions on inputs in [−1, 1]).
- *  - every SIMD table against the scalar one: max error ≤ 1e-5·max|scalar|.
+ *  - every SIMD table against the scalar one: max error ≤ 1e-5·(max|scalar| + 0.1).
  *  - the scalar backward against central finite differences of the scalar
  *    forward (loss = Σ w∘out, random w), in double on the loss: max error
  *    ≤ 5e-4·max|grad| (measured ≤ 5e-5; a 0.1% error in a scale fails).
@@ -199,7 +199,7 @@ static void check_against(const char *what, const whet_kernels *kt, const proble
     compare(gr->dk, p->ks, dk, p->n_kv, c->kv_heads, p->D, &e[1], &m[1]);
     compare(gr->dv, p->ks, dv, p->n_kv, c->kv_heads, p->D, &e[2], &m[2]);
     for (int t = 0; t < 3; t++)
-        if (!(e[t] <= tol * m[t])) /* exact 0 when the gradient is 0 (n_q = 1: dq = dk = 0) */
+        if (!(e[t] <= tol * (m[t] + 0.1))) /* + 0.1: n_q = 1 has dq = dk = 0 up to rounding */
             fail_msg("%s vs %s: n_q=%zu q_offset=%zu heads=%zu/%zu head_dim=%zu: d%c error %.3g, max |ref| %.3g",
                      kt->name, what, c->n_q, c->q_offset, c->heads, c->kv_heads, p->D, "qkv"[t], e[t], m[t]);
 }
