@@ -62,7 +62,10 @@ MAN_PAGES := $(wildcard man/*.1 man/*.5)
 .PHONY: all check tests check-unit check-cli check-aarch64 check-sanitize bench fuzz fuzz-smoke \
 	install uninstall clean distclean help
 
-all: $(BUILD)/whet
+# Programs that ship with the data sets in datasets/ (C11 + libc, no libwhet).
+DATASET_TOOLS := $(BUILD)/datasets/query-dsl-validate
+
+all: $(BUILD)/whet $(DATASET_TOOLS)
 
 $(BUILD)/simd/%_avx2.o: ISA_FLAGS = $(AVX2_FLAGS)
 $(BUILD)/simd/%_avx512.o: ISA_FLAGS = $(AVX512_FLAGS)
@@ -76,6 +79,10 @@ $(BUILD)/%.o: %.c $(CONFIG)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(ISA_FLAGS) -MMD -MP -c $< -o $@
 
+$(BUILD)/datasets/query-dsl-validate: datasets/query-dsl/validate.c $(CONFIG)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $< -o $@ $(LDFLAGS)
+
 $(BUILD)/libwhet.a: $(LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
@@ -88,7 +95,7 @@ $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT_OBJ) $(BUILD)/libwhet.a $(CONFIG)
 	$(CC) $(BASE_CFLAGS) $(CMOCKA_CFLAGS) -Itests -Itests/support -MMD -MP $< $(TEST_SUPPORT_OBJ) $(BUILD)/libwhet.a \
 		-o $@ $(LDFLAGS) $(CMOCKA_LIBS) $(LDLIBS)
 
-tests: $(TEST_BIN) $(BUILD)/whet
+tests: $(TEST_BIN) $(BUILD)/whet $(DATASET_TOOLS)
 
 # The README's test command. Unit tests (cmocka), then end-to-end CLI tests.
 check: tests
@@ -98,7 +105,7 @@ check: tests
 check-unit: $(TEST_BIN)
 	@EMULATOR="$(EMULATOR)" tests/run.sh $(TEST_BIN)
 
-check-cli: $(BUILD)/whet
+check-cli: $(BUILD)/whet $(DATASET_TOOLS)
 	@WHET="$(EMULATOR) $(CURDIR)/$(BUILD)/whet" tests/run.sh $(CLI_TESTS)
 
 # NEON: cross-compile, then run under qemu as a Raspberry Pi 5 core (no BF16)
