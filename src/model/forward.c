@@ -4,7 +4,11 @@
  * split over rows with whet_compute_for, attention over (sequence, head)). */
 #include "model/model.h"
 
+#include "model/forward_internal.h"
+#include "model/lora.h"
+
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,8 +23,11 @@ static size_t take(float **view, float *base, size_t offset, size_t n)
 
 /* ---- activation layout ------------------------------------------------------ */
 
-/* One layer's views at base + offset; returns the floats one layer takes. */
-static size_t layout_layer(const whet_model_config *c, size_t B, size_t T, whet_layer_acts *la, float *base)
+/* One layer slot's views at base + offset; returns the floats one slot takes.
+ * Without x_in (checkpointing) the slot's x_in is left NULL: each layer's
+ * input lives in its own buffer outside the slot. */
+static size_t layout_layer(const whet_model_config *c, size_t B, size_t T, int with_x_in, whet_layer_acts *la,
+                           float *base)
 {
     const whet_arch_info *info = c->info;
     size_t BT = B * T, C = c->hidden, F = c->ffn;
@@ -31,7 +38,8 @@ static size_t layout_layer(const whet_model_config *c, size_t B, size_t T, whet_
         la = &dummy;
     memset(la, 0, sizeof *la);
     size_t o = 0;
-    o = take(&la->x_in, base, o, BT * C);
+    if (with_x_in)
+        o = take(&la->x_in, base, o, BT * C);
     o = take(&la->ln1, base, o, BT * C);
     if (layer_norm)
         o = take(&la->ln1_mean, base, o, BT);
@@ -59,19 +67,63 @@ static size_t layout_layer(const whet_model_config *c, size_t B, size_t T, whet_
     return o;
 }
 
-/* The whole activation layout; with a, fills its views from base. */
-static size_t layout_acts(const whet_model_config *c, size_t B, size_t T, int keep, whet_acts *a, float *base)
+/* The backward pass's buffers (one set, reused by every layer). */
+static size_t layout_grad_acts(const whet_model_config *c, size_t BT, whet_grad_acts *d, float *base)
+{
+    size_t C = c->hidden, F = c->ffn, QD = c->heads * c->head_dim, KVD = c->kv_heads * c->head_dim;
+    whet_grad_acts dummy;
+    if (!d)
+        d = &dummy;
+    memset(d, 0, sizeof *d);
+    size_t o = 0;
+    o = take(&d->res, base, o, BT * C);
+    o = take(&d->ln, base, o, BT * C);
+    o = take(&d->att, base, o, BT * QD);
+    o = take(&d->q, base, o, BT * QD);
+    o = take(&d->k, base, o, BT * KVD);
+    o = take(&d->v, base, o, BT * KVD);
+    if (c->info->qk_norm) {
+        o = take(&d->q_raw, base, o, BT * QD);
+        o = take(&d->k_raw, base, o, BT * KVD);
+    }
+    o = take(&d->h, base, o, BT * F);
+    if (c->info->act == WHET_ACT_SWIGLU)
+        o = take(&d->gate, base, o, BT * F);
+    o = take(&d->up, base, o, BT * F);
+    o = take(&d->row_scale, base, o, BT);
+    return o;
+}
+
+static int32_t *take_ints(float *base, size_t *o, size_t n)
+{
+    float *view;
+    *o = take(&view, base, *o, n); /* int32 shares the float slot size */
+    return (int32_t *)view;
+}
+
+/* The whole activation layout; with a, fills its views from base.
+ *   REUSE:      one layer slot, the stream updated in place (inference);
+ *   KEEP:       L slots (training: the backward reads every layer's);
+ *   CHECKPOINT: L inputs x_in, one slot the backward recomputes layers into.
+ * An adapter's scratch is lora_floats per layer (model/lora.h: slot l unless
+ * REUSE; under CHECKPOINT too, being small, so each layer keeps its own). */
+static size_t layout_acts(const whet_model_config *c, size_t B, size_t T, int mode, size_t lora_floats, whet_acts *a,
+                          float *base)
 {
     size_t BT = B * T, C = c->hidden, L = c->layers;
-    size_t per_layer = layout_layer(c, B, T, NULL, NULL);
+    int keep = mode == WHET_ACTS_KEEP, checkpoint = mode == WHET_ACTS_CHECKPOINT;
+    size_t per_layer = layout_layer(c, B, T, !checkpoint, NULL, NULL);
     size_t slots = keep ? L : 1;
     size_t o = slots * per_layer;
     if (a)
         for (size_t l = 0; l < L; l++)
-            layout_layer(c, B, T, &a->layers[l], base ? base + (keep ? l : 0) * per_layer : NULL);
+            layout_layer(c, B, T, !checkpoint, &a->layers[l], base ? base + (keep ? l : 0) * per_layer : NULL);
     float *dummy;
-    /* without keep, the stream is updated in place in the one layer slot */
-    if (keep)
+    if (checkpoint)
+        for (size_t l = 0; l < L; l++)
+            o = take(a ? &a->layers[l].x_in : &dummy, base, o, BT * C);
+    /* inference updates the stream in place in the one layer slot */
+    if (keep || checkpoint)
         o = take(a ? &a->x_final : &dummy, base, o, BT * C);
     else if (a)
         a->x_final = a->layers[0].x_in;
@@ -85,10 +137,19 @@ static size_t layout_acts(const whet_model_config *c, size_t B, size_t T, int ke
     o = take(a ? &a->ce_sum : &dummy, base, o, BT);
     o = take(a ? &a->ce_target : &dummy, base, o, BT);
     o = take(a ? &a->ce_chunk : &dummy, base, o, (size_t)WHET_CE_ROWS * WHET_CE_VOCAB);
-    float *pos;
-    o = take(&pos, base, o, BT); /* int32 positions share the float slot size */
-    if (a)
-        a->positions = (int32_t *)pos;
+    int32_t *ints[5];
+    for (int i = 0; i < 5; i++)
+        ints[i] = take_ints(base, &o, BT);
+    if (a) {
+        a->positions = ints[0], a->seg_start = ints[1], a->tokens = ints[2];
+        a->seg_row = ints[3], a->seg_len = ints[4];
+    }
+    if (lora_floats)
+        o = take(a ? &a->lora : &dummy, base, o, (mode == WHET_ACTS_REUSE ? 1 : L) * lora_floats);
+    if (keep || checkpoint) {
+        size_t n = layout_grad_acts(c, BT, a ? &a->d : NULL, base ? base + o : NULL);
+        o += n;
+    }
     return o;
 }
 
@@ -96,7 +157,9 @@ whet_memory_estimate whet_model_memory(const whet_model_config *cfg, size_t B, s
 {
     whet_memory_estimate m;
     m.weights = whet_model_param_count(cfg) * sizeof(float);
-    m.activations = layout_acts(cfg, B, T, keep_layers, NULL, NULL) * sizeof(float);
+    m.activations = layout_acts(cfg, B, T, keep_layers, 0, NULL, NULL) * sizeof(float);
+    m.activations_kept = layout_acts(cfg, B, T, WHET_ACTS_KEEP, 0, NULL, NULL) * sizeof(float);
+    m.activations_checkpointed = layout_acts(cfg, B, T, WHET_ACTS_CHECKPOINT, 0, NULL, NULL) * sizeof(float);
     m.kv_cache = 2 * cfg->layers * B * T * cfg->kv_heads * cfg->head_dim * sizeof(float);
     return m;
 }
@@ -107,18 +170,25 @@ whet_acts *whet_acts_create(const whet_model *m, size_t B, size_t T, int keep_la
         whet_fail(e, "%s: activations need at least one sequence of one token (asked for %zu × %zu)", m->path, B, T);
         return NULL;
     }
+    if (keep_layers < WHET_ACTS_REUSE || keep_layers > WHET_ACTS_CHECKPOINT) {
+        whet_fail(e, "%s: activation mode %d is not one of 0 (reuse), 1 (keep) or 2 (checkpoint)", m->path,
+                  keep_layers);
+        return NULL;
+    }
     whet_acts *a = calloc(1, sizeof *a);
     if (!a)
         goto oom;
     a->B = B, a->T = T, a->keep_layers = keep_layers;
+    a->slot_layer = SIZE_MAX;
     a->layers = calloc(m->cfg.layers, sizeof *a->layers);
     if (!a->layers)
         goto oom;
-    a->floats = layout_acts(&m->cfg, B, T, keep_layers, NULL, NULL);
+    size_t lora_floats = m->lora ? whet_lora_acts_floats(m, B * T) : 0;
+    a->floats = layout_acts(&m->cfg, B, T, keep_layers, lora_floats, NULL, NULL);
     a->memory = aligned_alloc(64, a->floats * sizeof(float));
     if (!a->memory)
         goto oom;
-    layout_acts(&m->cfg, B, T, keep_layers, a, a->memory);
+    layout_acts(&m->cfg, B, T, keep_layers, lora_floats, a, a->memory);
     return a;
 oom:
     whet_fail(e, "%s: out of memory for activations of %zu × %zu tokens", m->path, B, T);
@@ -137,11 +207,13 @@ void whet_acts_free(whet_acts *a)
 
 /* ---- parallel helpers: each splits rows (or heads) across the pool ---------- */
 
-static size_t grain_for(size_t n_per_row)
+size_t whet_grain_for(size_t n_per_row)
 {
     size_t g = 8192 / (n_per_row ? n_per_row : 1);
     return g ? g : 1;
 }
+
+#define grain_for whet_grain_for
 
 typedef struct norm_job {
     const whet_kernels *k;
@@ -193,17 +265,6 @@ static void add_forward(whet_compute *c, float *y, const float *a, const float *
     whet_compute_for(c, rows, grain_for(n), add_rows, &j);
 }
 
-/* out[rows, N] = in[rows, K] · W[N, K]ᵀ (+ bias[N]) */
-static void matmul_forward(whet_compute *c, float *out, const float *in, const float *w, const float *bias, size_t rows,
-                           size_t K, size_t N)
-{
-    whet_gemm g = {.layout = WHET_GEMM_NT, .M = rows, .N = N, .K = K, .A = in, .lda = K, .B = w, .ldb = K,
-                   .C = out, .ldc = N, .accumulate = 0};
-    whet_compute_sgemm(c, &g);
-    if (bias)
-        add_forward(c, out, out, bias, rows, N, 1);
-}
-
 typedef struct act_job {
     const whet_kernels *k;
     whet_act_kind kind;
@@ -229,6 +290,7 @@ typedef struct rope_job {
     const int32_t *positions;
     const float *cos, *sin;
     whet_rope_pairing pairing;
+    int inverse;
 } rope_job;
 
 static void rope_rows(void *p, size_t t0, size_t t1)
@@ -236,40 +298,55 @@ static void rope_rows(void *p, size_t t0, size_t t1)
     rope_job *j = p;
     size_t stride = j->heads * j->head_dim;
     j->k->rope(j->x + t0 * stride, t1 - t0, j->heads, j->head_dim, stride, j->positions + t0, j->cos, j->sin,
-               j->pairing, 0);
+               j->pairing, j->inverse);
 }
 
-static void rope_forward(whet_compute *c, const whet_model *m, float *x, size_t rows, size_t heads,
-                         const int32_t *positions)
+void whet_rope_apply(whet_model *m, float *x, size_t rows, size_t heads, const int32_t *positions, int inverse)
 {
+    whet_compute *c = m->compute;
     rope_job j = {c->kernels, x, heads, m->cfg.head_dim, positions, m->rope_cos, m->rope_sin,
-                  m->cfg.info->rope_pairing};
+                  m->cfg.info->rope_pairing, inverse};
     whet_compute_for(c, rows, grain_for(heads * m->cfg.head_dim), rope_rows, &j);
 }
 
 typedef struct attn_job {
     const whet_kernels *k;
     const whet_model_config *cfg;
+    const whet_acts *a;
     float *out, *lse;
     const float *q, *k_base, *v_base;
-    size_t T, n_kv, q_offset;
-    size_t kv_seq_stride; /* floats between sequences in k/v */
+    size_t T, q_offset;
+    whet_kv_cache *kv;    /* decoding: keys and values from the cache, up to q_offset + T */
 } attn_job;
 
-/* items are (sequence b, head h) pairs, b·NH + h */
+/* items are (segment s, head h) pairs, s·NH + h: a segment is one packed
+ * example (a whole sequence without packing); its queries attend to its own
+ * keys only. Its log-sum-exps sit at att_lse + b·NH·T + NH·row0 as
+ * [NH, len], the kernel's per-call layout, so the segments tile each
+ * sequence's [NH·T] block and the backward finds them the same way. */
 static void attn_items(void *p, size_t i0, size_t i1)
 {
     attn_job *j = p;
     const whet_model_config *c = j->cfg;
+    const whet_acts *a = j->a;
     size_t NH = c->heads, HD = c->head_dim, QD = NH * HD, KVD = c->kv_heads * HD;
     float scale = 1.0f / sqrtf((float)HD);
     for (size_t i = i0; i < i1;) {
-        size_t b = i / NH, h0 = i % NH;
-        size_t h1 = (b + 1) * NH < i1 ? NH : i1 - b * NH;
-        j->k->attention_forward(j->out + b * j->T * QD, j->lse + b * NH * j->T, j->q + b * j->T * QD,
-                                j->k_base + b * j->kv_seq_stride, j->v_base + b * j->kv_seq_stride, j->T, j->n_kv,
-                                j->q_offset, NH, c->kv_heads, HD, QD, KVD, QD, scale, h0, h1);
-        i = b * NH + h1;
+        size_t s = i / NH, h0 = i % NH;
+        size_t h1 = (s + 1) * NH < i1 ? NH : i1 - s * NH;
+        size_t row = (size_t)a->seg_row[s], len = (size_t)a->seg_len[s], b = row / j->T, row0 = row % j->T;
+        const float *k, *v;
+        size_t n_kv;
+        if (j->kv) {
+            k = j->k_base + b * j->kv->max_T * KVD, v = j->v_base + b * j->kv->max_T * KVD;
+            n_kv = j->q_offset + len;
+        } else {
+            k = j->k_base + row * KVD, v = j->v_base + row * KVD;
+            n_kv = len;
+        }
+        j->k->attention_forward(j->out + row * QD, j->lse + b * NH * j->T + NH * row0, j->q + row * QD, k, v, len,
+                                n_kv, j->q_offset, NH, c->kv_heads, HD, QD, KVD, QD, scale, h0, h1);
+        i = s * NH + h1;
     }
 }
 
@@ -320,17 +397,18 @@ static int ensure_rope(whet_model *m, size_t n, whet_err *e)
 
 /* One block, llm.c style. x_in → ln1 → q,k,v (+bias, q/k norm, RoPE) → causal
  * attention → o_proj → x_mid = x_in + o → ln2 → MLP → x_out = x_mid + down.
- * With kv, the new k/v rows are appended to the cache at pos0 and attention
- * reads the cache (keys [0, pos0 + T)). */
+ * Every projection goes through whet_linear_forward (base weight, bias and
+ * the adapter, when one is attached). With kv, the new k/v rows are appended
+ * to the cache at pos0 and attention reads the cache (keys [0, pos0 + T)). */
 static void block_forward(whet_model *m, whet_acts *a, size_t l, size_t B, size_t T, size_t pos0, whet_kv_cache *kv,
                           float *x_out)
 {
     whet_compute *c = m->compute;
     const whet_model_config *cfg = &m->cfg;
     const whet_model_params *p = &m->params;
-    const whet_layer_acts *la = &a->layers[l];
+    whet_layer_acts *la = &a->layers[l];
     const size_t BT = B * T, C = cfg->hidden, F = cfg->ffn, HD = cfg->head_dim;
-    const size_t NH = cfg->heads, NKV = cfg->kv_heads, QD = NH * HD, KVD = NKV * HD;
+    const size_t NH = cfg->heads, NKV = cfg->kv_heads, KVD = NKV * HD;
     const whet_norm_kind nk = cfg->info->norm;
 #define LAYER(ptr, n) ((ptr) ? (ptr) + l * (n) : NULL)
 
@@ -339,74 +417,124 @@ static void block_forward(whet_model *m, whet_acts *a, size_t l, size_t B, size_
                  cfg->norm_eps);
     if (cfg->info->qk_norm) {
         /* Qwen3: project, then RMSNorm each head's q and k (over HD), then RoPE */
-        matmul_forward(c, la->q_raw, la->ln1, LAYER(p->wq, QD * C), LAYER(p->bq, QD), BT, C, QD);
-        matmul_forward(c, la->k_raw, la->ln1, LAYER(p->wk, KVD * C), LAYER(p->bk, KVD), BT, C, KVD);
+        whet_linear_forward(m, a, l, WHET_LIN_Q, la->q_raw, la->ln1, BT);
+        whet_linear_forward(m, a, l, WHET_LIN_K, la->k_raw, la->ln1, BT);
         norm_forward(c, WHET_NORM_RMS, la->q, NULL, la->q_rstd, la->q_raw, LAYER(p->q_norm, HD), NULL, BT * NH, HD,
                      cfg->norm_eps);
         norm_forward(c, WHET_NORM_RMS, la->k, NULL, la->k_rstd, la->k_raw, LAYER(p->k_norm, HD), NULL, BT * NKV, HD,
                      cfg->norm_eps);
     } else {
-        matmul_forward(c, la->q, la->ln1, LAYER(p->wq, QD * C), LAYER(p->bq, QD), BT, C, QD);
-        matmul_forward(c, la->k, la->ln1, LAYER(p->wk, KVD * C), LAYER(p->bk, KVD), BT, C, KVD);
+        whet_linear_forward(m, a, l, WHET_LIN_Q, la->q, la->ln1, BT);
+        whet_linear_forward(m, a, l, WHET_LIN_K, la->k, la->ln1, BT);
     }
-    matmul_forward(c, la->v, la->ln1, LAYER(p->wv, KVD * C), LAYER(p->bv, KVD), BT, C, KVD);
+    whet_linear_forward(m, a, l, WHET_LIN_V, la->v, la->ln1, BT);
     if (cfg->info->positions == WHET_POS_ROPE) {
-        rope_forward(c, m, la->q, BT, NH, a->positions);
-        rope_forward(c, m, la->k, BT, NKV, a->positions);
+        whet_rope_apply(m, la->q, BT, NH, a->positions, 0);
+        whet_rope_apply(m, la->k, BT, NKV, a->positions, 0);
     }
-    attn_job aj = {.k = c->kernels, .cfg = cfg, .out = la->att, .lse = la->att_lse, .q = la->q, .T = T};
+    attn_job aj = {.k = c->kernels, .cfg = cfg, .a = a, .out = la->att, .lse = la->att_lse, .q = la->q, .T = T};
     if (kv) {
         float *kc = kv->k + l * kv->layer_stride, *vc = kv->v + l * kv->layer_stride;
         for (size_t b = 0; b < B; b++) {
             memcpy(kc + (b * kv->max_T + pos0) * KVD, la->k + b * T * KVD, T * KVD * sizeof(float));
             memcpy(vc + (b * kv->max_T + pos0) * KVD, la->v + b * T * KVD, T * KVD * sizeof(float));
         }
-        aj.k_base = kc, aj.v_base = vc, aj.n_kv = pos0 + T, aj.q_offset = pos0, aj.kv_seq_stride = kv->max_T * KVD;
+        aj.k_base = kc, aj.v_base = vc, aj.q_offset = pos0, aj.kv = kv;
     } else {
-        aj.k_base = la->k, aj.v_base = la->v, aj.n_kv = T, aj.q_offset = 0, aj.kv_seq_stride = T * KVD;
+        aj.k_base = la->k, aj.v_base = la->v, aj.q_offset = 0;
     }
-    whet_compute_for(c, B * NH, 1, attn_items, &aj);
-    matmul_forward(c, a->proj, la->att, LAYER(p->wo, C * QD), LAYER(p->bo, C), BT, QD, C);
+    whet_compute_for(c, a->n_segs * NH, 1, attn_items, &aj);
+    whet_linear_forward(m, a, l, WHET_LIN_O, a->proj, la->att, BT);
     add_forward(c, la->x_mid, la->x_in, a->proj, BT, C, 0);
 
     /* MLP */
     norm_forward(c, nk, la->ln2, la->ln2_mean, la->ln2_rstd, la->x_mid, LAYER(p->ln2_w, C), LAYER(p->ln2_b, C), BT, C,
                  cfg->norm_eps);
     if (cfg->info->act == WHET_ACT_SWIGLU)
-        matmul_forward(c, la->gate, la->ln2, LAYER(p->w_gate, F * C), LAYER(p->b_gate, F), BT, C, F);
-    matmul_forward(c, la->up, la->ln2, LAYER(p->w_up, F * C), LAYER(p->b_up, F), BT, C, F);
+        whet_linear_forward(m, a, l, WHET_LIN_GATE, la->gate, la->ln2, BT);
+    whet_linear_forward(m, a, l, WHET_LIN_UP, la->up, la->ln2, BT);
     act_job xj = {c->kernels, cfg->info->act, la->h, la->gate, la->up, F};
     whet_compute_for(c, BT, grain_for(F), act_rows, &xj);
-    matmul_forward(c, a->proj, la->h, LAYER(p->w_down, C * F), LAYER(p->b_down, C), BT, F, C);
+    whet_linear_forward(m, a, l, WHET_LIN_DOWN, a->proj, la->h, BT);
     add_forward(c, x_out, la->x_mid, a->proj, BT, C, 0);
 #undef LAYER
 }
 
-static int forward_impl(whet_model *m, whet_acts *a, const int32_t *tokens, size_t B, size_t T, size_t pos0,
-                        whet_kv_cache *kv, whet_err *e)
+void whet_block_recompute(whet_model *m, whet_acts *a, size_t l)
+{
+    if (a->slot_layer == l)
+        return;
+    /* x_out is discarded: the next layer's input is kept already (the add may
+     * write over proj, its own operand) */
+    block_forward(m, a, l, a->cur_B, a->cur_T, 0, NULL, a->proj);
+    a->slot_layer = l;
+}
+
+/* Checks a packed batch's positions and example starts and fills the
+ * activations' positions, seg_start and segment list; *span is the longest
+ * segment, *max_pos the largest position. */
+static int set_positions(whet_model *m, whet_acts *a, const int32_t *positions, const int32_t *seg_start, size_t B,
+                         size_t T, size_t pos0, size_t *span, size_t *max_pos, whet_err *e)
+{
+    size_t BT = B * T;
+    *span = 0, *max_pos = 0, a->n_segs = 0;
+    for (size_t r = 0; r < BT; r++) {
+        size_t b = r / T, t = r % T;
+        int32_t start = seg_start ? seg_start[r] : 0;
+        if (seg_start && !(start == (int32_t)t || (t > 0 && start == seg_start[r - 1])))
+            return whet_fail(e, "%s: seg_start %d at sequence %zu, row %zu is not an example start (expected %zu, a "
+                                "new example, or %d, the previous row's)",
+                             m->path, start, b, t, t, t > 0 ? seg_start[r - 1] : 0);
+        int32_t pos = positions ? positions[r] : (int32_t)(pos0 + t - (size_t)start);
+        if (pos < 0 || (size_t)pos >= m->cfg.max_positions)
+            return whet_fail(e, "%s: position %d (sequence %zu, row %zu) is past the model's %zu positions "
+                                "(max_position_embeddings / n_positions in config.json)",
+                             m->path, pos, b, t, m->cfg.max_positions);
+        if ((size_t)pos > *max_pos)
+            *max_pos = (size_t)pos;
+        a->positions[r] = pos;
+        a->seg_start[r] = start;
+        if ((size_t)start == t) {
+            a->seg_row[a->n_segs] = (int32_t)r;
+            a->seg_len[a->n_segs++] = 0;
+        }
+        a->seg_len[a->n_segs - 1]++;
+        if ((size_t)a->seg_len[a->n_segs - 1] > *span)
+            *span = (size_t)a->seg_len[a->n_segs - 1];
+    }
+    return 0;
+}
+
+static int forward_impl(whet_model *m, whet_acts *a, const int32_t *tokens, const int32_t *positions,
+                        const int32_t *seg_start, size_t B, size_t T, size_t pos0, whet_kv_cache *kv, whet_err *e)
 {
     const whet_model_config *cfg = &m->cfg;
     if (B == 0 || T == 0 || B > a->B || T > a->T)
         return whet_fail(e, "%s: a batch of %zu × %zu tokens does not fit activations made for %zu × %zu", m->path, B,
                          T, a->B, a->T);
-    if (pos0 + T > cfg->max_positions)
+    a->lse_ready = 0;
+    if (!positions && !seg_start && pos0 + T > cfg->max_positions)
         return whet_fail(e, "%s: position %zu is past the model's %zu positions (max_position_embeddings / n_positions "
                             "in config.json)", m->path, pos0 + T - 1, cfg->max_positions);
-    if (cfg->sliding_window && pos0 + T > cfg->sliding_window)
-        return whet_fail(e, "%s: %zu tokens exceed the sliding_window of %zu in config.json; whet computes full "
-                            "causal attention only, which equals sliding-window attention within the window",
-                         m->path, pos0 + T, cfg->sliding_window);
     size_t BT = B * T;
     for (size_t r = 0; r < BT; r++)
         if (tokens[r] < 0 || (size_t)tokens[r] >= cfg->vocab)
             return whet_fail(e, "%s: token id %d (sequence %zu, position %zu) is outside the vocabulary of %zu",
                              m->path, tokens[r], r / T, pos0 + r % T, cfg->vocab);
-    if (ensure_rope(m, pos0 + T, e))
+    size_t span, max_pos;
+    if (set_positions(m, a, positions, seg_start, B, T, pos0, &span, &max_pos, e))
+        return -1;
+    if (kv)
+        span = pos0 + T;
+    if (cfg->sliding_window && span > cfg->sliding_window)
+        return whet_fail(e, "%s: %zu tokens exceed the sliding_window of %zu in config.json; whet computes full "
+                            "causal attention only, which equals sliding-window attention within the window",
+                         m->path, span, cfg->sliding_window);
+    if (ensure_rope(m, max_pos + 1, e))
         return -1;
     /* the layer views were laid out for a->B × a->T rows; the first B·T are used */
-    a->cur_B = B, a->cur_T = T;
-    for (size_t r = 0; r < BT; r++)
-        a->positions[r] = (int32_t)(pos0 + r % T);
+    a->cur_B = B, a->cur_T = T, a->lse_ready = 0;
+    memcpy(a->tokens, tokens, BT * sizeof *tokens);
 
     whet_compute *c = m->compute;
     embed_job ej = {m, a->layers[0].x_in, tokens, a->positions};
@@ -415,14 +543,21 @@ static int forward_impl(whet_model *m, whet_acts *a, const int32_t *tokens, size
         float *x_out = l + 1 < cfg->layers ? a->layers[l + 1].x_in : a->x_final;
         block_forward(m, a, l, B, T, pos0, kv, x_out);
     }
+    a->slot_layer = a->keep_layers == WHET_ACTS_CHECKPOINT ? cfg->layers - 1 : SIZE_MAX;
     norm_forward(c, cfg->info->norm, a->lnf, a->lnf_mean, a->lnf_rstd, a->x_final, m->params.lnf_w, m->params.lnf_b,
                  BT, cfg->hidden, cfg->norm_eps);
     return 0;
 }
 
+int whet_model_forward_packed(whet_model *m, whet_acts *a, const int32_t *tokens, const int32_t *positions,
+                              const int32_t *seg_start, size_t B, size_t T, whet_err *e)
+{
+    return forward_impl(m, a, tokens, positions, seg_start, B, T, 0, NULL, e);
+}
+
 int whet_model_forward(whet_model *m, whet_acts *a, const int32_t *tokens, size_t B, size_t T, whet_err *e)
 {
-    return forward_impl(m, a, tokens, B, T, 0, NULL, e);
+    return whet_model_forward_packed(m, a, tokens, NULL, NULL, B, T, e);
 }
 
 /* ---- LM head ---------------------------------------------------------------- */
@@ -469,9 +604,7 @@ int whet_model_nll(whet_model *m, whet_acts *a, const int32_t *targets, float *l
         }
         for (size_t v0 = 0; v0 < V; v0 += WHET_CE_VOCAB) {
             size_t vc = V - v0 < WHET_CE_VOCAB ? V - v0 : WHET_CE_VOCAB;
-            whet_gemm g = {.layout = WHET_GEMM_NT, .M = rows, .N = vc, .K = C, .A = a->lnf + r0 * C, .lda = C,
-                           .B = m->params.lm_head + v0 * C, .ldb = C, .C = a->ce_chunk, .ldc = WHET_CE_VOCAB};
-            whet_compute_sgemm(c, &g);
+            whet_lm_head_forward(m, a->ce_chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0, vc);
             ce_job j = {c->kernels, a, r0, vc, v0, targets};
             whet_compute_for(c, rows, grain_for(vc), ce_rows, &j);
         }
@@ -489,6 +622,7 @@ int whet_model_nll(whet_model *m, whet_acts *a, const int32_t *targets, float *l
         }
     }
     *mean_nll = counted ? total / (double)counted : 0.0;
+    a->lse_ready = 1;
     return 0;
 }
 
@@ -514,7 +648,7 @@ int whet_model_logits(whet_model *m, whet_acts *a, const size_t *rows, size_t n_
         }
         in = gathered;
     }
-    matmul_forward(m->compute, logits, in, m->params.lm_head, NULL, n_rows, C, m->cfg.vocab);
+    whet_lm_head_forward(m, logits, m->cfg.vocab, in, n_rows, 0, m->cfg.vocab);
     free(gathered);
     return 0;
 }
@@ -563,7 +697,7 @@ int whet_model_decode(whet_model *m, whet_kv_cache *kv, whet_acts *a, const int3
     if (kv->len + T > kv->max_T)
         return whet_fail(e, "%s: %zu more tokens overflow the KV cache (%zu of %zu used)", m->path, T, kv->len,
                          kv->max_T);
-    if (forward_impl(m, a, tokens, B, T, kv->len, kv, e))
+    if (forward_impl(m, a, tokens, NULL, NULL, B, T, kv->len, kv, e))
         return -1;
     kv->len += T;
     size_t rows[64], *heap = NULL, *r = rows;

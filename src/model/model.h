@@ -85,22 +85,49 @@ typedef struct whet_layer_acts {
     float *h;                     /* [BT, F] activation output, the input of down */
 } whet_layer_acts;
 
+/* The backward pass's buffers, one set reused by every layer (each the
+ * gradient of the loss with respect to the activation of the same name). */
+typedef struct whet_grad_acts {
+    float *res;               /* [BT, C] the residual stream's gradient, carried down through the layers */
+    float *ln;                /* [BT, C] gradient of a norm's output (lnf, ln2, ln1 in turn) */
+    float *att;               /* [BT, QD] of the attention output */
+    float *q, *k, *v;         /* [BT, QD], [BT, KVD], [BT, KVD] of q, k, v (after RoPE, then un-rotated in place) */
+    float *q_raw, *k_raw;     /* [BT, QD], [BT, KVD] before the q/k norm (Qwen3) */
+    float *h;                 /* [BT, F] of the activation output */
+    float *gate, *up;         /* [BT, F] of the gate (SwiGLU) and up projections */
+    float *row_scale;         /* [BT] loss_scale for rows with a target, 0 otherwise */
+} whet_grad_acts;
+
+/* whet_acts_create's modes (its keep_layers argument). */
+#define WHET_ACTS_REUSE 0      /* inference: one layer slot reused, the stream updated in place */
+#define WHET_ACTS_KEEP 1       /* training: every layer's activations kept for the backward pass */
+#define WHET_ACTS_CHECKPOINT 2 /* training with gradient checkpointing: each layer's input x_in kept, the rest
+                                * recomputed layer by layer into one slot during the backward pass (one more
+                                * forward's work; the gradients are bit-identical to WHET_ACTS_KEEP's) */
+
 typedef struct whet_acts {
     size_t B, T;             /* capacity */
     size_t cur_B, cur_T;     /* the last forward's shape */
-    int keep_layers;         /* 1: every layer's activations kept (training); 0: one set reused */
+    int keep_layers;         /* WHET_ACTS_REUSE, WHET_ACTS_KEEP or WHET_ACTS_CHECKPOINT */
     float *memory;
     size_t floats;
-    whet_layer_acts *layers; /* [L] (all pointing at the same memory when !keep_layers) */
+    whet_layer_acts *layers; /* [L] (REUSE: all one slot; CHECKPOINT: one slot but each layer's own x_in) */
+    size_t slot_layer;       /* CHECKPOINT: the layer whose activations the slot holds (SIZE_MAX: none) */
     float *x_final;          /* [BT, C] residual stream after the last layer */
     float *lnf, *lnf_mean, *lnf_rstd; /* [BT, C], [BT] final norm */
     float *proj;             /* [BT, C] scratch: o_proj / down outputs before the residual add */
     float *lse;              /* [BT] LM head log-sum-exp per row (after whet_model_nll) */
+    int lse_ready;           /* whet_model_nll ran after the last forward (the backward needs lse) */
     float *ce_max, *ce_sum, *ce_target; /* [BT] cross-entropy running state */
     float *ce_chunk;         /* [WHET_CE_ROWS, WHET_CE_VOCAB] logits of one vocabulary chunk */
+    int32_t *tokens;         /* [BT] the last forward's input, for the embeddings' gradient */
     int32_t *positions;      /* [BT] */
     int32_t *seg_start;      /* [BT] packed example start row within its sequence (whet_model_forward_packed) */
-    float *lora;             /* adapter scratch, whet_lora_acts_floats per layer slot (NULL without an adapter) */
+    int32_t *seg_row, *seg_len; /* [n_segs] each packed example's first row (b·T + t) and length, in row order */
+    size_t n_segs;
+    float *lora;             /* adapter scratch: whet_lora_acts_floats(m, B·T) floats per layer (one slot for REUSE;
+                              * see model/lora.h), NULL when no adapter was attached at whet_acts_create */
+    whet_grad_acts d;        /* backward buffers (KEEP and CHECKPOINT only; all NULL for REUSE) */
 } whet_acts;
 
 /* The fused LM head + cross-entropy never holds more logits than this. */
@@ -115,11 +142,15 @@ typedef struct whet_kv_cache {
 
 typedef struct whet_memory_estimate {
     size_t weights;     /* bytes of fp32 parameters */
-    size_t activations; /* bytes of whet_acts for B×T */
+    size_t activations; /* bytes of whet_acts for B×T in the mode asked for */
+    size_t activations_kept;         /* ... in WHET_ACTS_KEEP (training, backward buffers included) */
+    size_t activations_checkpointed; /* ... in WHET_ACTS_CHECKPOINT (the same, with gradient checkpointing) */
     size_t kv_cache;    /* bytes of a KV cache for B×T */
 } whet_memory_estimate;
 
-/* Bytes for a model of this config at batch B, sequence T. */
+/* Bytes for a model of this config at batch B, sequence T; keep_layers is a
+ * whet_acts_create mode. An adapter's scratch (whet_lora_acts_floats per
+ * layer slot) comes on top of the activations. */
 whet_memory_estimate whet_model_memory(const whet_model_config *cfg, size_t B, size_t T, int keep_layers);
 /* Parameter count (tied head counted once). */
 size_t whet_model_param_count(const whet_model_config *cfg);
@@ -155,6 +186,7 @@ void whet_model_free(whet_model *m);
  * memory here too, so both uses accumulate into one gradient. */
 typedef struct whet_model_grads {
     whet_model_params p;
+    whet_model_config cfg;  /* the model's (the views' sizes) */
     size_t first_layer;
     float *memory;
     size_t floats;
@@ -167,9 +199,27 @@ typedef struct whet_train_selection {
     int freeze_embeddings;  /* full: wte/wpe (and a tied head) stay frozen */
 } whet_train_selection;
 
+/* Full fine-tuning: every parameter's gradient in the parameter layout,
+ * the frozen ones' views NULL (embeddings) or below first_layer (layers:
+ * their memory is calloc'd and never touched, so it takes no pages). LoRA
+ * only (sel->full == 0): no base gradients, every view NULL. */
 whet_model_grads *whet_model_grads_create(const whet_model *m, const whet_train_selection *sel, whet_err *e);
+/* Zeroes the trained ranges (those whet_model_grads_ranges lists). */
 void whet_model_grads_zero(whet_model_grads *g);
 void whet_model_grads_free(whet_model_grads *g);
+
+/* One trained tensor (or its trained layers): param and grad are n floats
+ * at the same place in the model's and the gradients' layouts. */
+typedef struct whet_grad_range {
+    const char *name;  /* the view's name in whet_model_params: "wte", "wq", "lnf_w" ... */
+    float *param, *grad;
+    size_t n;
+} whet_grad_range;
+
+/* The trained ranges of g in layout order (a tied head once, as "wte"):
+ * writes up to max of them into out and returns how many there are. */
+size_t whet_model_grads_ranges(const whet_model *m, const whet_model_grads *g, whet_grad_range *out, size_t max);
+#define WHET_MAX_GRAD_RANGES 32
 
 /* The backward pass after whet_model_forward (acts made with keep_layers,
  * or with a recompute plan: see grad_checkpoint) and whet_model_nll with the
@@ -181,7 +231,9 @@ void whet_model_grads_free(whet_model_grads *g);
 int whet_model_backward(whet_model *m, whet_acts *a, const int32_t *targets, float loss_scale, whet_model_grads *g,
                         whet_err *e);
 
-/* Activations for up to B sequences of T tokens. */
+/* Activations for up to B sequences of T tokens; keep_layers is a mode
+ * (WHET_ACTS_REUSE, _KEEP or _CHECKPOINT). An adapter must be attached to m
+ * before, so that its scratch is laid out per layer slot. */
 whet_acts *whet_acts_create(const whet_model *m, size_t B, size_t T, int keep_layers, whet_err *e);
 void whet_acts_free(whet_acts *a);
 
