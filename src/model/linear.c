@@ -279,6 +279,8 @@ int whet_model_base_to_bf16(whet_model *m, whet_err *e)
     size_t nf = param_fields(c, p, f);
     size_t values = align_values(c->vocab * c->hidden), kept = 0, kept_exact = 0;
     for (size_t i = 0; i < nf; i++) {
+        if (f[i].linear == WHET_LIN_COUNT)
+            continue; /* the head, counted above */
         if (f[i].linear >= 0)
             values += align_values(f[i].n);
         else
