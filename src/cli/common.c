@@ -242,6 +242,18 @@ int cli_chat_template(const char *path, const char *override_name, whet_chat_tem
     return rc;
 }
 
+const char *cli_end_of_turn_text(const whet_chat_template *t)
+{
+    switch (t->family) {
+    case WHET_CHAT_CHATML:
+    case WHET_CHAT_QWEN2_5:
+    case WHET_CHAT_QWEN3: return "<|im_end|>";
+    case WHET_CHAT_LLAMA3: return "<|eot_id|>";
+    case WHET_CHAT_GEMMA: return "<end_of_turn>";
+    default: return t->eos;
+    }
+}
+
 /* ---- streaming ------------------------------------------------------------------ */
 
 /* Bytes of the UTF-8 sequence a lead byte starts; 0 for a byte that starts none. */

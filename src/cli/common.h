@@ -44,6 +44,11 @@ void cli_close_model(cli_model *m);
  * tokens its metadata names; override_name (--chat-template) wins. */
 int cli_chat_template(const char *path, const char *override_name, whet_chat_template *out, whet_err *e);
 
+/* The token text that ends an assistant turn in the template's family
+ * (<|im_end|>, <|eot_id|>, <end_of_turn>; else the template's EOS text):
+ * generation stops there (whet generate, whet eval). */
+const char *cli_end_of_turn_text(const whet_chat_template *t);
+
 /* Tokens of `text` as a prompt: without the tokenizer's special tokens, then
  * with its BOS in front when the tokenizer adds one on its own (encoding ""
  * with special tokens shows whether it does) and `bos` is set. Templates that

@@ -44,19 +44,6 @@ static void usage(FILE *out)
           out);
 }
 
-/* The token that ends an assistant turn in each family's template. */
-static const char *end_of_turn_text(const whet_chat_template *t)
-{
-    switch (t->family) {
-    case WHET_CHAT_CHATML:
-    case WHET_CHAT_QWEN2_5:
-    case WHET_CHAT_QWEN3: return "<|im_end|>";
-    case WHET_CHAT_LLAMA3: return "<|eot_id|>";
-    case WHET_CHAT_GEMMA: return "<end_of_turn>";
-    default: return t->eos;
-    }
-}
-
 typedef struct stop_ids {
     int32_t id[WHET_MAX_EOS_IDS + 4];
     size_t n;
@@ -319,7 +306,7 @@ int cmd_generate(int argc, char **argv)
             goto done;
     }
     if (have_template) {
-        const char *eot = end_of_turn_text(&tmpl);
+        const char *eot = cli_end_of_turn_text(&tmpl);
         add_stop_id(&stop, whet_tokenizer_token_to_id(cm.tok, eot, strlen(eot)));
     }
     if (n_ids == 0) {
