@@ -1,0 +1,431 @@
+/* The backward pass, llm.c style: the forward's steps in reverse, each beside
+ * the forward's shape comment, gradients of the activations in one set of
+ * buffers (whet_acts.d) reused by every layer, parameter gradients
+ * accumulated into whet_model_grads. Work is split as in the forward — rows,
+ * columns, (example, KV head) — never along a reduction, so the gradients are
+ * bit-identical for any thread count. Every projection goes through
+ * whet_linear_backward, which also takes a LoRA adapter's gradients. */
+#include "model/model.h"
+
+#include "model/forward_internal.h"
+#include "model/lora.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define grain_for whet_grain_for
+
+/* ---- gradients: layout, selection ------------------------------------------- */
+
+/* Every tensor of the layout: where its view sits in whet_model_params and
+ * its floats per layer (layered) or in all. */
+typedef struct tensor_desc {
+    const char *name;
+    size_t offset; /* offsetof(whet_model_params, view) */
+    int layered;
+} tensor_desc;
+
+#define DESC(view, layered) {#view, offsetof(whet_model_params, view), layered}
+static const tensor_desc TENSORS[] = {
+    DESC(wte, 0),    DESC(wpe, 0),    DESC(ln1_w, 1),  DESC(ln1_b, 1),  DESC(wq, 1),     DESC(bq, 1),
+    DESC(wk, 1),     DESC(bk, 1),     DESC(wv, 1),     DESC(bv, 1),     DESC(q_norm, 1), DESC(k_norm, 1),
+    DESC(wo, 1),     DESC(bo, 1),     DESC(ln2_w, 1),  DESC(ln2_b, 1),  DESC(w_gate, 1), DESC(b_gate, 1),
+    DESC(w_up, 1),   DESC(b_up, 1),   DESC(w_down, 1), DESC(b_down, 1), DESC(lnf_w, 0),  DESC(lnf_b, 0),
+    DESC(lm_head, 0),
+};
+#undef DESC
+#define N_TENSORS (sizeof TENSORS / sizeof *TENSORS)
+
+static float **view_of(const whet_model_params *p, const tensor_desc *d)
+{
+    return (float **)((char *)p + d->offset);
+}
+
+/* floats of tensor d (per layer when layered) */
+static size_t tensor_floats(const whet_model_config *c, const tensor_desc *d)
+{
+    size_t C = c->hidden, F = c->ffn, HD = c->head_dim, QD = c->heads * HD, KVD = c->kv_heads * HD;
+    size_t off = d->offset;
+    if (off == offsetof(whet_model_params, wte) || off == offsetof(whet_model_params, lm_head))
+        return c->vocab * C;
+    if (off == offsetof(whet_model_params, wpe))
+        return c->max_positions * C;
+    if (off == offsetof(whet_model_params, wq))
+        return QD * C;
+    if (off == offsetof(whet_model_params, wk) || off == offsetof(whet_model_params, wv))
+        return KVD * C;
+    if (off == offsetof(whet_model_params, bq))
+        return QD;
+    if (off == offsetof(whet_model_params, bk) || off == offsetof(whet_model_params, bv))
+        return KVD;
+    if (off == offsetof(whet_model_params, q_norm) || off == offsetof(whet_model_params, k_norm))
+        return HD;
+    if (off == offsetof(whet_model_params, wo))
+        return C * QD;
+    if (off == offsetof(whet_model_params, w_gate) || off == offsetof(whet_model_params, w_up) ||
+        off == offsetof(whet_model_params, w_down))
+        return F * C;
+    if (off == offsetof(whet_model_params, b_gate) || off == offsetof(whet_model_params, b_up))
+        return F;
+    return C; /* norms, bo, b_down */
+}
+
+whet_model_grads *whet_model_grads_create(const whet_model *m, const whet_train_selection *sel, whet_err *e)
+{
+    const whet_model_config *c = &m->cfg;
+    if (sel->full && sel->train_layers > c->layers) {
+        whet_fail(e, "%s: cannot train the last %zu layers of a model with %zu", m->path, sel->train_layers,
+                  c->layers);
+        return NULL;
+    }
+    whet_model_grads *g = calloc(1, sizeof *g);
+    if (!g)
+        goto oom;
+    g->cfg = *c;
+    g->first_layer = c->layers;
+    if (!sel->full)
+        return g;
+    g->first_layer = sel->train_layers ? c->layers - sel->train_layers : 0;
+    g->floats = whet_model_layout_params(c, &g->p, NULL);
+    /* calloc: zero pages the OS hands out lazily, so frozen layers cost nothing */
+    g->memory = calloc(g->floats, sizeof(float));
+    if (!g->memory)
+        goto oom;
+    whet_model_layout_params(c, &g->p, g->memory);
+    if (sel->freeze_embeddings) {
+        if (c->tied)
+            g->p.lm_head = NULL;
+        g->p.wte = g->p.wpe = NULL;
+    }
+    return g;
+oom:
+    whet_fail(e, "%s: out of memory for gradients (%zu floats)", m->path, g ? g->floats : 0);
+    whet_model_grads_free(g);
+    return NULL;
+}
+
+/* The trained ranges of g; params (may be NULL) gives the matching parameters. */
+static size_t trained_ranges(const whet_model_grads *g, const whet_model_params *params, whet_grad_range *out,
+                             size_t max)
+{
+    const whet_model_config *c = &g->cfg;
+    size_t n = 0;
+    for (size_t i = 0; i < N_TENSORS; i++) {
+        const tensor_desc *d = &TENSORS[i];
+        float *grad = *view_of(&g->p, d), *param = params ? *view_of(params, d) : NULL;
+        if (!grad || (d->offset == offsetof(whet_model_params, lm_head) && c->tied))
+            continue;
+        size_t floats = tensor_floats(c, d);
+        if (d->layered) {
+            if (g->first_layer >= c->layers)
+                continue;
+            grad += g->first_layer * floats;
+            if (param)
+                param += g->first_layer * floats;
+            floats *= c->layers - g->first_layer;
+        }
+        if (n < max)
+            out[n] = (whet_grad_range){d->name, param, grad, floats};
+        n++;
+    }
+    return n;
+}
+
+size_t whet_model_grads_ranges(const whet_model *m, const whet_model_grads *g, whet_grad_range *out, size_t max)
+{
+    return g ? trained_ranges(g, &m->params, out, max) : 0;
+}
+
+void whet_model_grads_zero(whet_model_grads *g)
+{
+    if (!g)
+        return;
+    whet_grad_range r[N_TENSORS];
+    size_t n = trained_ranges(g, NULL, r, N_TENSORS);
+    for (size_t i = 0; i < n; i++)
+        memset(r[i].grad, 0, r[i].n * sizeof(float));
+}
+
+void whet_model_grads_free(whet_model_grads *g)
+{
+    if (!g)
+        return;
+    free(g->memory);
+    free(g);
+}
+
+/* ---- parallel helpers --------------------------------------------------------- */
+
+typedef struct norm_bw_job {
+    const whet_kernels *k;
+    whet_norm_kind kind;
+    float *dx, *dw, *db;
+    const float *dy, *x, *w, *mean, *rstd;
+    size_t rows, n;
+} norm_bw_job;
+
+/* dx[r0:r1] += ∂L/∂x */
+static void norm_bw_input_rows(void *p, size_t r0, size_t r1)
+{
+    norm_bw_job *j = p;
+    size_t n = j->n;
+    if (j->kind == WHET_NORM_RMS)
+        j->k->rmsnorm_backward_input(j->dx + r0 * n, j->dy + r0 * n, j->x + r0 * n, j->w, j->rstd + r0, r1 - r0, n);
+    else
+        j->k->layernorm_backward_input(j->dx + r0 * n, j->dy + r0 * n, j->x + r0 * n, j->w, j->mean + r0,
+                                       j->rstd + r0, r1 - r0, n);
+}
+
+/* dw[c0:c1] (and db) += Σ_rows, each column summing its rows in order */
+static void norm_bw_param_cols(void *p, size_t c0, size_t c1)
+{
+    norm_bw_job *j = p;
+    if (j->kind == WHET_NORM_RMS)
+        j->k->rmsnorm_backward_weight(j->dw, j->dy, j->x, j->rstd, j->rows, j->n, c0, c1);
+    else
+        j->k->layernorm_backward_params(j->dw, j->db, j->dy, j->x, j->mean, j->rstd, j->rows, j->n, c0, c1);
+}
+
+/* The backward of y = norm(x)·w (+ b) over rows × n: dw, db += (when not
+ * NULL) and dx += (when not NULL). */
+static void norm_backward(whet_compute *c, whet_norm_kind kind, float *dx, float *dw, float *db, const float *dy,
+                          const float *x, const float *w, const float *mean, const float *rstd, size_t rows, size_t n)
+{
+    norm_bw_job j = {c->kernels, kind, dx, dw, db, dy, x, w, mean, rstd, rows, n};
+    if (dw)
+        whet_compute_for(c, n, grain_for(rows), norm_bw_param_cols, &j);
+    if (dx)
+        whet_compute_for(c, rows, grain_for(n), norm_bw_input_rows, &j);
+}
+
+typedef struct act_bw_job {
+    const whet_kernels *k;
+    whet_act_kind kind;
+    float *dgate, *dup;
+    const float *dh, *gate, *up;
+    size_t n;
+} act_bw_job;
+
+static void act_bw_rows(void *p, size_t r0, size_t r1)
+{
+    act_bw_job *j = p;
+    size_t off = r0 * j->n, n = (r1 - r0) * j->n;
+    if (j->kind == WHET_ACT_SWIGLU)
+        j->k->swiglu_backward(j->dgate + off, j->dup + off, j->dh + off, j->gate + off, j->up + off, n);
+    else
+        j->k->gelu_backward(j->dup + off, j->dh + off, j->up + off, n);
+}
+
+typedef struct attn_bw_job {
+    const whet_kernels *k;
+    const whet_model_config *cfg;
+    const whet_acts *a;
+    const whet_layer_acts *la;
+} attn_bw_job;
+
+/* items are (segment s, KV head g) pairs, s·NKV + g; each writes the dq of
+ * its group's query heads and the dk, dv of its KV head, for its rows only */
+static void attn_bw_items(void *p, size_t i0, size_t i1)
+{
+    attn_bw_job *j = p;
+    const whet_model_config *c = j->cfg;
+    const whet_acts *a = j->a;
+    const whet_layer_acts *la = j->la;
+    const whet_grad_acts *d = &a->d;
+    size_t NH = c->heads, NKV = c->kv_heads, HD = c->head_dim, QD = NH * HD, KVD = NKV * HD, T = a->cur_T;
+    float scale = 1.0f / sqrtf((float)HD);
+    for (size_t i = i0; i < i1;) {
+        size_t s = i / NKV, g0 = i % NKV;
+        size_t g1 = (s + 1) * NKV < i1 ? NKV : i1 - s * NKV;
+        size_t row = (size_t)a->seg_row[s], len = (size_t)a->seg_len[s], b = row / T, row0 = row % T;
+        j->k->attention_backward(d->q + row * QD, d->k + row * KVD, d->v + row * KVD, d->att + row * QD,
+                                 la->att + row * QD, la->att_lse + b * NH * T + NH * row0, la->q + row * QD,
+                                 la->k + row * KVD, la->v + row * KVD, len, len, 0, NH, NKV, HD, QD, KVD, QD, scale,
+                                 g0, g1);
+        i = s * NKV + g1;
+    }
+}
+
+typedef struct ce_bw_job {
+    const whet_kernels *k;
+    float *chunk;
+    size_t vc, v0;
+    const int32_t *targets;
+    const float *lse, *row_scale;
+} ce_bw_job;
+
+static void ce_bw_rows(void *p, size_t i0, size_t i1)
+{
+    ce_bw_job *j = p;
+    float *rows = j->chunk + i0 * WHET_CE_VOCAB;
+    j->k->cross_entropy_backward(rows, rows, WHET_CE_VOCAB, i1 - i0, j->vc, j->v0, j->targets + i0, j->lse + i0,
+                                 j->row_scale + i0);
+}
+
+typedef struct embed_bw_job {
+    const whet_kernels *k;
+    const float *dx;
+    float *dwte, *dwpe;
+    const int32_t *tokens, *positions;
+    size_t rows, C;
+} embed_bw_job;
+
+/* Scatter-add of the rows into their token's (and position's) gradient row,
+ * a range of columns per thread: rows are added in order, so a token seen
+ * twice sums the same way for any split. */
+static void embed_bw_cols(void *p, size_t c0, size_t c1)
+{
+    embed_bw_job *j = p;
+    size_t C = j->C;
+    for (size_t r = 0; r < j->rows; r++) {
+        const float *src = j->dx + r * C + c0;
+        if (j->dwte) {
+            float *dst = j->dwte + (size_t)j->tokens[r] * C + c0;
+            j->k->add(dst, dst, src, c1 - c0);
+        }
+        if (j->dwpe) {
+            float *dst = j->dwpe + (size_t)j->positions[r] * C + c0;
+            j->k->add(dst, dst, src, c1 - c0);
+        }
+    }
+}
+
+/* ---- the LM head + cross-entropy ------------------------------------------ */
+
+/* loss = Σ_rows row_scale·nll:  dlogits = row_scale·(softmax − onehot), per
+ * chunk of the vocabulary as the forward computed it (logits recomputed, never
+ * all held):  dlnf += dlogits·lm_head[v0:v0+vc],  dlm_head[v0:v0+vc] +=
+ * dlogitsᵀ·lnf (whet_lm_head_backward, when g has the head's gradient). */
+static void lm_head_backward(whet_model *m, whet_acts *a, const int32_t *targets, float *dlnf, whet_model_grads *g)
+{
+    whet_compute *c = m->compute;
+    size_t BT = a->cur_B * a->cur_T, C = m->cfg.hidden, V = m->cfg.vocab;
+    for (size_t r0 = 0; r0 < BT; r0 += WHET_CE_ROWS) {
+        size_t rows = BT - r0 < WHET_CE_ROWS ? BT - r0 : WHET_CE_ROWS;
+        for (size_t v0 = 0; v0 < V; v0 += WHET_CE_VOCAB) {
+            size_t vc = V - v0 < WHET_CE_VOCAB ? V - v0 : WHET_CE_VOCAB;
+            /* logits [rows, vc] = lnf · lm_head[v0:v0+vc]ᵀ, then dlogits in place */
+            whet_lm_head_forward(m, a->ce_chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0, vc);
+            ce_bw_job j = {c->kernels, a->ce_chunk, vc, v0, targets + r0, a->lse + r0, a->d.row_scale + r0};
+            whet_compute_for(c, rows, grain_for(vc), ce_bw_rows, &j);
+            whet_lm_head_backward(m, dlnf + r0 * C, v0 > 0, a->ce_chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0,
+                                  vc, g);
+        }
+    }
+}
+
+/* ---- one block, in reverse ---------------------------------------------------- */
+
+/* a->d.res holds ∂L/∂x_out on entry and ∂L/∂x_in on return (when need_dx).
+ * Weight gradients go to g for layers ≥ g->first_layer (and to the adapter). */
+static void block_backward(whet_model *m, whet_acts *a, size_t l, whet_model_grads *g, int need_dx)
+{
+    whet_compute *c = m->compute;
+    const whet_model_config *cfg = &m->cfg;
+    const whet_model_params *p = &m->params;
+    const whet_layer_acts *la = &a->layers[l];
+    whet_grad_acts *d = &a->d;
+    const size_t BT = a->cur_B * a->cur_T, C = cfg->hidden, F = cfg->ffn, HD = cfg->head_dim;
+    const size_t NH = cfg->heads, NKV = cfg->kv_heads, QD = NH * HD, KVD = NKV * HD;
+    const whet_norm_kind nk = cfg->info->norm;
+    const whet_model_params *gp = g && l >= g->first_layer ? &g->p : NULL;
+#define LAYER(ptr, n) ((ptr) ? (ptr) + l * (n) : NULL)
+#define GRAD(view, n) (gp ? LAYER(gp->view, n) : NULL)
+
+    /* MLP: x_out = x_mid + down(h);  h = act(gate, up);  gate, up = ln2·W;  ln2 = norm(x_mid) */
+    whet_linear_backward(m, a, l, WHET_LIN_DOWN, d->h, 0, d->res, la->h, BT, g);
+    act_bw_job xj = {c->kernels, cfg->info->act, d->gate, d->up, d->h, la->gate, la->up, F};
+    whet_compute_for(c, BT, grain_for(F), act_bw_rows, &xj);
+    if (cfg->info->act == WHET_ACT_SWIGLU) {
+        whet_linear_backward(m, a, l, WHET_LIN_GATE, d->ln, 0, d->gate, la->ln2, BT, g);
+        whet_linear_backward(m, a, l, WHET_LIN_UP, d->ln, 1, d->up, la->ln2, BT, g);
+    } else {
+        whet_linear_backward(m, a, l, WHET_LIN_UP, d->ln, 0, d->up, la->ln2, BT, g);
+    }
+    /* ∂L/∂x_mid = ∂L/∂x_out (the residual) + the norm's */
+    norm_backward(c, nk, d->res, GRAD(ln2_w, C), GRAD(ln2_b, C), d->ln, la->x_mid, LAYER(p->ln2_w, C), la->ln2_mean,
+                  la->ln2_rstd, BT, C);
+
+    /* attention: x_mid = x_in + o(att);  att = attention(q, k, v);  q, k = RoPE(norm(ln1·W));  v = ln1·W */
+    whet_linear_backward(m, a, l, WHET_LIN_O, d->att, 0, d->res, la->att, BT, g);
+    attn_bw_job aj = {c->kernels, cfg, a, la};
+    whet_compute_for(c, a->n_segs * NKV, 1, attn_bw_items, &aj);
+    if (cfg->info->positions == WHET_POS_ROPE) {
+        whet_rope_apply(m, d->q, BT, NH, a->positions, 1);
+        whet_rope_apply(m, d->k, BT, NKV, a->positions, 1);
+    }
+    const float *dq = d->q, *dk = d->k;
+    if (cfg->info->qk_norm) {
+        /* per head over HD: q = rmsnorm(q_raw)·q_norm */
+        memset(d->q_raw, 0, BT * QD * sizeof(float));
+        memset(d->k_raw, 0, BT * KVD * sizeof(float));
+        norm_backward(c, WHET_NORM_RMS, d->q_raw, GRAD(q_norm, HD), NULL, d->q, la->q_raw, LAYER(p->q_norm, HD), NULL,
+                      la->q_rstd, BT * NH, HD);
+        norm_backward(c, WHET_NORM_RMS, d->k_raw, GRAD(k_norm, HD), NULL, d->k, la->k_raw, LAYER(p->k_norm, HD), NULL,
+                      la->k_rstd, BT * NKV, HD);
+        dq = d->q_raw, dk = d->k_raw;
+    }
+    /* ∂L/∂ln1 is needed below this layer, and for the norm's own weights */
+    int need_dln = need_dx || (gp && gp->ln1_w);
+    float *dln = need_dln ? d->ln : NULL;
+    whet_linear_backward(m, a, l, WHET_LIN_Q, dln, 0, dq, la->ln1, BT, g);
+    whet_linear_backward(m, a, l, WHET_LIN_K, dln, 1, dk, la->ln1, BT, g);
+    whet_linear_backward(m, a, l, WHET_LIN_V, dln, 1, d->v, la->ln1, BT, g);
+    if (need_dln)
+        norm_backward(c, nk, need_dx ? d->res : NULL, GRAD(ln1_w, C), GRAD(ln1_b, C), d->ln, la->x_in,
+                      LAYER(p->ln1_w, C), la->ln1_mean, la->ln1_rstd, BT, C);
+#undef GRAD
+#undef LAYER
+}
+
+/* ---- the whole model ---------------------------------------------------------- */
+
+int whet_model_backward(whet_model *m, whet_acts *a, const int32_t *targets, float loss_scale, whet_model_grads *g,
+                        whet_err *e)
+{
+    const whet_model_config *cfg = &m->cfg;
+    whet_compute *c = m->compute;
+    size_t BT = a->cur_B * a->cur_T, C = cfg->hidden, L = cfg->layers;
+    if (a->keep_layers != WHET_ACTS_KEEP && a->keep_layers != WHET_ACTS_CHECKPOINT)
+        return whet_fail(e, "%s: the backward pass needs activations made for training (WHET_ACTS_KEEP or "
+                            "WHET_ACTS_CHECKPOINT), not mode %d", m->path, a->keep_layers);
+    if (BT == 0 || !a->lse_ready)
+        return whet_fail(e, "%s: whet_model_backward needs a forward pass and whet_model_nll first", m->path);
+    for (size_t r = 0; r < BT; r++) {
+        if (targets[r] >= 0 && (size_t)targets[r] >= cfg->vocab)
+            return whet_fail(e, "%s: target id %d (row %zu) is outside the vocabulary of %zu", m->path, targets[r], r,
+                             cfg->vocab);
+        a->d.row_scale[r] = targets[r] >= 0 ? loss_scale : 0.0f;
+    }
+    /* the lowest layer that trains anything: the adapter's are in every layer */
+    int lora_trains = m->lora && m->lora->grad_memory;
+    int embed_trains = g && (g->p.wte || g->p.wpe);
+    size_t lowest = g ? g->first_layer : L;
+    if (lora_trains || embed_trains)
+        lowest = 0;
+
+    /* logits = lnf·lm_headᵀ;  lnf = norm(x_final) */
+    lm_head_backward(m, a, targets, a->d.ln, g);
+    int need_dx = lowest < L || embed_trains;
+    if (need_dx)
+        memset(a->d.res, 0, BT * C * sizeof(float));
+    norm_backward(c, cfg->info->norm, need_dx ? a->d.res : NULL, g ? g->p.lnf_w : NULL, g ? g->p.lnf_b : NULL,
+                  a->d.ln, a->x_final, m->params.lnf_w, a->lnf_mean, a->lnf_rstd, BT, C);
+    if (!need_dx)
+        return 0;
+
+    for (size_t l = L; l-- > lowest;) {
+        if (a->keep_layers == WHET_ACTS_CHECKPOINT)
+            whet_block_recompute(m, a, l);
+        block_backward(m, a, l, g, l > lowest || embed_trains);
+    }
+
+    /* x = wte[tokens] (+ wpe[positions]) */
+    if (embed_trains) {
+        embed_bw_job j = {c->kernels, a->d.res, g->p.wte, g->p.wpe, a->tokens, a->positions, BT, C};
+        whet_compute_for(c, C, grain_for(BT), embed_bw_cols, &j);
+    }
+    return 0;
+}
