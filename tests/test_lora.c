@@ -15,7 +15,10 @@
  *  - 1 and 3 threads give the same bits (dropout on), and calls larger than
  *    the scratch (run in blocks) give the same forward bits;
  *  - the bf16 base: outputs and input gradients within 1e-2 of fp32, the
- *    fp32 linear weights actually released. */
+ *    fp32 linear weights actually released;
+ *  - the whole model (forward.c routes every projection and the LM head
+ *    through here): an adapter with B ≠ 0 gives the merged model's logits
+ *    (1e-5), and the bf16 base gives fp32's logits within 1e-2, NLL 1e-3. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -705,6 +708,100 @@ static void bf16_base_untied_biases(void **state)
     check_bf16_base(odd_llama_json);
 }
 
+/* ---- the whole model ------------------------------------------------------------------ */
+
+static float *model_logits(whet_model *m, whet_acts *a, const int32_t *tokens, size_t B, size_t T, double *nll)
+{
+    whet_err e;
+    if (whet_model_forward(m, a, tokens, B, T, &e))
+        fail_msg("%s", e.msg);
+    float *logits = malloc(B * T * m->cfg.vocab * sizeof *logits);
+    if (whet_model_logits(m, a, NULL, B * T, logits, &e))
+        fail_msg("%s", e.msg);
+    int32_t targets[64];
+    for (size_t r = 0; r < B * T; r++)
+        targets[r] = r % T + 1 < T ? tokens[r + 1] : -1;
+    if (whet_model_nll(m, a, targets, NULL, nll, &e))
+        fail_msg("%s", e.msg);
+    return logits;
+}
+
+static float max_abs_diff(const float *x, const float *y, size_t n)
+{
+    float d = 0;
+    for (size_t i = 0; i < n; i++)
+        d = fabsf(x[i] - y[i]) > d ? fabsf(x[i] - y[i]) : d;
+    return d;
+}
+
+/* The model with an adapter (B ≠ 0) gives the merged model's logits; on a
+ * bf16 base, with and without the adapter, logits within 1e-2 (of the
+ * largest) of fp32's and the NLL within 1e-3. */
+static void check_model_level(const char *json)
+{
+    whet_compute *c = whet_compute_create(whet_kernels_best(), 2);
+    whet_model *m = init_model(json, c, 51), *merged = init_model(json, c, 51);
+    whet_lora *lora = create(m, 4, 8.0f, 0.1f, WHET_LORA_ALL_TARGETS, 52);
+    whet_lora *lora2 = create(merged, 4, 8.0f, 0.1f, WHET_LORA_ALL_TARGETS, 52);
+    if (!whet_linear_exists(&m->cfg, WHET_LIN_GATE)) /* "all" on GPT-2 */
+        assert_null(lora->A[WHET_LIN_GATE]);
+    else
+        assert_non_null(lora->A[WHET_LIN_GATE]);
+    rng_state = 5;
+    randomize_B(lora, 0.05f);
+    rng_state = 5;
+    randomize_B(lora2, 0.05f);
+    const size_t B = 2, T = 9, n = B * T * m->cfg.vocab;
+    int32_t tokens[B * T];
+    for (size_t i = 0; i < B * T; i++)
+        tokens[i] = (int32_t)((i * 37 + 11) % m->cfg.vocab);
+    whet_err e;
+    whet_acts *a = whet_acts_create(m, B, T, 0, &e);
+    assert_non_null(a);
+    assert_non_null(a->lora);
+    double nll_adapter, nll_base, nll_merged, nll16;
+    float *adapter = model_logits(m, a, tokens, B, T, &nll_adapter);
+    m->lora = NULL;
+    float *base = model_logits(m, a, tokens, B, T, &nll_base);
+    m->lora = lora;
+    float scale = 0;
+    for (size_t i = 0; i < n; i++)
+        scale = fabsf(adapter[i]) > scale ? fabsf(adapter[i]) : scale;
+    if (max_abs_diff(adapter, base, n) < 1e-2f * scale)
+        fail_msg("the adapter hardly changes the logits (%g)", (double)max_abs_diff(adapter, base, n));
+
+    assert_int_equal(whet_lora_merge(merged, lora2, &e), 0);
+    whet_acts *a2 = whet_acts_create(merged, B, T, 0, &e);
+    assert_non_null(a2);
+    float *merged_logits = model_logits(merged, a2, tokens, B, T, &nll_merged);
+    if (max_abs_diff(merged_logits, adapter, n) > 1e-5f * fmaxf(scale, 1.0f))
+        fail_msg("merged logits differ from the adapter's by %g", (double)max_abs_diff(merged_logits, adapter, n));
+
+    assert_int_equal(whet_model_base_to_bf16(m, &e), 0);
+    float *adapter16 = model_logits(m, a, tokens, B, T, &nll16);
+    near(adapter16, adapter, n, 1e-2f, "adapter logits");
+    assert_true(fabs(nll16 - nll_adapter) < 1e-3 * nll_adapter);
+    free(adapter16);
+    m->lora = NULL;
+    float *base16 = model_logits(m, a, tokens, B, T, &nll16);
+    near(base16, base, n, 1e-2f, "base logits");
+    assert_true(fabs(nll16 - nll_base) < 1e-3 * nll_base);
+
+    free(adapter), free(base), free(merged_logits), free(base16);
+    whet_acts_free(a), whet_acts_free(a2);
+    whet_lora_free(m, lora), whet_lora_free(merged, lora2);
+    whet_model_free(m), whet_model_free(merged);
+    whet_compute_destroy(c);
+}
+
+static void model_level(void **state)
+{
+    (void)state;
+    check_model_level(llama_json);
+    check_model_level(gpt2_json);
+    check_model_level(odd_llama_json);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -718,6 +815,7 @@ int main(void)
         cmocka_unit_test(thread_invariance),
         cmocka_unit_test(bf16_base_tied),
         cmocka_unit_test(bf16_base_untied_biases),
+        cmocka_unit_test(model_level),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

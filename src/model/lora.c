@@ -138,8 +138,13 @@ whet_lora *whet_lora_create(whet_model *m, const whet_lora_options *opt, whet_er
         whet_fail(e, "LoRA targets mask 0x%x: expected a non-empty set of q,k,v,o,gate,up,down", opt->targets);
         return NULL;
     }
+    unsigned targets = opt->targets;
+    if (targets == WHET_LORA_ALL_TARGETS) /* "all": every projection this architecture has */
+        for (int id = 0; id < WHET_LIN_COUNT; id++)
+            if (!whet_linear_exists(c, (whet_linear_id)id))
+                targets &= ~(1u << id);
     for (int id = 0; id < WHET_LIN_COUNT; id++)
-        if ((opt->targets >> id & 1u) && !whet_linear_exists(c, (whet_linear_id)id)) {
+        if ((targets >> id & 1u) && !whet_linear_exists(c, (whet_linear_id)id)) {
             whet_fail(e, "%s: LoRA target %s: this %s model has no such projection", m->path,
                       whet_linear_name((whet_linear_id)id), c->info->name);
             return NULL;
@@ -148,12 +153,13 @@ whet_lora *whet_lora_create(whet_model *m, const whet_lora_options *opt, whet_er
     if (!lora)
         goto oom;
     lora->opt = *opt;
+    lora->opt.targets = targets;
     lora->layers = c->layers;
     lora->scale = opt->rslora ? opt->alpha / sqrtf((float)opt->rank) : opt->alpha / (float)opt->rank;
     size_t floats = 0;
     for (int id = 0; id < WHET_LIN_COUNT; id++) {
         whet_linear_shape(c, (whet_linear_id)id, &lora->in[id], &lora->out[id]);
-        if (opt->targets >> id & 1u)
+        if (targets >> id & 1u)
             floats += target_floats(lora, (whet_linear_id)id, NULL);
     }
     lora->memory = aligned_alloc(64, floats * sizeof(float));
@@ -162,7 +168,7 @@ whet_lora *whet_lora_create(whet_model *m, const whet_lora_options *opt, whet_er
     memset(lora->memory, 0, floats * sizeof(float));
     size_t o = 0, r = opt->rank;
     for (int id = 0; id < WHET_LIN_COUNT; id++) {
-        if (!(opt->targets >> id & 1u))
+        if (!(targets >> id & 1u))
             continue;
         size_t na, n = target_floats(lora, (whet_linear_id)id, &na);
         lora->A[id] = lora->memory + o;

@@ -59,7 +59,8 @@ typedef struct whet_lora_options {
     float alpha;          /* lora_alpha */
     float dropout;        /* lora_dropout in [0, 1), applied to the adapter's input in training only */
     int rslora;           /* scale alpha/√r instead of alpha/r */
-    unsigned targets;     /* bit (1u << whet_linear_id) per adapted projection */
+    unsigned targets;     /* bit (1u << whet_linear_id) per adapted projection; WHET_LORA_ALL_TARGETS
+                           * means every projection the model has (GPT-2: no gate) */
     uint64_t seed;        /* initialisation and dropout */
 } whet_lora_options;
 
