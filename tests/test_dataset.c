@@ -38,6 +38,8 @@ static whet_tokenizer *load_tok(const char *name)
     return t;
 }
 
+static char tmp_dir[64]; /* made on first use, removed at the end */
+
 static whet_tokenizer *qwen3_tok, *gpt2_tok, *llama3_tok, *spm_legacy_tok, *spm_metaspace_tok;
 
 static int setup(void **state)
@@ -59,6 +61,8 @@ static int teardown(void **state)
     whet_tokenizer_free(llama3_tok);
     whet_tokenizer_free(spm_legacy_tok);
     whet_tokenizer_free(spm_metaspace_tok);
+    if (tmp_dir[0])
+        rmdir(tmp_dir);
     return 0;
 }
 
@@ -97,27 +101,30 @@ static char *decode(const whet_tokenizer *t, const int32_t *ids, size_t n)
     return text;
 }
 
-/* The trained tokens, run by run, decoded and joined with "|". */
+/* The trained tokens, run by run, as the bytes they stand for (special
+ * tokens as their text; no decoder step such as SentencePiece's leading-space
+ * strip), joined with "|". */
 static char *trained_runs(const whet_tokenizer *t, const whet_example *ex)
 {
-    size_t cap = 4096, len = 0;
-    char *out = calloc(1, cap);
-    for (size_t i = 0; i < ex->n;) {
-        if (!ex->loss[i]) {
-            i++;
-            continue;
-        }
-        size_t j = i;
-        while (j < ex->n && ex->loss[j])
-            j++;
-        char *run = decode(t, ex->ids + i, j - i);
-        size_t need = len + strlen(run) + 2;
-        if (need > cap)
-            out = realloc(out, cap = need * 2);
-        len += (size_t)sprintf(out + len, "%s%s", len ? "|" : "", run);
-        free(run);
-        i = j;
+    size_t cap = 64, len = 0;
+    for (size_t i = 0; i < ex->n; i++) {
+        size_t l = 0;
+        whet_tokenizer_token_bytes(t, ex->ids[i], &l);
+        cap += l + 1;
     }
+    char *out = calloc(1, cap);
+    for (size_t i = 0; i < ex->n; i++) {
+        if (!ex->loss[i])
+            continue;
+        if (len && i > 0 && !ex->loss[i - 1])
+            out[len++] = '|';
+        size_t l = 0;
+        const char *b = whet_tokenizer_token_bytes(t, ex->ids[i], &l);
+        assert_non_null(b);
+        memcpy(out + len, b, l);
+        len += l;
+    }
+    out[len] = 0;
     return out;
 }
 
@@ -236,6 +243,297 @@ static void text_formats_train_everything(void **state)
     assert_int_equal(ex.ids[0], whet_tokenizer_bos_id(spm_legacy_tok));
     whet_example_free(&ex);
     whet_dataset_close(ds);
+}
+
+/* Every chat template family with a tokenizer that knows its markers as
+ * special tokens (and Gemma's with one that does not): the trained tokens of
+ * each example of chat.jsonl are each assistant span, as chat_template.h
+ * defines it, and nothing else. */
+static void masks_on_every_template(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *tmpl;
+        whet_tokenizer **tok;
+        const char *expected[3]; /* per example; NULL: the template refuses it */
+    } cases[] = {
+        {"chatml", &qwen3_tok, {"4<|im_end|>", "De rien.<|im_end|>", "Blue, like the sea.<|im_end|>"}},
+        {"qwen2.5", &qwen3_tok, {"4<|im_end|>", "De rien.<|im_end|>", "Blue, like the sea.<|im_end|>"}},
+        /* the last assistant turn gets the (empty) think block; the earlier, untrained one has none */
+        {"qwen3", &qwen3_tok,
+         {"<think>\n\n</think>\n\n4<|im_end|>", "<think>\n\n</think>\n\nDe rien.<|im_end|>",
+          "<think>\n\n</think>\n\nBlue, like the sea.<|im_end|>"}},
+        {"llama3", &llama3_tok, {"4<|eot_id|>", "De rien.<|eot_id|>", "Blue, like the sea.<|eot_id|>"}},
+        /* the space after [/INST] is the model's */
+        {"llama2", &spm_legacy_tok, {" 4 </s>", " De rien. </s>", " Blue, like the sea. </s>"}},
+        {"mistral", &spm_legacy_tok, {"4</s>", NULL, "Blue, like the sea.</s>"}},
+        /* (spm_metaspace's decoder has no ByteFallback step: "B", not in its
+         * vocabulary, is the byte token <0x42> and shows as such) */
+        {"mistral", &spm_metaspace_tok, {"4</s>", NULL, "<0x42>lue, like the sea.</s>"}},
+        {"zephyr", &spm_legacy_tok, {"4</s>", "De rien.</s>", "Blue, like the sea.</s>"}},
+        /* Qwen3's vocabulary has no <end_of_turn> token: the token ">\n"
+         * crosses the span's end, and holding trained bytes it is trained */
+        {"gemma", &qwen3_tok, {"4<end_of_turn>\n", "De rien.<end_of_turn>\n", "Blue, like the sea.<end_of_turn>\n"}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        whet_chat_template t = template_named(cases[c].tmpl);
+        whet_data_options opt = {.tok = *cases[c].tok, .tmpl = &t, .add_eos = 1};
+        whet_dataset *ds = open_ds(DATA "/chat.jsonl", &opt);
+        for (size_t i = 0; i < 3; i++) {
+            whet_example ex;
+            whet_err e;
+            int rc = whet_dataset_get(ds, i, &ex, &e);
+            if (!cases[c].expected[i]) {
+                assert_int_equal(rc, -1);
+                if (!strstr(e.msg, DATA "/chat.jsonl:2:1: template-error: ") || !strstr(e.msg, "alternate"))
+                    fail_msg("%s: %s", cases[c].tmpl, e.msg);
+                continue;
+            }
+            if (rc != 0)
+                fail_msg("%s: %s", cases[c].tmpl, e.msg);
+            char *runs = trained_runs(*cases[c].tok, &ex);
+            if (strcmp(runs, cases[c].expected[i]) != 0)
+                fail_msg("%s, example %zu: trained \"%s\", expected \"%s\"", cases[c].tmpl, i, runs,
+                         cases[c].expected[i]);
+            free(runs);
+            whet_example_free(&ex);
+        }
+        whet_dataset_close(ds);
+    }
+}
+
+/* ---- --valid-split and --data ---- */
+
+static void tmp_path(char *out, size_t cap, const char *name)
+{
+    if (!tmp_dir[0]) {
+        snprintf(tmp_dir, sizeof tmp_dir, "/tmp/whet_data_XXXXXX");
+        assert_non_null(mkdtemp(tmp_dir));
+    }
+    snprintf(out, cap, "%s/%s", tmp_dir, name);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Writes examples "example K." for K in ks[0..n), one text example a line. */
+static void write_numbered(const char *path, const int *ks, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "{\"text\": \"example %d.\"}\n", ks[i]);
+    fclose(f);
+}
+
+/* Which numbers a dataset's examples hold (in[k] = 1). */
+static void numbers_in(whet_dataset *ds, unsigned char *in, size_t max)
+{
+    memset(in, 0, max);
+    for (size_t i = 0; i < whet_dataset_count(ds); i++) {
+        whet_example ex;
+        get(ds, i, &ex);
+        char *text = decode(gpt2_tok, ex.ids, ex.n);
+        int k = -1;
+        assert_int_equal(sscanf(text, "example %d.", &k), 1);
+        assert_true(k >= 0 && (size_t)k < max);
+        in[k] = 1;
+        free(text);
+        whet_example_free(&ex);
+    }
+}
+
+static void valid_split_is_stable(void **state)
+{
+    (void)state;
+    enum { OLD = 300, ALL = 500 };
+    int ks[ALL];
+    for (int i = 0; i < ALL; i++)
+        ks[i] = i;
+    char path[128];
+    tmp_path(path, sizeof path, "split.jsonl");
+    write_numbered(path, ks, OLD);
+    whet_data_options opt = {.tok = gpt2_tok};
+    whet_dataset *all = open_ds(path, &opt), *train, *valid;
+    whet_err e;
+    assert_int_equal(whet_dataset_split(&train, all, 0.2, 0, &e), 0);
+    assert_int_equal(whet_dataset_split(&valid, all, 0.2, 1, &e), 0);
+    whet_dataset_close(all); /* the views keep the file */
+    size_t n_valid = whet_dataset_count(valid);
+    assert_int_equal(whet_dataset_count(train) + n_valid, OLD);
+    assert_true(n_valid > OLD / 10 && n_valid < OLD * 3 / 10);
+    unsigned char in_valid[ALL], in_train[ALL], again[ALL];
+    numbers_in(valid, in_valid, ALL);
+    numbers_in(train, in_train, ALL);
+    for (int k = 0; k < OLD; k++)
+        assert_int_equal(in_valid[k] + in_train[k], 1);
+    whet_dataset_close(train);
+    whet_dataset_close(valid);
+
+    /* more examples, and the old ones in another order: none of the old
+     * ones changes sides */
+    for (int i = 0; i < ALL; i++)
+        ks[i] = (i * 7 + 3) % ALL;
+    write_numbered(path, ks, ALL);
+    all = open_ds(path, &opt);
+    assert_int_equal(whet_dataset_split(&valid, all, 0.2, 1, &e), 0);
+    numbers_in(valid, again, ALL);
+    for (int k = 0; k < OLD; k++)
+        assert_int_equal(again[k], in_valid[k]);
+    whet_dataset_close(valid);
+    /* the share is by content, whitespace-normalised: "example  5. " is example 5's twin */
+    whet_dataset_close(all);
+    unlink(path);
+}
+
+static void data_directories(void **state)
+{
+    (void)state;
+    char dir[128], path[160];
+    tmp_path(dir, sizeof dir, "dir");
+    assert_int_equal(mkdir(dir, 0700), 0);
+    whet_data_options opt = {.tok = gpt2_tok};
+    whet_data_splits sp;
+    whet_err e;
+    assert_int_equal(whet_data_open_splits(&sp, dir, 0, &opt, &e), -1);
+    assert_non_null(strstr(e.msg, "train.jsonl"));
+    snprintf(path, sizeof path, "%s/train.jsonl", dir);
+    write_text(path, "{\"text\": \"a\"}\n{\"text\": \"b\"}\n");
+    assert_int_equal(whet_data_open_splits(&sp, dir, 0, &opt, &e), 0);
+    assert_int_equal(whet_dataset_count(sp.train), 2);
+    assert_null(sp.valid);
+    assert_null(sp.test);
+    whet_data_splits_close(&sp);
+    char valid[160], test[160];
+    snprintf(valid, sizeof valid, "%s/valid.jsonl", dir);
+    snprintf(test, sizeof test, "%s/test.jsonl", dir);
+    write_text(valid, "{\"text\": \"c\"}\n");
+    write_text(test, "{\"text\": \"d\"}\n{\"text\": \"e\"}\n{\"text\": \"f\"}\n");
+    assert_int_equal(whet_data_open_splits(&sp, dir, 0, &opt, &e), 0);
+    assert_int_equal(whet_dataset_count(sp.train), 2);
+    assert_int_equal(whet_dataset_count(sp.valid), 1);
+    assert_int_equal(whet_dataset_count(sp.test), 3);
+    whet_data_splits_close(&sp);
+    /* valid.jsonl and --valid-split: one or the other */
+    assert_int_equal(whet_data_open_splits(&sp, dir, 0.1, &opt, &e), -1);
+    assert_non_null(strstr(e.msg, "--valid-split"));
+    unlink(valid);
+    unlink(test);
+    unlink(path);
+    rmdir(dir);
+    /* a file with --valid-split */
+    int ks[20];
+    for (int i = 0; i < 20; i++)
+        ks[i] = i;
+    tmp_path(path, sizeof path, "twenty.jsonl");
+    write_numbered(path, ks, 20);
+    assert_int_equal(whet_data_open_splits(&sp, path, 0.5, &opt, &e), 0);
+    assert_int_equal(whet_dataset_count(sp.train) + whet_dataset_count(sp.valid), 20);
+    assert_null(sp.test);
+    whet_data_splits_close(&sp);
+    /* one example cannot be split */
+    write_numbered(path, ks, 1);
+    assert_int_equal(whet_data_open_splits(&sp, path, 0.5, &opt, &e), -1);
+    assert_non_null(strstr(e.msg, "both need some"));
+    unlink(path);
+}
+
+/* ---- streaming under a memory budget ---- */
+
+static size_t vm_data_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    size_t kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmData: %zu kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+/* A 48 MiB file read with the heap capped (RLIMIT_DATA: heap and private
+ * writable maps, not the read-only map of the file) at 16 MiB above what the
+ * process uses: opening, splitting, reading examples from anywhere and
+ * batching must work, and a single allocation of the file's size must fail
+ * (so the budget is real). Runs in a child process. */
+static void streams_under_a_memory_budget(void **state)
+{
+    (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+    skip();
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    skip();
+#endif
+#endif
+    if (vm_data_kib() == 0)
+        skip(); /* no /proc: not Linux */
+    char path[128];
+    tmp_path(path, sizeof path, "big.jsonl");
+    enum { LINES = 1024, WORDS = 8192 }; /* 6 bytes a word: 48 KiB a line */
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    static char words[WORDS * 6 + 1];
+    for (int w = 0; w < WORDS; w++)
+        memcpy(words + 6 * w, " word.", 6);
+    for (int i = 0; i < LINES; i++)
+        fprintf(f, "{\"text\": \"%04d%s\"}\n", i, words);
+    fclose(f);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    size_t file_size = (size_t)st.st_size;
+    assert_true(file_size > 48u << 20);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        size_t budget = ((size_t)vm_data_kib() << 10) + (16u << 20);
+        struct rlimit rl = {budget, budget};
+        if (setrlimit(RLIMIT_DATA, &rl) != 0)
+            _exit(10);
+        void *whole = malloc(file_size);
+        if (whole)
+            _exit(11); /* the budget does not hold */
+        whet_data_options opt = {.tok = gpt2_tok, .add_eos = 1};
+        whet_dataset *ds, *valid;
+        whet_err e;
+        if (whet_dataset_open(&ds, path, &opt, &e) != 0)
+            _exit(12);
+        if (whet_dataset_count(ds) != LINES)
+            _exit(13);
+        if (whet_dataset_split(&valid, ds, 0.1, 1, &e) != 0)
+            _exit(14);
+        const size_t some[] = {0, 511, LINES - 1};
+        for (size_t k = 0; k < 3; k++) {
+            whet_example ex;
+            if (whet_dataset_get(ds, some[k], &ex, &e) != 0 || ex.n < WORDS)
+                _exit(15);
+            whet_example_free(&ex);
+        }
+        whet_batch_options bo = {.batch_size = 2, .seq_len = 256, .shuffle = 1, .pack = 1, .seed = 3};
+        whet_batcher *bt = whet_batcher_create(ds, &bo, &e);
+        whet_batch b;
+        for (int step = 0; step < 3; step++)
+            if (!bt || whet_batcher_next(bt, &b, &e) != 0 || b.truncated != 2)
+                _exit(16);
+        whet_batcher_free(bt);
+        whet_dataset_close(valid);
+        whet_dataset_close(ds);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    unlink(path);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 /* ---- batches ---- */
@@ -468,6 +766,10 @@ int main(void)
         cmocka_unit_test(chat_masks_assistant_turns),
         cmocka_unit_test(prompt_completion_with_and_without_template),
         cmocka_unit_test(text_formats_train_everything),
+        cmocka_unit_test(masks_on_every_template),
+        cmocka_unit_test(valid_split_is_stable),
+        cmocka_unit_test(data_directories),
+        cmocka_unit_test(streams_under_a_memory_budget),
         cmocka_unit_test(batches_follow_the_layout),
         cmocka_unit_test(batches_are_deterministic_and_resume_exactly),
         cmocka_unit_test(each_epoch_is_a_permutation),
