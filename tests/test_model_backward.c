@@ -299,11 +299,288 @@ static void thread_and_checkpoint_invariance(void **state)
     }
 }
 
+/* The loss's change along a perturbation of one tensor against the
+ * gradient's prediction. The perturbed floats are rounded: the prediction
+ * uses the steps actually taken, Σ g·(w₊ − w₋), so rounding costs nothing. */
+typedef struct fd_result {
+    double fd, predicted;
+} fd_result;
+
+static fd_result central_difference(whet_model *m, whet_acts *a, const golden *g, float *w, const float *grad,
+                                    const float *dir, size_t n, double eps)
+{
+    float *saved = malloc(n * sizeof *saved), *plus = malloc(n * sizeof *plus), *minus = malloc(n * sizeof *minus);
+    memcpy(saved, w, n * sizeof *w);
+    fd_result r = {0, 0};
+    for (size_t j = 0; j < n; j++) {
+        plus[j] = (float)(saved[j] + eps * dir[j]);
+        minus[j] = (float)(saved[j] - eps * dir[j]);
+        r.predicted += (double)grad[j] * ((double)plus[j] - (double)minus[j]);
+    }
+    memcpy(w, plus, n * sizeof *w);
+    double f_plus = forward_nll(m, a, g);
+    memcpy(w, minus, n * sizeof *w);
+    double f_minus = forward_nll(m, a, g);
+    memcpy(w, saved, n * sizeof *w);
+    r.fd = f_plus - f_minus;
+    free(saved), free(plus), free(minus);
+    return r;
+}
+
+static void finite_differences(void **state)
+{
+    (void)state;
+    whet_compute *c = whet_compute_create(whet_kernels_best(), 1);
+    kc_rng rng = kc_seed(7);
+    for (size_t ci = 0; ci < N_CASES; ci++) {
+        golden g;
+        load_golden(&CASES[ci], &g);
+        whet_model *m = load_model(&CASES[ci], c);
+        whet_model_grads *gr = gradients(m, &g, WHET_ACTS_KEEP, NULL, NULL);
+        whet_err e;
+        whet_acts *a = whet_acts_create(m, g.B, g.T, WHET_ACTS_REUSE, &e);
+        double worst = 0;
+        size_t checked = 0;
+        for (size_t i = 0; i < N_VIEWS; i++) {
+            float *grad = view_get(&gr->p, i), *w = view_get(&m->params, i);
+            if (!grad || (i == N_VIEWS - 1 && m->cfg.tied))
+                continue;
+            char name[64];
+            snprintf(name, sizeof name, "grad.%s", VIEWS[i].name);
+            const whet_st_tensor *t = whet_st_find(g.st, name);
+            assert_non_null(t);
+            size_t n = (size_t)t->numel;
+            double ms = 0;
+            for (size_t j = 0; j < n; j++)
+                ms += (double)w[j] * w[j];
+            double scale = sqrt(ms / (double)n);
+            float *dir = malloc(n * sizeof *dir);
+            for (size_t j = 0; j < n; j++)
+                dir[j] = kc_next(&rng) & 1 ? 1.0f : -1.0f;
+            fd_result all = central_difference(m, a, &g, w, grad, dir, n, 1e-3 * scale);
+            size_t top = 0;
+            for (size_t j = 0; j < n; j++) {
+                dir[j] = 0;
+                if (fabsf(grad[j]) > fabsf(grad[top]))
+                    top = j;
+            }
+            dir[top] = 1;
+            fd_result one = central_difference(m, a, &g, w, grad, dir, n, 1e-2 * fmax(fabs(w[top]), 0.1));
+            /* the loss is a float computation: its rounding moves fd by up to ~6e-7 (measured: GPT-2's key
+             * bias, whose true gradient is 0, gives 5.8e-7), hence the absolute term */
+            fd_result r[2] = {all, one};
+            for (int k = 0; k < 2; k++) {
+                double diff = fabs(r[k].fd - r[k].predicted);
+                if (!(diff <= 1e-3 * fabs(r[k].predicted) + 1.5e-6))
+                    fail_msg("%s: %s along %s: finite difference %.6e, the gradient predicts %.6e", CASES[ci].name,
+                             VIEWS[i].name, k ? "its largest-gradient element" : "a random ±1 direction", r[k].fd,
+                             r[k].predicted);
+                if (fabs(r[k].predicted) > 1e-4 && diff / fabs(r[k].predicted) > worst)
+                    worst = diff / fabs(r[k].predicted);
+            }
+            checked++;
+            free(dir);
+        }
+        print_message("%-12s %zu tensors: finite differences within %.1e of the gradient's prediction\n",
+                      CASES[ci].name, checked, worst);
+        whet_acts_free(a);
+        whet_model_grads_free(gr);
+        whet_model_free(m);
+        free_golden(&g);
+    }
+    whet_compute_destroy(c);
+}
+
+/* Last-N layers and frozen embeddings: the views are NULL or start at
+ * first_layer, the trained ranges hold exactly the full gradients' bits and
+ * nothing else is written; LoRA-only has no base gradients at all. */
+static void training_selection(void **state)
+{
+    (void)state;
+    whet_compute *c = whet_compute_create(whet_kernels_best(), 2);
+    static const size_t picks[] = {0, 4, 5}; /* llama (untied), qwen3 (tied), gpt2 (tied, wpe) */
+    for (size_t pi = 0; pi < sizeof picks / sizeof *picks; pi++) {
+        const grad_case *gc = &CASES[picks[pi]];
+        golden g;
+        load_golden(gc, &g);
+        whet_model *m = load_model(gc, c);
+        size_t L = m->cfg.layers;
+        whet_model_grads *full = gradients(m, &g, WHET_ACTS_KEEP, NULL, NULL);
+        whet_grad_range r[WHET_MAX_GRAD_RANGES];
+        for (int freeze = 0; freeze <= 1; freeze++) {
+            whet_train_selection sel = {.full = 1, .train_layers = 1, .freeze_embeddings = freeze};
+            whet_model_grads *part = gradients(m, &g, WHET_ACTS_CHECKPOINT, &sel, NULL);
+            assert_int_equal(part->first_layer, L - 1);
+            assert_true((part->p.wte == NULL) == freeze);
+            assert_true((part->p.wpe == NULL) == (freeze || !m->params.wpe));
+            assert_true((part->p.lm_head == NULL) == (freeze && m->cfg.tied));
+            size_t n = whet_model_grads_ranges(m, part, r, WHET_MAX_GRAD_RANGES);
+            assert_true(n <= WHET_MAX_GRAD_RANGES);
+            float *written = calloc(part->floats, sizeof(float)); /* 1 where a range lies */
+            for (size_t i = 0; i < n; i++) {
+                size_t off = (size_t)(r[i].grad - part->memory);
+                assert_true(r[i].param == m->params_memory + off || (m->cfg.tied && r[i].param == m->params.wte));
+                if (memcmp(r[i].grad, full->memory + off, r[i].n * sizeof(float)) != 0)
+                    fail_msg("%s: the trained range %s differs from full fine-tuning's gradient", gc->name,
+                             r[i].name);
+                for (size_t j = 0; j < r[i].n; j++)
+                    written[off + j] = 1;
+            }
+            for (size_t j = 0; j < part->floats; j++)
+                if (!written[j] && part->memory[j] != 0.0f)
+                    fail_msg("%s: gradient float %zu outside the trained ranges was written", gc->name, j);
+            /* zero clears what trains */
+            whet_model_grads_zero(part);
+            for (size_t j = 0; j < part->floats; j++)
+                assert_true(part->memory[j] == 0.0f);
+            free(written);
+            whet_model_grads_free(part);
+        }
+        /* LoRA only: no base gradients; the backward runs with them and with NULL */
+        whet_err e;
+        whet_train_selection lora_only = {.full = 0};
+        whet_model_grads *none = whet_model_grads_create(m, &lora_only, &e);
+        assert_non_null(none);
+        for (size_t i = 0; i < N_VIEWS; i++)
+            assert_null(view_get(&none->p, i));
+        assert_int_equal(whet_model_grads_ranges(m, none, r, WHET_MAX_GRAD_RANGES), 0);
+        whet_acts *a = whet_acts_create(m, g.B, g.T, WHET_ACTS_KEEP, &e);
+        forward_nll(m, a, &g);
+        assert_int_equal(whet_model_backward(m, a, g.targets, 1.0f, none, &e), 0);
+        assert_int_equal(whet_model_backward(m, a, g.targets, 1.0f, NULL, &e), 0);
+        whet_acts_free(a);
+        whet_model_grads_free(none);
+        whet_train_selection too_many = {.full = 1, .train_layers = L + 1};
+        assert_null(whet_model_grads_create(m, &too_many, &e));
+        char expected[256];
+        snprintf(expected, sizeof expected, "%s: cannot train the last %zu layers of a model with %zu", gc->model_dir,
+                 L + 1, L);
+        assert_string_equal(e.msg, expected);
+        whet_model_grads_free(full);
+        whet_model_free(m);
+        free_golden(&g);
+    }
+    whet_compute_destroy(c);
+}
+
+/* A row packing two examples gives each the logits it gets alone, bit for
+ * bit (rows are computed alone, attention per example); with explicit
+ * positions equal to the restarted ones, too. Bad example starts are refused. */
+static void packed_rows_equal_separate_sequences(void **state)
+{
+    (void)state;
+    whet_compute *c = whet_compute_create(whet_kernels_best(), 2);
+    static const size_t picks[] = {0, 5}; /* llama (RoPE, GQA), gpt2 (learned positions) */
+    enum { LEN_A = 7, LEN_B = 10, T = LEN_A + LEN_B };
+    whet_err e;
+    for (size_t pi = 0; pi < 2; pi++) {
+        whet_model *m = load_model(&CASES[picks[pi]], c);
+        size_t V = m->cfg.vocab;
+        int32_t tokens[T], seg_start[T], positions[T];
+        for (int t = 0; t < T; t++) {
+            tokens[t] = (int32_t)((t * 131 + 17) % (int)V);
+            seg_start[t] = t < LEN_A ? 0 : LEN_A;
+            positions[t] = t - seg_start[t];
+        }
+        whet_acts *a = whet_acts_create(m, 1, T, WHET_ACTS_REUSE, &e);
+        float *packed = malloc(T * V * sizeof *packed), *alone = malloc(T * V * sizeof *alone);
+        for (int explicit_positions = 0; explicit_positions <= 1; explicit_positions++) {
+            if (whet_model_forward_packed(m, a, tokens, explicit_positions ? positions : NULL, seg_start, 1, T, &e))
+                fail_msg("%s", e.msg);
+            assert_int_equal(a->n_segs, 2);
+            assert_int_equal(whet_model_logits(m, a, NULL, T, packed, &e), 0);
+            assert_int_equal(whet_model_forward(m, a, tokens, 1, LEN_A, &e), 0);
+            assert_int_equal(whet_model_logits(m, a, NULL, LEN_A, alone, &e), 0);
+            assert_int_equal(whet_model_forward(m, a, tokens + LEN_A, 1, LEN_B, &e), 0);
+            assert_int_equal(whet_model_logits(m, a, NULL, LEN_B, alone + LEN_A * V, &e), 0);
+            if (memcmp(packed, alone, T * V * sizeof *packed) != 0)
+                fail_msg("%s: packed logits differ from the examples' own", CASES[picks[pi]].name);
+        }
+        seg_start[9] = 8;
+        assert_int_equal(whet_model_forward_packed(m, a, tokens, NULL, seg_start, 1, T, &e), -1);
+        char expected[512];
+        snprintf(expected, sizeof expected,
+                 "%s: seg_start 8 at sequence 0, row 9 is not an example start (expected 9, a new example, or 7, the "
+                 "previous row's)", CASES[picks[pi]].model_dir);
+        assert_string_equal(e.msg, expected);
+        seg_start[9] = LEN_A;
+        positions[3] = -1;
+        assert_int_equal(whet_model_forward_packed(m, a, tokens, positions, seg_start, 1, T, &e), -1);
+        snprintf(expected, sizeof expected,
+                 "%s: position -1 (sequence 0, row 3) is past the model's %zu positions (max_position_embeddings / "
+                 "n_positions in config.json)", CASES[picks[pi]].model_dir, m->cfg.max_positions);
+        assert_string_equal(e.msg, expected);
+        free(packed), free(alone);
+        whet_acts_free(a);
+        whet_model_free(m);
+    }
+    whet_compute_destroy(c);
+}
+
+/* Two backward passes accumulate (2× one, up to the order of the sums); the
+ * backward refuses inference activations and a missing NLL; the memory
+ * estimate is what each mode allocates, checkpointing taking less. */
+static void accumulation_errors_and_memory(void **state)
+{
+    (void)state;
+    whet_compute *c = whet_compute_create(whet_kernels_best(), 1);
+    golden g;
+    load_golden(&CASES[4], &g);
+    whet_model *m = load_model(&CASES[4], c);
+    whet_err e;
+    whet_train_selection full = {.full = 1};
+    whet_model_grads *once = gradients(m, &g, WHET_ACTS_KEEP, NULL, NULL);
+    whet_model_grads *twice = whet_model_grads_create(m, &full, &e);
+    whet_acts *a = whet_acts_create(m, g.B, g.T, WHET_ACTS_KEEP, &e);
+    for (int i = 0; i < 2; i++) {
+        forward_nll(m, a, &g);
+        assert_int_equal(whet_model_backward(m, a, g.targets, 1.0f / (float)g.n_targets, twice, &e), 0);
+    }
+    double diff = 0, norm = 0;
+    for (size_t j = 0; j < once->floats; j++) {
+        diff += ((double)twice->memory[j] - 2.0 * once->memory[j]) * ((double)twice->memory[j] - 2.0 * once->memory[j]);
+        norm += 4.0 * once->memory[j] * once->memory[j];
+    }
+    assert_true(sqrt(diff / norm) <= 1e-6);
+    /* a forward without the NLL after it */
+    assert_int_equal(whet_model_forward(m, a, g.tokens, g.B, g.T, &e), 0);
+    assert_int_equal(whet_model_backward(m, a, g.targets, 1.0f, twice, &e), -1);
+    assert_string_equal(e.msg, "tests/data/models/qwen3: whet_model_backward needs a forward pass and whet_model_nll "
+                               "first");
+    whet_acts *inference = whet_acts_create(m, g.B, g.T, WHET_ACTS_REUSE, &e);
+    forward_nll(m, inference, &g);
+    assert_int_equal(whet_model_backward(m, inference, g.targets, 1.0f, twice, &e), -1);
+    assert_string_equal(e.msg, "tests/data/models/qwen3: the backward pass needs activations made for training "
+                               "(WHET_ACTS_KEEP or WHET_ACTS_CHECKPOINT), not mode 0");
+    for (int mode = WHET_ACTS_REUSE; mode <= WHET_ACTS_CHECKPOINT; mode++) {
+        whet_acts *x = whet_acts_create(m, 3, 7, mode, &e);
+        whet_memory_estimate est = whet_model_memory(&m->cfg, 3, 7, mode);
+        assert_int_equal(est.activations, x->floats * sizeof(float));
+        whet_acts_free(x);
+    }
+    whet_memory_estimate est = whet_model_memory(&m->cfg, 4, 64, WHET_ACTS_KEEP);
+    assert_int_equal(est.activations, est.activations_kept);
+    assert_true(est.activations_checkpointed < est.activations_kept);
+    print_message("qwen3 tiny, 4 x 64 tokens: activations %zu bytes kept, %zu checkpointed\n", est.activations_kept,
+                  est.activations_checkpointed);
+    whet_acts_free(inference);
+    whet_acts_free(a);
+    whet_model_grads_free(once);
+    whet_model_grads_free(twice);
+    whet_model_free(m);
+    free_golden(&g);
+    whet_compute_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(matches_pytorch_gradients),
         cmocka_unit_test(thread_and_checkpoint_invariance),
+        cmocka_unit_test(finite_differences),
+        cmocka_unit_test(training_selection),
+        cmocka_unit_test(packed_rows_equal_separate_sequences),
+        cmocka_unit_test(accumulation_errors_and_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
