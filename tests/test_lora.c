@@ -802,6 +802,121 @@ static void model_level(void **state)
     check_model_level(odd_llama_json);
 }
 
+/* Mean NLL of the model on tokens (targets: the next token). */
+static double model_loss(whet_model *m, whet_acts *a, const int32_t *tokens, const int32_t *targets, size_t B,
+                         size_t T)
+{
+    whet_err e;
+    double nll;
+    if (whet_model_forward(m, a, tokens, B, T, &e) || whet_model_nll(m, a, targets, NULL, &nll, &e))
+        fail_msg("%s", e.msg);
+    return nll;
+}
+
+/* The adapter's gradients through whet_model_backward (dropout on, one
+ * step): the directional derivative along a random ±1 direction over every
+ * A and B against a central difference of the mean NLL; then the same bits
+ * from gradient checkpointing and from 3 threads. */
+static void check_model_gradients(const char *json)
+{
+    whet_compute *c = whet_compute_create(whet_kernels_best(), 1), *c3 = whet_compute_create(whet_kernels_best(), 3);
+    whet_model *m = init_model(json, c, 61);
+    whet_lora *lora = create(m, 3, 6.0f, 0.2f, WHET_LORA_ALL_TARGETS, 62);
+    rng_state = 63;
+    randomize_B(lora, 0.5f);
+    whet_err e;
+    assert_int_equal(whet_lora_alloc_grads(lora, &e), 0);
+    lora->training = 1, lora->step = 9;
+    const size_t B = 2, T = 7;
+    int32_t tokens[B * T], targets[B * T];
+    for (size_t i = 0; i < B * T; i++)
+        tokens[i] = (int32_t)((i * 29 + 3) % m->cfg.vocab);
+    size_t counted = 0;
+    for (size_t i = 0; i < B * T; i++) {
+        targets[i] = i % T + 1 < T ? tokens[i + 1] : -1;
+        counted += targets[i] >= 0;
+    }
+    whet_acts *keep = whet_acts_create(m, B, T, WHET_ACTS_KEEP, &e);
+    whet_acts *ckpt = whet_acts_create(m, B, T, WHET_ACTS_CHECKPOINT, &e);
+    assert_non_null(keep);
+    assert_non_null(ckpt);
+    model_loss(m, keep, tokens, targets, B, T);
+    whet_lora_zero_grads(lora);
+    assert_int_equal(whet_model_backward(m, keep, targets, 1.0f / (float)counted, NULL, &e), 0);
+    float *grads = malloc(lora->floats * sizeof *grads), *dir = malloc(lora->floats * sizeof *dir);
+    float *params[2 * WHET_LIN_COUNT], *gviews[2 * WHET_LIN_COUNT];
+    size_t sizes[2 * WHET_LIN_COUNT], np = 0;
+    for (int id = 0; id < WHET_LIN_COUNT; id++) {
+        if (!lora->A[id])
+            continue;
+        size_t r = lora->opt.rank, L = lora->layers;
+        params[np] = lora->A[id], gviews[np] = lora->dA[id], sizes[np++] = L * r * lora->in[id];
+        params[np] = lora->B[id], gviews[np] = lora->dB[id], sizes[np++] = L * lora->out[id] * r;
+    }
+    double analytic = 0, norm = 0;
+    size_t o = 0;
+    for (size_t t = 0; t < np; t++)
+        for (size_t i = 0; i < sizes[t]; i++, o++) {
+            grads[o] = gviews[t][i];
+            dir[o] = frand() < 0 ? -1.0f : 1.0f;
+            analytic += (double)grads[o] * dir[o];
+            norm += (double)grads[o] * grads[o];
+        }
+    assert_true(norm > 0);
+    const float eps = 5e-4f;
+    double loss[2];
+    float *snapshot = malloc(lora->floats * sizeof *snapshot);
+    for (int side = 0; side < 2; side++) {
+        o = 0;
+        for (size_t t = 0; t < np; t++) {
+            memcpy(snapshot + o, params[t], sizes[t] * sizeof *snapshot);
+            for (size_t i = 0; i < sizes[t]; i++)
+                params[t][i] += (side ? -eps : eps) * dir[o + i];
+            o += sizes[t];
+        }
+        loss[side] = model_loss(m, keep, tokens, targets, B, T);
+        o = 0;
+        for (size_t t = 0; t < np; t++) { /* restored exactly: θ + εd − εd need not round back to θ */
+            memcpy(params[t], snapshot + o, sizes[t] * sizeof *snapshot);
+            o += sizes[t];
+        }
+    }
+    free(snapshot);
+    double fd = (loss[0] - loss[1]) / (2.0 * eps);
+    if (getenv("LORA_DEBUG"))
+        fprintf(stderr, "directional %.9g fd %.9g\n", analytic, fd);
+    if (fabs(fd - analytic) > 1e-2 * fabs(analytic) + 2e-4)
+        fail_msg("directional derivative %.7g, finite difference %.7g", analytic, fd);
+
+    /* checkpointing, and 3 threads: the same bits */
+    model_loss(m, ckpt, tokens, targets, B, T);
+    whet_lora_zero_grads(lora);
+    assert_int_equal(whet_model_backward(m, ckpt, targets, 1.0f / (float)counted, NULL, &e), 0);
+    o = 0;
+    for (size_t t = 0; t < np; t++, o += sizes[t - 1])
+        assert_memory_equal(gviews[t], grads + o, sizes[t] * sizeof(float));
+    m->compute = c3;
+    model_loss(m, keep, tokens, targets, B, T);
+    whet_lora_zero_grads(lora);
+    assert_int_equal(whet_model_backward(m, keep, targets, 1.0f / (float)counted, NULL, &e), 0);
+    o = 0;
+    for (size_t t = 0; t < np; t++, o += sizes[t - 1])
+        assert_memory_equal(gviews[t], grads + o, sizes[t] * sizeof(float));
+
+    free(grads), free(dir);
+    whet_acts_free(keep), whet_acts_free(ckpt);
+    whet_lora_free(m, lora);
+    whet_model_free(m);
+    whet_compute_destroy(c), whet_compute_destroy(c3);
+}
+
+static void model_gradients(void **state)
+{
+    (void)state;
+    check_model_gradients(odd_llama_json);
+    check_model_gradients(gpt2_json);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -816,6 +931,7 @@ int main(void)
         cmocka_unit_test(bf16_base_tied),
         cmocka_unit_test(bf16_base_untied_biases),
         cmocka_unit_test(model_level),
+        cmocka_unit_test(model_gradients),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
