@@ -27,21 +27,27 @@ void whet_eval_wilson(size_t k, size_t n, double z, double *lo, double *hi)
         *hi = 1;
 }
 
-static double log_choose(double n, double k)
-{
-    return lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1);
-}
-
 double whet_eval_mcnemar_p(size_t b, size_t c)
 {
     size_t n = b + c, m = b < c ? b : c;
     if (n == 0)
         return 1;
-    /* terms C(n, k)·2^-n grow with k up to n/2 ≥ m: scale by the last one */
-    double top = log_choose((double)n, (double)m), sum = 0;
-    for (size_t k = 0; k <= m; k++)
-        sum += exp(log_choose((double)n, (double)k) - top);
-    double p = 2 * exp(top - (double)n * log(2.0)) * sum;
+    /* C(n, m) as mantissa · 2^exponent (no overflow for any n, no lgamma
+     * cancellation), then the smaller terms relative to it: C(n, k-1) =
+     * C(n, k) · k / (n-k+1); finally the exact 2^-n. */
+    double mant = 1;
+    int exponent = 0;
+    for (size_t k = 1; k <= m; k++) {
+        int e;
+        mant = frexp(mant * (double)(n - k + 1) / (double)k, &e);
+        exponent += e;
+    }
+    double sum = 1, rel = 1;
+    for (size_t k = m; k >= 1 && rel > 0; k--) {
+        rel = rel * (double)k / (double)(n - k + 1);
+        sum += rel;
+    }
+    double p = 2 * ldexp(mant * sum, exponent - (int)n);
     return p > 1 ? 1 : p;
 }
 
