@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "data/check.h"
 #include "data/dataset.h"
 #include "tok/chat_template.h"
 #include "tok/tokenizer.h"
@@ -536,6 +537,144 @@ static void streams_under_a_memory_budget(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* ---- checks ---- */
+
+static void expect_report(const whet_data_report *r, const char *const *expected, size_t n)
+{
+    char line[1400];
+    for (size_t i = 0; i < r->n_problems && i < n; i++) {
+        whet_data_problem_format(&r->problems[i], line, sizeof line);
+        if (strcmp(line, expected[i]) != 0)
+            fail_msg("problem %zu:\n  %s\nexpected\n  %s", i, line, expected[i]);
+    }
+    if (r->n_problems != n) {
+        for (size_t i = 0; i < r->n_problems; i++) {
+            whet_data_problem_format(&r->problems[i], line, sizeof line);
+            print_message("%s\n", line);
+        }
+        fail_msg("%zu problems, expected %zu", r->n_problems, n);
+    }
+}
+
+/* Every class, at the column of the value at fault (in characters: line 13
+ * has two 2-byte characters before it); columns were counted independently
+ * with Python. */
+static void check_reports_every_class(void **state)
+{
+    (void)state;
+    whet_chat_template t = template_named("chatml");
+    whet_data_check_options co = {.data = {.tok = qwen3_tok, .tmpl = &t, .add_eos = 1}, .seq_len = 40};
+    const char *paths[] = {DATA "/errors.jsonl"};
+    whet_data_report r;
+    whet_err e;
+    assert_int_equal(whet_data_check(paths, 1, &co, &r, &e), 0);
+    static const char *const expected[] = {
+        DATA "/errors.jsonl:2:88: invalid-json: expected ',' or ']', found end of input",
+        DATA "/errors.jsonl:3:47: invalid-utf8: byte 0xE9 is not valid UTF-8",
+        DATA "/errors.jsonl:4:1: unknown-format: expected key \"messages\" (chat), \"prompt\" and \"completion\", "
+             "or \"text\"; found \"foo\", \"bar\"",
+        DATA "/errors.jsonl:5:1: missing-key: expected key \"messages\": this file holds chat examples (from line 1)",
+        DATA "/errors.jsonl:6:50: missing-key: expected key \"role\" in message 2",
+        DATA "/errors.jsonl:7:24: unrecognised-role: role \"bot\" of message 1: expected \"system\", \"user\" or "
+             "\"assistant\"",
+        DATA "/errors.jsonl:8:43: empty-content: message 1 (user) has empty content",
+        DATA "/errors.jsonl:9:14: no-assistant-message: no message has role \"assistant\": nothing to learn from this "
+             "example",
+        DATA "/errors.jsonl:10:99: invalid-value: \"weight\" of message 2: expected 0 or 1, found 2",
+        /* whitespace runs do not make content different */
+        DATA "/errors.jsonl:11:1: warning: duplicate: the same content as line 1",
+        DATA "/errors.jsonl:12:1: warning: too-long: 69 tokens: --seq-len 40 cuts the last 29 (28 of them trained)",
+        DATA "/errors.jsonl:13:84: invalid-value: expected \"content\" to be a string, found number",
+        DATA "/errors.jsonl:14:1: unknown-format: expected an object with \"messages\", \"prompt\" and "
+             "\"completion\", or \"text\", found array",
+    };
+    expect_report(&r, expected, sizeof expected / sizeof expected[0]);
+    assert_int_equal(r.errors, 11);
+    assert_int_equal(r.warnings, 2);
+    assert_int_equal(r.examples, 14);
+    assert_int_equal(r.examples_ok, 3);
+    whet_data_report_free(&r);
+
+    /* a template that refuses a conversation; a duplicate across files */
+    whet_chat_template mistral = template_named("mistral");
+    co.data.tmpl = &mistral;
+    co.data.tok = spm_legacy_tok;
+    co.seq_len = 0;
+    const char *two[] = {DATA "/chat.jsonl", DATA "/errors.jsonl"};
+    assert_int_equal(whet_data_check(two, 2, &co, &r, &e), 0);
+    char line[1400];
+    whet_data_problem_format(&r.problems[0], line, sizeof line);
+    assert_non_null(strstr(line, DATA "/chat.jsonl:2:1: template-error: "));
+    assert_non_null(strstr(line, "alternate"));
+    whet_data_problem_format(&r.problems[1], line, sizeof line);
+    assert_string_equal(line, DATA "/errors.jsonl:1:1: warning: duplicate: the same content as " DATA "/chat.jsonl:1");
+    whet_data_report_free(&r);
+
+    /* chat without a template: said once; an empty file */
+    co.data.tmpl = NULL;
+    co.data.tok = gpt2_tok;
+    char empty[128];
+    tmp_path(empty, sizeof empty, "empty.jsonl");
+    write_text(empty, "\n  \n");
+    const char *more[] = {DATA "/chat.jsonl", empty};
+    assert_int_equal(whet_data_check(more, 2, &co, &r, &e), 0);
+    static const char *const expected_more[2] = {
+        DATA "/chat.jsonl:1:1: no-chat-template: chat examples need a chat template and the model has none (give one "
+             "with --chat-template NAME); examples were not tokenized",
+        NULL};
+    char empty_line[300];
+    snprintf(empty_line, sizeof empty_line, "%s:1:1: empty-file: no examples (the file is empty or blank)", empty);
+    const char *const both[2] = {expected_more[0], empty_line};
+    expect_report(&r, both, 2);
+    whet_data_report_free(&r);
+
+    /* .txt: the line and column inside a paragraph */
+    char txt[128];
+    tmp_path(txt, sizeof txt, "bad.txt");
+    write_text(txt, "First.\n\nSecond paragraph,\nline tw\xC3o.\n");
+    const char *text_paths[] = {txt};
+    assert_int_equal(whet_data_check(text_paths, 1, &co, &r, &e), 0);
+    char bad_line[300];
+    snprintf(bad_line, sizeof bad_line, "%s:4:8: invalid-utf8: byte 0xC3 is not valid UTF-8", txt);
+    const char *const text_expected[1] = {bad_line};
+    expect_report(&r, text_expected, 1);
+    whet_data_report_free(&r);
+
+    /* a file that cannot be read is the only failure */
+    const char *missing[] = {DATA "/no-such-file.jsonl"};
+    assert_int_equal(whet_data_check(missing, 1, &co, &r, &e), -1);
+    assert_non_null(strstr(e.msg, "no-such-file.jsonl: cannot open"));
+    unlink(empty);
+    unlink(txt);
+}
+
+/* dataset_get reports the same problems, and opening finds the format past bad lines */
+static void get_reports_positioned_errors(void **state)
+{
+    (void)state;
+    whet_chat_template t = template_named("chatml");
+    whet_data_options opt = {.tok = qwen3_tok, .tmpl = &t};
+    whet_dataset *ds = open_ds(DATA "/errors.jsonl", &opt);
+    assert_int_equal(whet_dataset_count(ds), 14);
+    whet_example ex;
+    whet_err e;
+    assert_int_equal(whet_dataset_get(ds, 6, &ex, &e), -1);
+    assert_string_equal(e.msg, DATA "/errors.jsonl:7:24: unrecognised-role: role \"bot\" of message 1: expected "
+                               "\"system\", \"user\" or \"assistant\"");
+    assert_int_equal(whet_dataset_get(ds, 14, &ex, &e), -1);
+    whet_dataset_close(ds);
+    /* nothing recognisable at all */
+    char path[128];
+    tmp_path(path, sizeof path, "nothing.jsonl");
+    write_text(path, "{\"a\": 1}\n[]\n");
+    assert_int_equal(whet_dataset_open(&ds, path, &opt, &e), -1);
+    assert_non_null(strstr(e.msg, "nothing.jsonl:1:1: unknown-format: "));
+    write_text(path, "");
+    assert_int_equal(whet_dataset_open(&ds, path, &opt, &e), -1);
+    assert_non_null(strstr(e.msg, "nothing.jsonl: no examples"));
+    unlink(path);
+}
+
 /* ---- batches ---- */
 
 static whet_batcher *batcher(whet_dataset *ds, size_t B, size_t T, int shuffle, int pack, uint64_t seed)
@@ -767,6 +906,8 @@ int main(void)
         cmocka_unit_test(prompt_completion_with_and_without_template),
         cmocka_unit_test(text_formats_train_everything),
         cmocka_unit_test(masks_on_every_template),
+        cmocka_unit_test(check_reports_every_class),
+        cmocka_unit_test(get_reports_positioned_errors),
         cmocka_unit_test(valid_split_is_stable),
         cmocka_unit_test(data_directories),
         cmocka_unit_test(streams_under_a_memory_budget),

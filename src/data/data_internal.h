@@ -41,13 +41,24 @@ int data_file_open(data_file **out, const char *path, whet_err *e);
 int data_file_index(data_file **out, const char *path, whet_err *e);
 void data_file_release(data_file *f);
 
+typedef struct data_problem data_problem;
+/* Sets f->format from the first line whose keys name a format (.txt files
+ * have theirs); -1 with the first line's problem when none does. */
+int data_file_detect(data_file *f, data_problem *first);
+
+/* Files to read for paths given by the user: a directory stands for the
+ * train.jsonl, valid.jsonl and test.jsonl in it (at least one). Free with
+ * data_free_paths. */
+int data_expand_paths(const char *const *paths, size_t n, char ***out, size_t *n_out, whet_err *e);
+void data_free_paths(char **files, size_t n);
+
 /* A problem with one example: the error classes of whet-dataset(5). */
-typedef struct data_problem {
+struct data_problem {
     const char *cls;     /* "invalid-json", "missing-key", ... */
     int warning;         /* 0: an error */
     uint32_t line, column; /* column in characters, from 1 */
     char msg[640];
-} data_problem;
+};
 
 /* "file:line:column: class: message" into e; returns -1. */
 int data_problem_fail(whet_err *e, const char *path, const data_problem *p);

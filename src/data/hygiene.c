@@ -1,5 +1,6 @@
 /* Content hashes (for --valid-split, duplicates and dedup), and n-gram
  * overlap between training data and eval suites. */
+#include "data/check.h"
 #include "data/data_internal.h"
 
 #include <stdlib.h>
@@ -78,4 +79,429 @@ uint64_t data_example_hash(const data_file *f, size_t i)
     uint64_t h = data_content_hash(&d);
     data_parsed_free(&d);
     return h;
+}
+
+/* ---- dedup ---- */
+
+/* A set of 64-bit hashes (open addressing; 0 stands for itself via a flag). */
+typedef struct hash_set {
+    uint64_t *slots;
+    uint8_t *used;
+    size_t mask, count;
+} hash_set;
+
+static int hash_set_grow(hash_set *s)
+{
+    size_t cap = s->slots ? (s->mask + 1) * 2 : 1024;
+    uint64_t *slots = malloc(cap * sizeof *slots);
+    uint8_t *used = calloc(cap, 1);
+    if (!slots || !used) {
+        free(slots);
+        free(used);
+        return -1;
+    }
+    for (size_t i = 0; s->slots && i <= s->mask; i++) {
+        if (!s->used[i])
+            continue;
+        size_t k = (size_t)s->slots[i] & (cap - 1);
+        while (used[k])
+            k = (k + 1) & (cap - 1);
+        slots[k] = s->slots[i];
+        used[k] = 1;
+    }
+    free(s->slots);
+    free(s->used);
+    s->slots = slots;
+    s->used = used;
+    s->mask = cap - 1;
+    return 0;
+}
+
+/* 1 if h was already there, 0 if added, -1 out of memory. */
+static int hash_set_add(hash_set *s, uint64_t h)
+{
+    if ((!s->slots || (s->count + 1) * 2 > s->mask + 1) && hash_set_grow(s) != 0)
+        return -1;
+    size_t k = (size_t)h & s->mask;
+    while (s->used[k]) {
+        if (s->slots[k] == h)
+            return 1;
+        k = (k + 1) & s->mask;
+    }
+    s->slots[k] = h;
+    s->used[k] = 1;
+    s->count++;
+    return 0;
+}
+
+static void hash_set_free(hash_set *s)
+{
+    free(s->slots);
+    free(s->used);
+    memset(s, 0, sizeof *s);
+}
+
+int whet_data_dedup(const char *in, const char *out, size_t *kept, size_t *removed, whet_err *e)
+{
+    *kept = *removed = 0;
+    data_file *f;
+    if (data_file_index(&f, in, e) != 0)
+        return -1;
+    data_problem ignored;
+    data_file_detect(f, &ignored); /* lines that do not parse are kept as they are */
+    whet_atomic_file a;
+    if (whet_atomic_open(&a, out, e) != 0) {
+        data_file_release(f);
+        return -1;
+    }
+    hash_set seen = {0};
+    int rc = 0;
+    for (size_t i = 0; i < f->n && rc == 0; i++) {
+        int dup = hash_set_add(&seen, data_example_hash(f, i));
+        if (dup < 0) {
+            rc = whet_fail(e, "%s: out of memory after %zu examples", in, i);
+            break;
+        }
+        if (dup) {
+            (*removed)++;
+            continue;
+        }
+        const data_line *l = &f->lines[i];
+        /* .txt paragraphs stay apart with a blank line */
+        if ((*kept && f->is_text && fputc('\n', a.f) == EOF) ||
+            fwrite(f->map.data + l->offset, 1, l->len, a.f) != l->len || fputc('\n', a.f) == EOF)
+            rc = whet_fail(e, "%s: write error", out);
+        (*kept)++;
+    }
+    hash_set_free(&seen);
+    data_file_release(f);
+    if (rc != 0) {
+        whet_atomic_abort(&a);
+        return -1;
+    }
+    return whet_atomic_commit(&a, e);
+}
+
+/* ---- n-gram overlap ---- */
+
+/* Calls fn with the hash of every word n-gram of s[0..len). */
+typedef void (*ngram_fn)(void *ctx, uint64_t hash);
+
+enum { MAX_N = 64, WORD_BYTES = 256 };
+
+static void for_each_ngram(const char *s, size_t len, size_t n, ngram_fn fn, void *ctx)
+{
+    uint64_t ring[MAX_N], ordered[MAX_N];
+    size_t words = 0, i = 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        int word = c >= 0x80 || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+        if (!word) {
+            i++;
+            continue;
+        }
+        char lower[WORD_BYTES];
+        size_t w = 0, start = i;
+        while (i < len) {
+            c = (unsigned char)s[i];
+            if (!(c >= 0x80 || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')))
+                break;
+            if (w < WORD_BYTES)
+                lower[w++] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
+            i++;
+        }
+        uint64_t h = XXH3_64bits_withSeed(lower, w, i - start);
+        ring[words % n] = h;
+        words++;
+        if (words >= n) {
+            for (size_t k = 0; k < n; k++)
+                ordered[k] = ring[(words - n + k) % n];
+            fn(ctx, XXH3_64bits(ordered, n * sizeof *ordered));
+        }
+    }
+}
+
+/* The eval n-grams: (hash, case) pairs, one per distinct pair. */
+typedef struct ngram_entry {
+    uint64_t hash;
+    uint32_t case_index; /* + 1; 0: empty */
+    uint8_t found;
+} ngram_entry;
+
+typedef struct ngram_table {
+    ngram_entry *slots;
+    size_t mask, count;
+} ngram_table;
+
+typedef struct eval_case {
+    char *file, *id;
+    size_t line, ngrams, overlapping;
+    char *train_file;
+    size_t train_line;
+} eval_case;
+
+typedef struct overlap_state {
+    ngram_table table;
+    eval_case *cases;
+    size_t n_cases, cap_cases;
+    uint32_t current; /* the case being added, + 1 */
+    /* the training example being read */
+    const char *train_file;
+    size_t train_line;
+    int oom;
+} overlap_state;
+
+static int table_grow(ngram_table *t)
+{
+    size_t cap = t->slots ? (t->mask + 1) * 2 : 4096;
+    ngram_entry *slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return -1;
+    for (size_t i = 0; t->slots && i <= t->mask; i++) {
+        if (!t->slots[i].case_index)
+            continue;
+        size_t k = (size_t)t->slots[i].hash & (cap - 1);
+        while (slots[k].case_index)
+            k = (k + 1) & (cap - 1);
+        slots[k] = t->slots[i];
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->mask = cap - 1;
+    return 0;
+}
+
+static void add_eval_ngram(void *ctx, uint64_t hash)
+{
+    overlap_state *st = ctx;
+    ngram_table *t = &st->table;
+    if (st->oom)
+        return;
+    if ((!t->slots || (t->count + 1) * 2 > t->mask + 1) && table_grow(t) != 0) {
+        st->oom = 1;
+        return;
+    }
+    size_t k = (size_t)hash & t->mask;
+    while (t->slots[k].case_index) {
+        if (t->slots[k].hash == hash && t->slots[k].case_index == st->current)
+            return; /* this case has it already */
+        k = (k + 1) & t->mask;
+    }
+    t->slots[k] = (ngram_entry){hash, st->current, 0};
+    t->count++;
+    st->cases[st->current - 1].ngrams++;
+}
+
+static void find_train_ngram(void *ctx, uint64_t hash)
+{
+    overlap_state *st = ctx;
+    ngram_table *t = &st->table;
+    if (!t->slots)
+        return;
+    size_t k = (size_t)hash & t->mask;
+    while (t->slots[k].case_index) {
+        ngram_entry *en = &t->slots[k];
+        if (en->hash == hash && !en->found) {
+            en->found = 1;
+            eval_case *c = &st->cases[en->case_index - 1];
+            if (c->overlapping++ == 0) {
+                c->train_file = strdup(st->train_file);
+                c->train_line = st->train_line;
+            }
+        }
+        k = (k + 1) & t->mask;
+    }
+}
+
+/* Every string in v (arrays and objects walked; the top level's "id" left out). */
+static void eval_strings(overlap_state *st, const whet_json *v, size_t n, int top)
+{
+    switch (v->type) {
+    case WHET_JSON_STRING:
+        for_each_ngram(v->u.string.chars, v->u.string.len, n, add_eval_ngram, st);
+        break;
+    case WHET_JSON_ARRAY:
+        for (size_t i = 0; i < v->u.array.count; i++)
+            eval_strings(st, &v->u.array.items[i], n, 0);
+        break;
+    case WHET_JSON_OBJECT:
+        for (size_t i = 0; i < v->u.object.count; i++)
+            if (!(top && strcmp(v->u.object.members[i].key, "id") == 0))
+                eval_strings(st, &v->u.object.members[i].value, n, 0);
+        break;
+    default: break;
+    }
+}
+
+static int is_case(const whet_json *root)
+{
+    return whet_json_get(root, "prompt") || whet_json_get(root, "messages") || whet_json_get(root, "text") ||
+           whet_json_get(root, "choices");
+}
+
+static int read_eval_file(overlap_state *st, const char *path, size_t n, whet_err *e)
+{
+    data_file *f;
+    if (data_file_index(&f, path, e) != 0)
+        return -1;
+    int rc = 0, first = 1;
+    for (size_t i = 0; i < f->n && rc == 0; i++) {
+        const data_line *l = &f->lines[i];
+        const char *s = (const char *)f->map.data + l->offset;
+        size_t skip = 0;
+        while (skip < l->len && (s[skip] == ' ' || s[skip] == '\t'))
+            skip++;
+        if (skip < l->len && s[skip] == '#')
+            continue;
+        whet_json_doc *doc;
+        whet_err je;
+        if (whet_json_parse(&doc, s, l->len, "", NULL, &je) != 0) {
+            unsigned line, column;
+            int used = 0;
+            if (sscanf(je.msg, ": line %u, column %u (byte %*u): %n", &line, &column, &used) == 2 && used > 0)
+                rc = whet_fail(e, "%s:%u:%u: invalid-json: %s", path, (unsigned)l->line, column, je.msg + used);
+            else
+                rc = whet_fail(e, "%s:%u:1: invalid-json: %s", path, (unsigned)l->line, je.msg);
+            break;
+        }
+        const whet_json *root = whet_json_root(doc);
+        int settings = first && !(root->type == WHET_JSON_OBJECT && is_case(root));
+        first = 0;
+        if (!settings) {
+            if (st->n_cases == st->cap_cases) {
+                size_t cap = st->cap_cases ? st->cap_cases * 2 : 64;
+                eval_case *bigger = realloc(st->cases, cap * sizeof *bigger);
+                if (!bigger) {
+                    whet_json_free(doc);
+                    rc = whet_fail(e, "out of memory reading %s", path);
+                    break;
+                }
+                st->cases = bigger;
+                st->cap_cases = cap;
+            }
+            eval_case *c = &st->cases[st->n_cases++];
+            memset(c, 0, sizeof *c);
+            c->file = strdup(path);
+            c->line = l->line;
+            const whet_json *id = whet_json_get(root, "id");
+            char buf[64];
+            if (id && id->type == WHET_JSON_STRING)
+                c->id = strdup(id->u.string.chars);
+            else if (id && id->type == WHET_JSON_NUMBER)
+                c->id = strdup(id->u.number.text);
+            else {
+                snprintf(buf, sizeof buf, "line %u", (unsigned)l->line);
+                c->id = strdup(buf);
+            }
+            if (!c->file || !c->id)
+                st->oom = 1;
+            st->current = (uint32_t)st->n_cases;
+            eval_strings(st, root, n, 1);
+        }
+        whet_json_free(doc);
+        if (st->oom)
+            rc = whet_fail(e, "out of memory reading %s", path);
+    }
+    data_file_release(f);
+    return rc;
+}
+
+static void train_field(overlap_state *st, const char *s, size_t len, size_t n)
+{
+    for_each_ngram(s, len, n, find_train_ngram, st);
+}
+
+static int read_train_file(overlap_state *st, const char *path, size_t n, whet_err *e)
+{
+    data_file *f;
+    if (data_file_index(&f, path, e) != 0)
+        return -1;
+    data_problem ignored;
+    data_file_detect(f, &ignored);
+    st->train_file = path;
+    for (size_t i = 0; i < f->n; i++) {
+        data_parsed d;
+        data_problem p;
+        if (data_parse(f, i, f->format, &d, &p) != 0)
+            continue; /* `whet data check` reports it */
+        st->train_line = f->lines[i].line;
+        if (d.format == WHET_DATA_CHAT)
+            for (size_t m = 0; m < d.n_messages; m++)
+                train_field(st, d.messages[m].content, d.messages[m].content_len, n);
+        else if (d.format == WHET_DATA_PROMPT_COMPLETION) {
+            train_field(st, d.prompt, d.prompt_len, n);
+            train_field(st, d.completion, d.completion_len, n);
+        } else
+            train_field(st, d.text, d.text_len, n);
+        data_parsed_free(&d);
+    }
+    data_file_release(f);
+    return 0;
+}
+
+static void free_cases(eval_case *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(cases[i].file);
+        free(cases[i].id);
+        free(cases[i].train_file);
+    }
+    free(cases);
+}
+
+int whet_data_overlap(const char *const *train, size_t n_train, const char *const *evals, size_t n_evals, size_t n,
+                      whet_overlap_report *out, whet_err *e)
+{
+    memset(out, 0, sizeof *out);
+    if (n < 1 || n > MAX_N)
+        return whet_fail(e, "n-grams of %zu words: expected 1 to %d", n, MAX_N);
+    overlap_state st = {0};
+    int rc = 0;
+    for (size_t i = 0; i < n_evals && rc == 0; i++)
+        rc = read_eval_file(&st, evals[i], n, e);
+    char **files = NULL;
+    size_t n_files = 0;
+    if (rc == 0)
+        rc = data_expand_paths(train, n_train, &files, &n_files, e);
+    for (size_t i = 0; i < n_files && rc == 0; i++)
+        rc = read_train_file(&st, files[i], n, e);
+    if (rc == 0) {
+        out->n = n;
+        out->eval_cases = st.n_cases;
+        for (size_t i = 0; i < st.n_cases; i++)
+            out->short_cases += st.cases[i].ngrams == 0;
+        size_t hits = 0;
+        for (size_t i = 0; i < st.n_cases; i++)
+            hits += st.cases[i].overlapping > 0;
+        out->cases = calloc(hits ? hits : 1, sizeof *out->cases);
+        if (!out->cases)
+            rc = whet_fail(e, "out of memory");
+        for (size_t i = 0; i < st.n_cases && rc == 0; i++) {
+            eval_case *c = &st.cases[i];
+            if (!c->overlapping)
+                continue;
+            out->cases[out->n_cases++] =
+                (whet_overlap_case){c->file, c->line, c->id, c->ngrams, c->overlapping, c->train_file, c->train_line};
+            c->file = c->id = c->train_file = NULL; /* the report owns them now */
+        }
+    }
+    data_free_paths(files, n_files);
+    free_cases(st.cases, st.n_cases);
+    free(st.table.slots);
+    if (rc != 0)
+        whet_overlap_report_free(out);
+    return rc;
+}
+
+void whet_overlap_report_free(whet_overlap_report *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_cases; i++) {
+        free(r->cases[i].file);
+        free(r->cases[i].id);
+        free(r->cases[i].train_file);
+    }
+    free(r->cases);
+    memset(r, 0, sizeof *r);
 }

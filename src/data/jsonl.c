@@ -187,6 +187,23 @@ int data_file_index(data_file **out, const char *path, whet_err *e)
     return 0;
 }
 
+int data_file_detect(data_file *f, data_problem *first)
+{
+    memset(first, 0, sizeof *first);
+    for (size_t i = 0; i < f->n && f->format == WHET_DATA_UNKNOWN; i++) {
+        data_parsed d;
+        data_problem p;
+        if (data_parse(f, i, WHET_DATA_UNKNOWN, &d, &p) == 0) {
+            f->format = d.format;
+            f->format_line = f->lines[i].line;
+            data_parsed_free(&d);
+        } else if (!first->cls) {
+            *first = p;
+        }
+    }
+    return f->format == WHET_DATA_UNKNOWN ? -1 : 0;
+}
+
 int data_file_open(data_file **out, const char *path, whet_err *e)
 {
     data_file *f;
@@ -197,24 +214,11 @@ int data_file_open(data_file **out, const char *path, whet_err *e)
         data_file_release(f);
         return -1;
     }
-    if (!f->is_text) {
-        data_problem first = {0};
-        for (size_t i = 0; i < f->n && f->format == WHET_DATA_UNKNOWN; i++) {
-            data_parsed d;
-            data_problem p;
-            if (data_parse(f, i, WHET_DATA_UNKNOWN, &d, &p) == 0) {
-                f->format = d.format;
-                f->format_line = f->lines[i].line;
-                data_parsed_free(&d);
-            } else if (!first.cls) {
-                first = p;
-            }
-        }
-        if (f->format == WHET_DATA_UNKNOWN) {
-            data_problem_fail(e, path, &first);
-            data_file_release(f);
-            return -1;
-        }
+    data_problem first;
+    if (data_file_detect(f, &first) != 0) {
+        data_problem_fail(e, path, &first);
+        data_file_release(f);
+        return -1;
     }
     *out = f;
     return 0;
