@@ -15,12 +15,14 @@ typedef struct {
 static const command commands[] = {
     {"bench", cmd_bench, "measure GEMM throughput per ISA and layout, against OpenBLAS when installed"},
     {"cpu", cmd_cpu, "show CPU features, the measured FMA peak and the kernels chosen"},
+    {"data", cmd_data, "check training data, its statistics, trained tokens, duplicates, eval overlap"},
     {"eval", cmd_eval, "run eval suites on a model, compare with a baseline run and gate (exit 2 on failure)"},
     {"export", cmd_export, "write a model or adapter as a PEFT adapter, an HF directory or GGUF"},
     {"generate", cmd_generate, "generate text from a prompt or a chat, streamed as it comes"},
     {"info", cmd_info, "describe a model: architecture, sizes, dtypes, chat template, memory needed"},
     {"score", cmd_score, "perplexity and bits per byte of a text under a model"},
     {"tokenize", cmd_tokenize, "encode text to token ids with a model's tokenizer (or decode ids)"},
+    {"train", cmd_train, "fine-tune a model (LoRA or full) or train one from scratch, with checkpoints"},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 

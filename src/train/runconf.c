@@ -64,7 +64,7 @@ static const whet_run_option options[] = {
     BOOL("grad-checkpoint", grad_checkpoint, 0, "false", "recompute each layer's activations in backward"),
     SIZE("eval-every", eval_every, 0, BIG, "0", "validate every N steps (0: before and after training only)"),
     SIZE("save-every", save_every, 0, BIG, "100", "checkpoint every N steps (0: at the end only)"),
-    SIZE("keep-checkpoints", keep_checkpoints, 1, 1e6, "2", "keep the last K checkpoints"),
+    {"keep-checkpoints", WHET_RUN_SIZE, F(keep_checkpoints), 0, 1, 1e6, NULL, 0, "K", "2", "keep the last K checkpoints"},
     SIZE("early-stop", early_stop, 0, 1e6, "0", "stop after N validations without a better loss (0: off)"),
     SIZE("threads", threads, 0, 4096, "0", "threads (0: WHET_THREADS, else every core)"),
 };

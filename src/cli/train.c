@@ -1,0 +1,865 @@
+/* whet train: fine-tune a model (a LoRA adapter, or its own weights) or
+ * train one from scratch (--init), with checkpoints and exact resume
+ * (whet-train(1)). Options come from one table (train/runconf.h), so a run
+ * file (--config, DIR/run.conf) and the command line mean the same things;
+ * the loop itself is the library's (train/trainer.h). */
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "data/dataset.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "model/adapter.h"
+#include "model/export.h"
+#include "model/lora.h"
+#include "train/checkpoint.h"
+#include "train/metrics.h"
+#include "train/runconf.h"
+#include "train/trainer.h"
+#include "util/log.h"
+#include "util/timer.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Options that are about this invocation, not the run (never in run.conf). */
+enum { OPT_CONFIG = 1000, OPT_RESUME, OPT_FORCE, OPT_JSON, OPT_HELP };
+
+static void usage(FILE *out)
+{
+    fputs("usage: whet train [--config FILE] (--model M | --init CONFIG.json --tokenizer TOK) --data PATH\n"
+          "                  --out DIR [options]\n"
+          "       whet train --resume DIR [options]\n"
+          "Train a LoRA adapter or the whole model; checkpoints, metrics and the result go to DIR.\n",
+          out);
+    size_t n;
+    const whet_run_option *opts = whet_run_options(&n);
+    for (size_t i = 0; i < n; i++) {
+        char left[64];
+        const whet_run_option *o = &opts[i];
+        if (o->kind == WHET_RUN_BOOL)
+            snprintf(left, sizeof left, o->negatable ? "--%s, --no-%s" : "--%s", o->key, o->key);
+        else
+            snprintf(left, sizeof left, "--%s %s", o->key, o->arg);
+        if (strlen(left) > 26) {
+            fprintf(out, "  %s\n  %-26s %s", left, "", o->help);
+        } else {
+            fprintf(out, "  %-26s %s", left, o->help);
+        }
+        if (o->def[0] && o->kind != WHET_RUN_BOOL && strcmp(o->def, "0") != 0)
+            fprintf(out, " (default %s)", o->def);
+        fputc('\n', out);
+    }
+    fputs("  --config FILE              read options from a run file (whet-run(5)); the command line wins\n"
+          "  --resume DIR               continue the run in DIR from its newest checkpoint\n"
+          "  --force                    start even when the memory estimate exceeds what is available\n"
+          "  --json                     print the summary as one JSON object\n"
+          "  --help                     this text\n",
+          out);
+}
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* ---- small helpers ---------------------------------------------------------------- */
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int is_file(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* mkdir -p */
+static int make_dirs(const char *path)
+{
+    char buf[WHET_RUN_PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    return mkdir(buf, 0777) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+/* Makes a path absolute (run.conf must work from any directory). */
+static void absolute(char *path, size_t size)
+{
+    if (!path[0] || path[0] == '/')
+        return;
+    char resolved[PATH_MAX];
+    if (realpath(path, resolved) && strlen(resolved) < size)
+        snprintf(path, size, "%s", resolved);
+}
+
+static int copy_file(const char *from, const char *to, whet_err *e)
+{
+    char *data;
+    size_t size;
+    if (whet_read_file(from, &data, &size, e) != 0)
+        return -1;
+    int rc = whet_write_file_atomic(to, data, size, e);
+    free(data);
+    return rc;
+}
+
+static double mem_available_bytes(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    double kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024.0;
+}
+
+static double rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return -1;
+    unsigned long size, resident;
+    int ok = fscanf(f, "%lu %lu", &size, &resident) == 2;
+    fclose(f);
+    return ok ? (double)resident * (double)sysconf(_SC_PAGESIZE) : -1;
+}
+
+static const char *human_bytes(double b, char *buf, size_t size)
+{
+    if (b >= 1073741824.0)
+        snprintf(buf, size, "%.2f GiB", b / 1073741824.0);
+    else if (b >= 1048576.0)
+        snprintf(buf, size, "%.1f MiB", b / 1048576.0);
+    else
+        snprintf(buf, size, "%.1f KiB", b / 1024.0);
+    return buf;
+}
+
+static const char *human_time(double s, char *buf, size_t size)
+{
+    if (!isfinite(s) || s < 0)
+        snprintf(buf, size, "?");
+    else if (s < 60)
+        snprintf(buf, size, "%.0fs", s);
+    else if (s < 3600)
+        snprintf(buf, size, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else
+        snprintf(buf, size, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    return buf;
+}
+
+/* ---- progress ---------------------------------------------------------------------- */
+
+typedef struct progress_ctx {
+    int tty;            /* one updating line on a terminal, plain lines otherwise */
+    uint64_t every;     /* plain lines: every N steps (and the first and last) */
+    int line_open;      /* a progress line is on the terminal, not ended */
+} progress_ctx;
+
+static void end_line(progress_ctx *p)
+{
+    if (p->line_open)
+        fputs("\r\033[K", stderr);
+    p->line_open = 0;
+}
+
+static void on_step(void *ctx, const whet_progress *p)
+{
+    progress_ctx *pc = ctx;
+    const whet_step_stats *s = p->stats;
+    char eta[32], rss[32];
+    human_time(p->eta_s, eta, sizeof eta);
+    human_bytes(rss_bytes(), rss, sizeof rss);
+    if (pc->tty) {
+        fprintf(stderr, "\rstep %" PRIu64 "/%" PRIu64 "  loss %.4f  lr %.2e  %.0f tok/s  ETA %s  RSS %s\033[K",
+                p->step, p->total_steps, s->loss, s->lr, p->tokens_per_s, eta, rss);
+        fflush(stderr);
+        pc->line_open = 1;
+    } else if (p->step % pc->every == 0 || p->step == p->total_steps || p->step == 1 || s->skipped) {
+        fprintf(stderr,
+                "step %" PRIu64 "/%" PRIu64 "  loss %.4f  accuracy %.3f  lr %.3e  grad_norm %.3f  %.0f tok/s  ETA %s  "
+                "RSS %s%s\n",
+                p->step, p->total_steps, s->loss, s->accuracy, s->lr, s->grad_norm, p->tokens_per_s, eta, rss,
+                s->skipped ? "  (skipped)" : "");
+    }
+}
+
+static void on_valid(void *ctx, uint64_t step, const whet_valid_stats *v)
+{
+    progress_ctx *pc = ctx;
+    end_line(pc);
+    fprintf(stderr, "valid at step %" PRIu64 ": loss %.4f  accuracy %.3f  perplexity %.3f  (%zu tokens)\n", step,
+            v->loss, v->accuracy, v->perplexity, v->tokens);
+}
+
+static void on_saved(void *ctx, uint64_t step, const char *dir)
+{
+    progress_ctx *pc = ctx;
+    if (pc->tty)
+        return; /* the terminal line stays clean; the summary names the last one */
+    fprintf(stderr, "checkpoint at step %" PRIu64 ": %s\n", step, dir);
+}
+
+static void warn_skip(const char *msg)
+{
+    whet_warn("%s", msg);
+}
+
+/* ---- the full model's output: an HF directory ------------------------------------ */
+
+/* DIR/final for a full fine-tune or a from-scratch run: the weights by
+ * model/export.h's writer (HF names), config.json (the model's, or the
+ * --init one), and the tokenizer files beside the model (or the --tokenizer
+ * file and the files beside it). */
+static int write_full_model(whet_model *m, const whet_run_config *c, const char *final_dir, whet_err *e)
+{
+    if (whet_model_save_hf(m, final_dir, e) != 0)
+        return -1;
+    char from[WHET_RUN_PATH_MAX + 64], to[WHET_RUN_PATH_MAX + 64], src_dir[WHET_RUN_PATH_MAX];
+    if (c->init[0])
+        snprintf(from, sizeof from, "%s%s", c->init, is_dir(c->init) ? "/config.json" : "");
+    else
+        snprintf(from, sizeof from, "%s/config.json", c->model);
+    snprintf(to, sizeof to, "%s/config.json", final_dir);
+    if (copy_file(from, to, e) != 0)
+        return -1;
+    const char *tok = c->tokenizer[0] ? c->tokenizer : c->model;
+    snprintf(src_dir, sizeof src_dir, "%s", tok);
+    if (!is_dir(tok)) {
+        snprintf(to, sizeof to, "%s/tokenizer.json", final_dir);
+        if (copy_file(tok, to, e) != 0)
+            return -1;
+        char *slash = strrchr(src_dir, '/');
+        if (slash)
+            *slash = 0;
+        else
+            snprintf(src_dir, sizeof src_dir, ".");
+    }
+    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                        "chat_template.jinja", "generation_config.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(from, sizeof from, "%s/%s", src_dir, files[i]);
+        snprintf(to, sizeof to, "%s/%s", final_dir, files[i]);
+        if (is_file(from) && !is_file(to) && copy_file(from, to, e) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- options ---------------------------------------------------------------------- */
+
+typedef struct cli_setting {
+    const char *key, *value, *origin;
+} cli_setting;
+
+typedef struct train_cli {
+    whet_run_config cfg;
+    char config_path[WHET_RUN_PATH_MAX], resume[WHET_RUN_PATH_MAX];
+    int force, json;
+    unsigned char set[64]; /* option index → given explicitly (file or command line) */
+} train_cli;
+
+static int option_index(const char *key)
+{
+    size_t n;
+    const whet_run_option *opts = whet_run_options(&n);
+    const whet_run_option *o = whet_run_option_find(strncmp(key, "no-", 3) == 0 && !whet_run_option_find(key) ? key + 3
+                                                                                                               : key);
+    return o ? (int)(o - opts) : -1;
+}
+
+/* Which keys a run file sets (for "given explicitly"). */
+static void mark_file_keys(train_cli *tc, const char *path)
+{
+    char *text;
+    size_t size;
+    if (whet_read_file(path, &text, &size, NULL) != 0)
+        return;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        while (*line == ' ' || *line == '\t')
+            line++;
+        char key[64];
+        if (*line == '#' || sscanf(line, "%63[a-z0-9-]", key) != 1)
+            continue;
+        int i = option_index(key);
+        if (i >= 0)
+            tc->set[i] = 1;
+    }
+    free(text);
+}
+
+/* Parses argv into tc: the run file (--config, or the resumed run's
+ * run.conf) first, then every command-line option over it. Returns an exit
+ * status, or -1 to go on. */
+static int parse_options(train_cli *tc, int argc, char **argv)
+{
+    size_t n;
+    const whet_run_option *opts = whet_run_options(&n);
+    struct option *longopts = calloc(2 * n + 8, sizeof *longopts);
+    char(*neg_names)[80] = calloc(n, sizeof *neg_names);
+    cli_setting *settings = calloc((size_t)argc + 1, sizeof *settings);
+    int status = -1;
+    if (!longopts || !neg_names || !settings) {
+        whet_error("train: out of memory");
+        status = WHET_EXIT_ERROR;
+        goto done;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        longopts[k++] = (struct option){opts[i].key, opts[i].kind == WHET_RUN_BOOL ? no_argument : required_argument,
+                                        NULL, (int)i};
+        if (opts[i].kind == WHET_RUN_BOOL && opts[i].negatable) {
+            snprintf(neg_names[i], sizeof neg_names[i], "no-%s", opts[i].key);
+            longopts[k++] = (struct option){neg_names[i], no_argument, NULL, (int)(500 + i)};
+        }
+    }
+    longopts[k++] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
+    longopts[k++] = (struct option){"resume", required_argument, NULL, OPT_RESUME};
+    longopts[k++] = (struct option){"force", no_argument, NULL, OPT_FORCE};
+    longopts[k++] = (struct option){"json", no_argument, NULL, OPT_JSON};
+    longopts[k++] = (struct option){"help", no_argument, NULL, OPT_HELP};
+    size_t n_settings = 0;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (opt >= 0 && opt < (int)n) {
+            settings[n_settings++] = (cli_setting){opts[opt].key, optarg, NULL};
+        } else if (opt >= 500 && opt < 500 + (int)n) {
+            settings[n_settings++] = (cli_setting){neg_names[opt - 500], NULL, NULL};
+        } else if (opt == OPT_CONFIG) {
+            snprintf(tc->config_path, sizeof tc->config_path, "%s", optarg);
+        } else if (opt == OPT_RESUME) {
+            snprintf(tc->resume, sizeof tc->resume, "%s", optarg);
+        } else if (opt == OPT_FORCE) {
+            tc->force = 1;
+        } else if (opt == OPT_JSON) {
+            tc->json = 1;
+        } else if (opt == OPT_HELP || opt == 'h') {
+            usage(stdout);
+            status = WHET_EXIT_OK;
+            goto done;
+        } else {
+            usage(stderr);
+            status = WHET_EXIT_USAGE;
+            goto done;
+        }
+    }
+    if (optind < argc) {
+        whet_error("train: unexpected argument '%s'", argv[optind]);
+        status = WHET_EXIT_USAGE;
+        goto done;
+    }
+    whet_run_config_defaults(&tc->cfg);
+    whet_err e = {{0}};
+    if (tc->resume[0]) {
+        if (tc->config_path[0]) {
+            whet_error("train: --resume continues a run as its run.conf says; --config cannot go with it");
+            status = WHET_EXIT_USAGE;
+            goto done;
+        }
+        /* the run directory, or one of its checkpoints */
+        char manifest[WHET_RUN_PATH_MAX + 32];
+        snprintf(manifest, sizeof manifest, "%s/manifest.json", tc->resume);
+        snprintf(tc->config_path, sizeof tc->config_path, "%s", tc->resume);
+        if (is_file(manifest)) {
+            char *slash = strrchr(tc->config_path, '/');
+            if (slash)
+                *slash = 0;
+            else
+                snprintf(tc->config_path, sizeof tc->config_path, ".");
+        }
+        size_t len = strlen(tc->config_path);
+        snprintf(tc->config_path + len, sizeof tc->config_path - len, "/run.conf");
+        if (!is_file(tc->config_path)) {
+            whet_error("train: --resume %s: no run.conf there (expected the --out directory of a whet train run, or "
+                       "one of its checkpoint-STEP directories)", tc->resume);
+            status = WHET_EXIT_ERROR;
+            goto done;
+        }
+    }
+    if (tc->config_path[0]) {
+        if (whet_run_config_load(&tc->cfg, tc->config_path, &e) != 0) {
+            whet_error("train: %s", e.msg);
+            status = WHET_EXIT_USAGE;
+            goto done;
+        }
+        mark_file_keys(tc, tc->config_path);
+    }
+    for (size_t i = 0; i < n_settings; i++) {
+        char origin[96];
+        snprintf(origin, sizeof origin, "--%s", settings[i].key);
+        if (whet_run_config_set(&tc->cfg, settings[i].key, settings[i].value, origin, &e) != 0) {
+            whet_error("train: %s", e.msg);
+            status = WHET_EXIT_USAGE;
+            goto done;
+        }
+        int idx = option_index(settings[i].key);
+        if (idx >= 0)
+            tc->set[idx] = 1;
+    }
+done:
+    free(longopts);
+    free(neg_names);
+    free(settings);
+    return status;
+}
+
+static int was_set(const train_cli *tc, const char *key)
+{
+    int i = option_index(key);
+    return i >= 0 && tc->set[i];
+}
+
+/* ---- the command ------------------------------------------------------------------- */
+
+typedef struct train_session {
+    train_cli tc;
+    whet_compute *compute;
+    whet_model *model;
+    whet_tokenizer *tok;
+    whet_chat_template tmpl;
+    int have_template;
+    whet_data_splits data;
+    whet_batcher *batcher;
+    whet_trainer *trainer;
+    char run_dir[WHET_RUN_PATH_MAX];
+} train_session;
+
+static int open_model(train_session *s)
+{
+    whet_run_config *c = &s->tc.cfg;
+    whet_err e = {{0}};
+    const whet_kernels *k = whet_kernels_from_env();
+    if (!k || !(s->compute = whet_compute_create(k, (int)c->threads)))
+        return -1;
+    if (c->init[0]) {
+        whet_model_config mc;
+        if (whet_config_load(&mc, c->init, &e) != 0 || whet_model_init(&s->model, &mc, s->compute, c->seed, &e) != 0) {
+            whet_error("train: %s", e.msg);
+            return -1;
+        }
+        if (!(s->tok = cli_open_tokenizer(c->tokenizer)))
+            return -1;
+    } else {
+        if (whet_model_load(&s->model, c->model, s->compute, &e) != 0) {
+            whet_error("train: %s", e.msg);
+            return -1;
+        }
+        if (!(s->tok = cli_open_tokenizer(c->tokenizer[0] ? c->tokenizer : c->model)))
+            return -1;
+    }
+    /* the chat template: needed by chat data (and prompt/completion data is rendered with it when there is one) */
+    const char *tmpl_from = c->model[0] ? c->model : c->tokenizer;
+    whet_err te = {{0}};
+    s->have_template = cli_chat_template(tmpl_from, c->chat_template[0] ? c->chat_template : NULL, &s->tmpl, &te) == 0;
+    if (!s->have_template && c->chat_template[0]) {
+        whet_error("train: %s", te.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void print_plan(const train_session *s, const whet_train_plan *p, uint64_t steps, size_t steps_per_epoch,
+                       double avail, FILE *out)
+{
+    const whet_run_config *c = &s->tc.cfg;
+    const whet_model *m = s->model;
+    char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32];
+    size_t total_params = whet_model_param_count(&m->cfg);
+    fprintf(out, "plan: %s of %s%s (%s, %zu layers, %.2fM parameters)\n", c->method ? "full fine-tune" : "LoRA",
+            c->init[0] ? c->init : c->model, c->init[0] ? ", from scratch" : "", m->cfg.info->name, m->cfg.layers,
+            (double)total_params / 1e6);
+    if (c->method == 0)
+        fprintf(out, "  adapter         rank %zu, alpha %g%s, dropout %g, targets %s\n", c->lora_rank, c->lora_alpha,
+                c->rslora ? " (rsLoRA)" : "", c->lora_dropout, c->lora_targets[0] ? c->lora_targets : "all");
+    fprintf(out, "  trained         %zu parameters (%.3f%% of the model)\n", p->trainable,
+            100.0 * (double)p->trainable / (double)total_params);
+    fprintf(out, "  data            %zu training examples, %zu validation (%s)\n", whet_dataset_count(s->data.train),
+            s->data.valid ? whet_dataset_count(s->data.valid) : (size_t)0, c->data);
+    fprintf(out, "  tokens/step     %zu (batch %zu × seq %zu × accumulation %zu)\n",
+            p->tokens_per_micro_batch * c->grad_accum, c->batch_size, c->seq_len, c->grad_accum);
+    fprintf(out, "  steps           %" PRIu64 " (%.2f epochs of ~%zu steps)\n", steps,
+            (double)steps * (double)c->grad_accum / (double)(steps_per_epoch ? steps_per_epoch : 1),
+            (steps_per_epoch + c->grad_accum - 1) / c->grad_accum);
+    fprintf(out, "  optimizer       AdamW lr %g (%s, warmup %zu, min %g), betas %g/%g, eps %g, weight decay %g, "
+                 "clip %g\n",
+            c->lr, whet_lr_schedule_name((whet_lr_schedule)c->lr_schedule), c->warmup_steps, c->min_lr, c->adam_beta1,
+            c->adam_beta2, c->adam_eps, c->weight_decay, c->grad_clip);
+    double total = (double)(p->weights + p->gradients + p->optimizer + p->activations);
+    fprintf(out, "  memory          %s: weights %s%s, gradients %s, optimizer %s, activations %s%s\n",
+            human_bytes(total, b1, sizeof b1), human_bytes((double)p->weights, b2, sizeof b2),
+            c->base_dtype ? " (bf16 base)" : "", human_bytes((double)p->gradients, b3, sizeof b3),
+            human_bytes((double)p->optimizer, b4, sizeof b4), human_bytes((double)p->activations, b5, sizeof b5),
+            c->grad_checkpoint ? " (checkpointed)" : "");
+    if (avail > 0)
+        fprintf(out, "  available       %s (MemAvailable)\n", human_bytes(avail, b6, sizeof b6));
+    fflush(out);
+}
+
+static void print_summary(const train_session *s, const whet_train_result *r, const char *final_dir, double first_loss,
+                          int json)
+{
+    const whet_run_config *c = &s->tc.cfg;
+    static const char *const outcomes[] = {"completed", "interrupted", "early-stopped", "non-finite", "stopped-by-hook"};
+    if (json) {
+        whet_json_writer w;
+        whet_json_writer_init(&w, 0);
+        whet_json_begin_object(&w);
+        whet_json_key(&w, "outcome");
+        whet_json_write_string(&w, outcomes[r->outcome]);
+        whet_json_key(&w, "steps");
+        whet_json_write_int(&w, (int64_t)r->state.step);
+        whet_json_key(&w, "method");
+        whet_json_write_string(&w, c->method ? "full" : "lora");
+        whet_json_key(&w, "first_loss");
+        whet_json_write_double(&w, first_loss);
+        whet_json_key(&w, "train_loss");
+        whet_json_write_double(&w, r->last.loss);
+        whet_json_key(&w, "valid_loss");
+        if (r->has_valid)
+            whet_json_write_double(&w, r->last_valid.loss);
+        else
+            whet_json_write_null(&w);
+        whet_json_key(&w, "valid_perplexity");
+        if (r->has_valid)
+            whet_json_write_double(&w, r->last_valid.perplexity);
+        else
+            whet_json_write_null(&w);
+        whet_json_key(&w, "tokens_seen");
+        whet_json_write_int(&w, (int64_t)r->state.tokens_seen);
+        whet_json_key(&w, "seconds");
+        whet_json_write_double(&w, round(r->state.elapsed_s * 1000) / 1000);
+        whet_json_key(&w, "checkpoint");
+        whet_json_write_string(&w, r->last_checkpoint);
+        whet_json_key(&w, "output");
+        if (final_dir)
+            whet_json_write_string(&w, final_dir);
+        else
+            whet_json_write_null(&w);
+        whet_json_end_object(&w);
+        const char *text;
+        size_t len;
+        whet_err e = {{0}};
+        if (whet_json_writer_finish(&w, "summary", &text, &len, &e) == 0)
+            printf("%s\n", text);
+        whet_json_writer_free(&w);
+        return;
+    }
+    char t[32];
+    printf("%s: %" PRIu64 " steps in %s, train loss %.4f -> %.4f", outcomes[r->outcome], r->state.step,
+           human_time(r->state.elapsed_s, t, sizeof t), first_loss, r->last.loss);
+    if (r->has_valid)
+        printf(", valid loss %.4f -> %.4f (perplexity %.3f)", r->first_valid.loss, r->last_valid.loss,
+               r->last_valid.perplexity);
+    if (final_dir)
+        printf("; %s in %s\n", c->method ? "model" : "adapter", final_dir);
+    else
+        printf("; last checkpoint %s\n", r->last_checkpoint[0] ? r->last_checkpoint : "(none)");
+}
+
+static int check_config(train_session *s)
+{
+    train_cli *tc = &s->tc;
+    whet_run_config *c = &tc->cfg;
+    if (!c->model[0] == !c->init[0]) {
+        whet_error("train: give exactly one of --model and --init");
+        return WHET_EXIT_USAGE;
+    }
+    if (c->init[0] && !c->tokenizer[0]) {
+        whet_error("train: --init starts a new model and needs --tokenizer (a tokenizer.json or a directory with one)");
+        return WHET_EXIT_USAGE;
+    }
+    if (!c->data[0] || !c->out[0]) {
+        whet_error("train: --%s is required", !c->data[0] ? "data" : "out");
+        return WHET_EXIT_USAGE;
+    }
+    if (c->steps && c->epochs) {
+        whet_error("train: give --steps or --epochs, not both (steps %zu, epochs %zu)", c->steps, c->epochs);
+        return WHET_EXIT_USAGE;
+    }
+    if (c->method == 1 && (was_set(tc, "lora-rank") || was_set(tc, "lora-alpha") || was_set(tc, "rslora") ||
+                           was_set(tc, "lora-targets") || was_set(tc, "lora-dropout"))) {
+        whet_error("train: the --lora-* and --rslora options go with --method lora, not full");
+        return WHET_EXIT_USAGE;
+    }
+    if (c->method == 0 && (c->train_layers || c->freeze_embeddings)) {
+        whet_error("train: --train-layers and --freeze-embeddings go with --method full");
+        return WHET_EXIT_USAGE;
+    }
+    if (c->method == 1 && c->base_dtype == 1) {
+        whet_error("train: --base-dtype bf16 holds frozen base weights; with --method full every weight trains");
+        return WHET_EXIT_USAGE;
+    }
+    if (c->min_lr > c->lr) {
+        whet_error("train: --min-lr %g is above --lr %g", c->min_lr, c->lr);
+        return WHET_EXIT_USAGE;
+    }
+    return -1;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    train_session *s = calloc(1, sizeof *s);
+    if (!s) {
+        whet_error("train: out of memory");
+        return WHET_EXIT_ERROR;
+    }
+    int status = parse_options(&s->tc, argc, argv);
+    if (status >= 0)
+        goto out;
+    if ((status = check_config(s)) >= 0)
+        goto out;
+    status = WHET_EXIT_ERROR;
+    train_cli *tc = &s->tc;
+    whet_run_config *c = &tc->cfg;
+    whet_err e = {{0}};
+    int resuming = tc->resume[0] != 0;
+    FILE *info = tc->json ? stderr : stdout;
+
+    /* where the run lives */
+    if (resuming) {
+        snprintf(s->run_dir, sizeof s->run_dir, "%s", tc->config_path);
+        s->run_dir[strlen(s->run_dir) - strlen("/run.conf")] = 0;
+    } else {
+        snprintf(s->run_dir, sizeof s->run_dir, "%s", c->out);
+        char probe[WHET_RUN_PATH_MAX + 32];
+        snprintf(probe, sizeof probe, "%s/run.conf", c->out);
+        if (is_file(probe)) {
+            whet_error("train: %s already holds a run (run.conf); continue it with --resume %s, or choose another --out",
+                       c->out, c->out);
+            goto out;
+        }
+        absolute(c->model, sizeof c->model);
+        absolute(c->init, sizeof c->init);
+        absolute(c->tokenizer, sizeof c->tokenizer);
+        absolute(c->data, sizeof c->data);
+    }
+
+    if (open_model(s) != 0)
+        goto out;
+    const whet_model_config *mc = &s->model->cfg;
+    size_t limit = mc->max_positions;
+    if (mc->sliding_window && mc->sliding_window < limit)
+        limit = mc->sliding_window;
+    if (c->seq_len > limit) {
+        if (was_set(tc, "seq-len")) {
+            whet_error("train: --seq-len %zu is more than the %zu positions of %s", c->seq_len, limit,
+                       c->model[0] ? c->model : c->init);
+            status = WHET_EXIT_USAGE;
+            goto out;
+        }
+        c->seq_len = limit;
+    }
+
+    /* data */
+    whet_data_options dopt = {.tok = s->tok, .tmpl = s->have_template ? &s->tmpl : NULL,
+                              .train_on_prompt = c->train_on_prompt, .add_eos = 1};
+    if (whet_data_open_splits(&s->data, c->data, c->valid_split, &dopt, &e) != 0) {
+        whet_error("train: %s", e.msg);
+        goto out;
+    }
+    if (whet_dataset_count(s->data.train) == 0) {
+        whet_error("train: %s: no training examples", c->data);
+        goto out;
+    }
+    whet_batch_options bopt = {.batch_size = c->batch_size, .seq_len = c->seq_len, .shuffle = c->shuffle,
+                               .pack = c->pack, .seed = c->seed};
+    if (!(s->batcher = whet_batcher_create(s->data.train, &bopt, &e))) {
+        whet_error("train: %s", e.msg);
+        goto out;
+    }
+    size_t per_epoch = whet_batcher_steps_per_epoch(s->batcher);
+    uint64_t steps = c->steps ? c->steps
+                              : (uint64_t)(c->epochs ? c->epochs : 1) * ((per_epoch + c->grad_accum - 1) / c->grad_accum);
+    if (steps == 0)
+        steps = 1;
+
+    /* what trains */
+    whet_trainer_options to = {
+        .sel = {.full = c->method == 1, .train_layers = c->train_layers, .freeze_embeddings = c->freeze_embeddings},
+        .lora = {.rank = c->lora_rank, .alpha = (float)c->lora_alpha, .dropout = (float)c->lora_dropout,
+                 .rslora = c->rslora, .targets = WHET_LORA_ALL_TARGETS, .seed = c->seed},
+        .base_bf16 = c->base_dtype == 1,
+        .grad_checkpoint = c->grad_checkpoint,
+        .batch_size = c->batch_size,
+        .seq_len = c->seq_len,
+        .grad_accum = c->grad_accum,
+        .adamw = {.beta1 = c->adam_beta1, .beta2 = c->adam_beta2, .eps = c->adam_eps, .weight_decay = c->weight_decay,
+                  .max_grad_norm = c->grad_clip},
+        .schedule = {.kind = (whet_lr_schedule)c->lr_schedule, .lr = c->lr, .min_lr = c->min_lr,
+                     .warmup_steps = c->warmup_steps, .total_steps = steps},
+    };
+    if (c->lora_targets[0] && whet_lora_parse_targets(c->lora_targets, &to.lora.targets, &e) != 0) {
+        whet_error("train: --lora-targets: %s", e.msg);
+        status = WHET_EXIT_USAGE;
+        goto out;
+    }
+    whet_train_plan plan;
+    whet_trainer_plan(s->model, &to, &plan, &e);
+    double avail = mem_available_bytes();
+    print_plan(s, &plan, steps, per_epoch, avail, info);
+    /* the weights are loaded already (MemAvailable counts them as used); the rest is still to come */
+    double to_come = (double)(plan.gradients + plan.optimizer + plan.activations);
+    if (avail > 0 && to_come > avail && !tc->force) {
+        char b1[32], b2[32];
+        whet_error("train: the run needs %s more memory (gradients, optimizer state, activations) but %s is "
+                   "available; lower --batch-size or --seq-len, add --grad-checkpoint, use --method lora or "
+                   "--base-dtype bf16, or pass --force",
+                   human_bytes(to_come, b1, sizeof b1), human_bytes(avail, b2, sizeof b2));
+        goto out;
+    }
+    if (whet_trainer_create(&s->trainer, s->model, &to, &e) != 0) {
+        whet_error("train: %s", e.msg);
+        goto out;
+    }
+
+    /* the run directory: run.conf first, so a run can always be resumed or repeated */
+    char resume_ckpt[1300] = "";
+    if (resuming) {
+        uint64_t at;
+        char manifest[WHET_RUN_PATH_MAX + 32];
+        snprintf(manifest, sizeof manifest, "%s/manifest.json", tc->resume);
+        if (is_file(manifest)) {
+            snprintf(resume_ckpt, sizeof resume_ckpt, "%s", tc->resume);
+        } else if (whet_ckpt_latest(s->run_dir, resume_ckpt, sizeof resume_ckpt, &at, warn_skip, &e) != 0) {
+            whet_error("train: --resume: %s", e.msg);
+            goto out;
+        }
+        fprintf(info, "resuming from %s\n", resume_ckpt);
+    } else {
+        char path[WHET_RUN_PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/run.conf", s->run_dir);
+        if (make_dirs(s->run_dir) != 0) {
+            whet_error("train: cannot create %s: %s", s->run_dir, strerror(errno));
+            goto out;
+        }
+        if (whet_run_config_write(c, path, &e) != 0) {
+            whet_error("train: %s", e.msg);
+            goto out;
+        }
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    progress_ctx pc = {.tty = whet_stderr_is_terminal(), .every = steps >= 100 ? steps / 50 : 1};
+    whet_train_run run = {
+        .trainer = s->trainer,
+        .train = s->batcher,
+        .valid = s->data.valid,
+        .grad_accum = c->grad_accum,
+        .total_steps = steps,
+        .eval_every = c->eval_every,
+        .save_every = c->save_every,
+        .keep_checkpoints = c->keep_checkpoints,
+        .early_stop = c->early_stop,
+        .max_nonfinite = 5,
+        .out_dir = s->run_dir,
+        .resume_from = resuming ? resume_ckpt : NULL,
+        .stop = &stop_requested,
+        .hooks = {.ctx = &pc, .on_step = on_step, .on_valid = on_valid, .on_checkpoint_saved = on_saved},
+    };
+    whet_train_result r;
+    int rc = whet_train_run_loop(&run, &r, &e);
+    end_line(&pc);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (rc != 0) {
+        whet_error("train: %s", e.msg);
+        goto out;
+    }
+
+    /* the first loss of the run, from its metrics (a resumed run did not see it) */
+    double first_loss = NAN;
+    {
+        char path[WHET_RUN_PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/metrics.jsonl", s->run_dir);
+        FILE *f = fopen(path, "r");
+        char line[1024];
+        while (f && fgets(line, sizeof line, f))
+            if (strstr(line, "\"type\":\"train\"")) {
+                char *l = strstr(line, "\"loss\":");
+                if (l)
+                    first_loss = strtod(l + 7, NULL);
+                break;
+            }
+        if (f)
+            fclose(f);
+        char svg[WHET_RUN_PATH_MAX + 32], title[WHET_RUN_PATH_MAX + 64];
+        snprintf(svg, sizeof svg, "%s/report.svg", s->run_dir);
+        snprintf(title, sizeof title, "whet train: %s", c->model[0] ? c->model : c->init);
+        if (whet_report_svg(path, svg, title, &e) != 0)
+            whet_warn("%s", e.msg);
+    }
+    char final_dir[WHET_RUN_PATH_MAX + 32];
+    snprintf(final_dir, sizeof final_dir, "%s/final", s->run_dir);
+    int finished = r.outcome == WHET_TRAIN_COMPLETED || r.outcome == WHET_TRAIN_EARLY_STOPPED;
+    if (finished) {
+        if (make_dirs(final_dir) != 0) {
+            whet_error("train: cannot create %s: %s", final_dir, strerror(errno));
+            goto out;
+        }
+        int wrc = c->method == 0
+                      ? whet_adapter_save_peft(s->model, s->trainer->lora, final_dir, c->model[0] ? c->model : NULL, &e)
+                      : write_full_model(s->model, c, final_dir, &e);
+        if (wrc != 0) {
+            whet_error("train: writing %s: %s", final_dir, e.msg);
+            goto out;
+        }
+    }
+    print_summary(s, &r, finished ? final_dir : NULL, first_loss, tc->json);
+    switch (r.outcome) {
+    case WHET_TRAIN_COMPLETED:
+    case WHET_TRAIN_EARLY_STOPPED: status = WHET_EXIT_OK; break;
+    case WHET_TRAIN_INTERRUPTED:
+        whet_error("train: interrupted at step %" PRIu64 "; continue with: whet train --resume %s", r.state.step,
+                   s->run_dir);
+        break;
+    case WHET_TRAIN_NONFINITE:
+        whet_error("train: %zu steps in a row had a non-finite loss or gradient; stopped at step %" PRIu64
+                   " (the last good checkpoint is %s); try a lower --lr or --grad-clip",
+                   run.max_nonfinite, r.state.step, r.last_checkpoint[0] ? r.last_checkpoint : "none");
+        break;
+    case WHET_TRAIN_STOPPED_BY_HOOK:
+        whet_error("train: stopped at step %" PRIu64 " by the evaluation gate", r.state.step);
+        break;
+    }
+out:
+    whet_trainer_free(s->trainer);
+    whet_batcher_free(s->batcher);
+    whet_data_splits_close(&s->data);
+    whet_tokenizer_free(s->tok);
+    whet_model_free(s->model);
+    if (s->compute)
+        whet_compute_destroy(s->compute);
+    free(s);
+    return status;
+}
