@@ -1,5 +1,6 @@
-/* The transformer: weights from an HF model directory, the fp32 forward pass,
- * the fused LM head + cross-entropy, and a KV cache for incremental decoding.
+/* The transformer: weights from an HF model directory, the fp32 forward and
+ * backward passes, the fused LM head + cross-entropy, and a KV cache for
+ * incremental decoding.
  *
  * Shapes (llm.c's letters): B sequences of T tokens, BT = B·T rows; C hidden,
  * L layers, NH query heads, NKV key/value heads, HD head_dim, QD = NH·HD,
@@ -18,6 +19,12 @@
  *   whet_model_forward(m, a, tokens, B, T, &e);            // hidden states
  *   whet_model_nll(m, a, targets, logprobs, &mean_nll, &e); // scoring / loss
  *   whet_model_logits(m, a, rows, n_rows, logits, &e);      // selected positions
+ * for training (model/backward.c):
+ *   whet_acts *a = whet_acts_create(m, B, T, WHET_ACTS_KEEP, &e);  // or _CHECKPOINT
+ *   whet_model_grads *g = whet_model_grads_create(m, &selection, &e);
+ *   whet_model_forward_packed(m, a, tokens, positions, seg_start, B, T, &e);
+ *   whet_model_nll(m, a, targets, NULL, &mean_nll, &e);
+ *   whet_model_backward(m, a, targets, 1.0f / step_tokens, g, &e); // g += ∂loss/∂θ
  * and for generation:
  *   whet_kv_cache *kv = whet_kv_cache_create(m, B, max_T, &e);
  *   whet_model_decode(m, kv, a, prompt, B, T, logits, &e);  // prefill
@@ -221,13 +228,20 @@ typedef struct whet_grad_range {
 size_t whet_model_grads_ranges(const whet_model *m, const whet_model_grads *g, whet_grad_range *out, size_t max);
 #define WHET_MAX_GRAD_RANGES 32
 
-/* The backward pass after whet_model_forward (acts made with keep_layers,
- * or with a recompute plan: see grad_checkpoint) and whet_model_nll with the
- * same targets. Accumulates (+=) into g (NULL: no base gradients, LoRA only)
- * and into the model's LoRA gradients when an adapter is attached, the
- * gradient of  loss_scale · Σ_rows nll(row)  over rows with targets ≥ 0 —
- * the caller passes loss_scale = 1 / (loss tokens in the whole optimizer
- * step), so gradient accumulation over micro-batches sums to the mean. */
+/* The backward pass after a forward (whet_model_forward or _packed, into
+ * acts made WHET_ACTS_KEEP or WHET_ACTS_CHECKPOINT) and whet_model_nll on it
+ * (the backward reads its log-sum-exps; targets may differ only in which rows
+ * count). Accumulates (+=) into g (NULL: no base gradients, LoRA only) and
+ * into the model's LoRA gradients when an adapter with gradients is
+ * attached, the gradient of  loss_scale · Σ_rows nll(row)  over rows with
+ * targets ≥ 0 — the caller passes loss_scale = 1 / (loss tokens in the whole
+ * optimizer step), so gradient accumulation over micro-batches sums to the
+ * mean. The LM head's logits are recomputed chunk by chunk (never all held);
+ * with CHECKPOINT each layer's activations are recomputed from its x_in just
+ * before its backward, giving the same bits as KEEP. Layers below the lowest
+ * one that trains (g->first_layer, or 0 with an adapter or trained
+ * embeddings) are not visited. Refuses inference activations and a forward
+ * without whet_model_nll after it. */
 int whet_model_backward(whet_model *m, whet_acts *a, const int32_t *targets, float loss_scale, whet_model_grads *g,
                         whet_err *e);
 
