@@ -5,6 +5,8 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "eval/eval.h"
+#include "model/adapter.h"
+#include "model/lora.h"
 #include "util/log.h"
 #include "util/timer.h"
 
@@ -23,6 +25,7 @@ static void usage(FILE *out)
           "compare with a baseline run and gate. Exit status: 0 passed, 1 error, 2 gate failed.\n"
           "  --model M           HF model directory (config.json, safetensors, tokenizer.json)\n"
           "                      or GGUF file\n"
+          "  --adapter DIR       apply a PEFT LoRA adapter directory (whet's or HF PEFT's)\n"
           "  --chat-template N   render chat cases with template N instead of the model's\n"
           "  --out DIR           write results.json, samples.jsonl, report.md, report.html\n"
           "                      (default: eval-out)\n"
@@ -91,14 +94,15 @@ static void print_summary(const whet_eval_results *r, const char *out_dir)
 
 int cmd_eval(int argc, char **argv)
 {
-    const char *model_path = NULL, *template_name = NULL, *out_dir = "eval-out", *baseline_dir = NULL,
+    const char *model_path = NULL, *adapter_dir = NULL, *template_name = NULL, *out_dir = "eval-out", *baseline_dir = NULL,
                *junit_path = NULL, *cache_opt = NULL;
     size_t repeats = 0, threads = 0;
     int json = 0, no_cache = 0;
-    enum { OPT_TEMPLATE = 256, OPT_OUT, OPT_BASELINE, OPT_JUNIT, OPT_REPEATS, OPT_CACHE, OPT_NO_CACHE, OPT_JSON,
+    enum { OPT_ADAPTER = 256, OPT_TEMPLATE, OPT_OUT, OPT_BASELINE, OPT_JUNIT, OPT_REPEATS, OPT_CACHE, OPT_NO_CACHE, OPT_JSON,
            OPT_THREADS };
     static const struct option options[] = {
         {"model", required_argument, NULL, 'm'},
+        {"adapter", required_argument, NULL, OPT_ADAPTER},
         {"chat-template", required_argument, NULL, OPT_TEMPLATE},
         {"out", required_argument, NULL, OPT_OUT},
         {"baseline", required_argument, NULL, OPT_BASELINE},
@@ -116,6 +120,7 @@ int cmd_eval(int argc, char **argv)
         int bad = 0;
         switch (opt) {
         case 'm': model_path = optarg; break;
+        case OPT_ADAPTER: adapter_dir = optarg; break;
         case OPT_TEMPLATE: template_name = optarg; break;
         case OPT_OUT: out_dir = optarg; break;
         case OPT_BASELINE: baseline_dir = optarg; break;
@@ -151,6 +156,7 @@ int cmd_eval(int argc, char **argv)
     whet_eval_results *base = NULL, *res = NULL;
     char *cache_dir = no_cache ? NULL : cache_opt ? strdup(cache_opt) : default_cache_dir();
     cli_model cm = {0};
+    whet_lora *lora = NULL;
     if (!suites) {
         whet_error("eval: out of memory");
         goto done;
@@ -166,6 +172,10 @@ int cmd_eval(int argc, char **argv)
     }
     if (cli_open_model(&cm, model_path, (int)threads) != 0)
         goto done;
+    if (adapter_dir && whet_adapter_load_peft(cm.model, adapter_dir, &lora, &e) != 0) {
+        whet_error("%s", e.msg);
+        goto done;
+    }
     whet_chat_template tmpl;
     whet_err template_err = {{0}};
     int have_template = cli_chat_template(model_path, template_name, &tmpl, &template_err) == 0;
@@ -178,6 +188,7 @@ int cmd_eval(int argc, char **argv)
         .tok = cm.tok,
         .tmpl = have_template ? &tmpl : NULL,
         .model_label = model_path,
+        .adapter_label = adapter_dir,
         .cache_dir = cache_dir,
         .repeats = repeats,
         .progress = whet_stderr_is_terminal(),
@@ -218,6 +229,8 @@ done:
     whet_eval_results_free(res);
     whet_eval_results_free(base);
     free(cache_dir);
+    if (lora)
+        whet_lora_free(cm.model, lora);
     cli_close_model(&cm);
     return status;
 }
