@@ -602,11 +602,6 @@ static int check_config(train_session *s)
         whet_error("train: give --steps or --epochs, not both (steps %zu, epochs %zu)", c->steps, c->epochs);
         return WHET_EXIT_USAGE;
     }
-    if (c->method == 1 && (was_set(tc, "lora-rank") || was_set(tc, "lora-alpha") || was_set(tc, "rslora") ||
-                           was_set(tc, "lora-targets") || was_set(tc, "lora-dropout"))) {
-        whet_error("train: the --lora-* and --rslora options go with --method lora, not full");
-        return WHET_EXIT_USAGE;
-    }
     if (c->method == 0 && (c->train_layers || c->freeze_embeddings)) {
         whet_error("train: --train-layers and --freeze-embeddings go with --method full");
         return WHET_EXIT_USAGE;
@@ -807,8 +802,10 @@ int cmd_train(int argc, char **argv)
         while (f && fgets(line, sizeof line, f))
             if (strstr(line, "\"type\":\"train\"")) {
                 char *l = strstr(line, "\"loss\":");
-                if (l)
-                    first_loss = strtod(l + 7, NULL);
+                char *end;
+                double v = l ? strtod(l + 7, &end) : NAN;
+                if (l && end != l + 7)
+                    first_loss = v;
                 break;
             }
         if (f)

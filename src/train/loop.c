@@ -188,7 +188,9 @@ int whet_train_run_loop(const whet_train_run *run, whet_train_result *res, whet_
             res->outcome = WHET_TRAIN_EARLY_STOPPED;
             break;
         }
-        int due = (run->save_every && st->step % run->save_every == 0) || (run->stop && *run->stop);
+        /* no periodic checkpoint inside a run of skipped steps: the last good one stays the newest */
+        int due = (run->save_every && st->step % run->save_every == 0 && st->nonfinite_in_row == 0) ||
+                  (run->stop && *run->stop);
         if (due && !at_end) {
             int by_hook = 0;
             if (save(&lp, &by_hook, e) != 0)
