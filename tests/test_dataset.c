@@ -500,9 +500,12 @@ static void streams_under_a_memory_budget(void **state)
         struct rlimit rl = {budget, budget};
         if (setrlimit(RLIMIT_DATA, &rl) != 0)
             _exit(10);
-        void *whole = malloc(file_size);
-        if (whole)
-            _exit(11); /* the budget does not hold */
+        char *volatile whole = malloc(file_size);
+        if (whole) {
+            whole[file_size - 1] = 1;
+            free(whole);
+            _exit(11); /* the budget does not hold here (valgrind): nothing to test */
+        }
         whet_data_options opt = {.tok = gpt2_tok, .add_eos = 1};
         whet_dataset *ds, *valid;
         whet_err e;
@@ -534,6 +537,8 @@ static void streams_under_a_memory_budget(void **state)
     assert_int_equal(waitpid(pid, &status, 0), pid);
     unlink(path);
     assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 11)
+        skip();
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
@@ -673,6 +678,121 @@ static void get_reports_positioned_errors(void **state)
     assert_int_equal(whet_dataset_open(&ds, path, &opt, &e), -1);
     assert_non_null(strstr(e.msg, "nothing.jsonl: no examples"));
     unlink(path);
+}
+
+/* ---- stats, dedup, overlap ---- */
+
+static void stats_count_tokens_and_rows(void **state)
+{
+    (void)state;
+    whet_data_options opt = {.tok = gpt2_tok, .add_eos = 1};
+    whet_dataset *ds = open_ds(DATA "/text.jsonl", &opt); /* 11, 9 and 3 tokens */
+    whet_data_stats st;
+    whet_err e;
+    assert_int_equal(whet_data_stats_compute(ds, 10, 2, 0, &st, &e), 0);
+    assert_int_equal(st.examples, 3);
+    assert_int_equal(st.tokens, 23);
+    assert_int_equal(st.min, 3);
+    assert_int_equal(st.median, 9);
+    assert_int_equal(st.p95, 11);
+    assert_int_equal(st.max, 11);
+    assert_int_equal(st.truncated, 1);
+    assert_int_equal(st.cut_tokens, 1);
+    assert_int_equal(st.kept_tokens, 22);
+    assert_int_equal(st.loss_tokens, 9 + 8 + 2); /* every token but each example's first */
+    assert_int_equal(st.rows, 3);
+    assert_int_equal(st.steps_per_epoch, 2);
+    /* packed in T = 12: [10] [9 + 3] */
+    assert_int_equal(whet_data_stats_compute(ds, 12, 2, 1, &st, &e), 0);
+    assert_int_equal(st.rows, 2);
+    assert_int_equal(st.steps_per_epoch, 1);
+    whet_dataset_close(ds);
+}
+
+static void dedup_removes_normalised_duplicates(void **state)
+{
+    (void)state;
+    char in[128], out[128];
+    tmp_path(in, sizeof in, "dups.jsonl");
+    tmp_path(out, sizeof out, "dedup.jsonl");
+    write_text(in, "{\"text\": \"one  two\"}\n"
+                   "{\"text\": \"three\"}\n"
+                   "{\"text\": \" one two \", \"id\": 5}\n" /* the same words: a duplicate */
+                   "not json\n"                                 /* kept as it is */
+                   "{\"text\": \"One two\"}\n"              /* case differs: kept */
+                   "not json\n");
+    size_t kept, removed;
+    whet_err e;
+    assert_int_equal(whet_data_dedup(in, out, &kept, &removed, &e), 0);
+    assert_int_equal(kept, 4);
+    assert_int_equal(removed, 2);
+    char *text;
+    size_t len;
+    assert_int_equal(whet_read_file(out, &text, &len, &e), 0);
+    assert_string_equal(text, "{\"text\": \"one  two\"}\n{\"text\": \"three\"}\nnot json\n{\"text\": \"One two\"}\n");
+    free(text);
+    /* in place */
+    assert_int_equal(whet_data_dedup(out, out, &kept, &removed, &e), 0);
+    assert_int_equal(removed, 0);
+    assert_int_equal(whet_data_dedup("/no/such/file.jsonl", out, &kept, &removed, &e), -1);
+    unlink(in);
+    unlink(out);
+}
+
+static void overlap_finds_shared_ngrams(void **state)
+{
+    (void)state;
+    char train[128], suite[128];
+    tmp_path(train, sizeof train, "train.jsonl");
+    tmp_path(suite, sizeof suite, "suite.evalspec.jsonl");
+    write_text(train, "{\"messages\": [{\"role\": \"user\", \"content\": \"Summarise.\"}, {\"role\": \"assistant\", "
+                      "\"content\": \"The committee met on Tuesday to discuss the new budget for the public "
+                      "library and its branches.\"}]}\n"
+                      "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", "
+                      "\"content\": \"Hello there.\"}]}\n");
+    write_text(suite,
+               "{\"suite\": \"s\", \"version\": 1}\n"
+               "# a comment\n"
+               "\n"
+               /* 13 words of the training answer, another case and punctuation */
+               "{\"id\": \"q1\", \"prompt\": \"Recall: THE committee met on Tuesday, to discuss the new budget for "
+               "the public library!\"}\n"
+               "{\"id\": \"q2\", \"prompt\": \"An entirely different question about rivers and mountains and "
+               "valleys and the weather today\"}\n"
+               "{\"id\": \"short\", \"prompt\": \"Hello there.\"}\n"
+               "{\"id\": 17, \"kind\": \"choice\", \"prompt\": \"Which?\", \"choices\": [\"x\", \"met on Tuesday to discuss "
+               "the new budget for the public library and its\"]}\n");
+    const char *trains[] = {train}, *evals[] = {suite};
+    whet_overlap_report r;
+    whet_err e;
+    assert_int_equal(whet_data_overlap(trains, 1, evals, 1, 13, &r, &e), 0);
+    assert_int_equal(r.eval_cases, 4);
+    assert_int_equal(r.short_cases, 1);
+    assert_int_equal(r.n_cases, 2);
+    assert_string_equal(r.cases[0].id, "q1");
+    assert_int_equal(r.cases[0].line, 4);
+    assert_int_equal(r.cases[0].ngrams, 3); /* 15 words; the first 13-gram starts with "recall" */
+    assert_int_equal(r.cases[0].overlapping, 2);
+    assert_string_equal(r.cases[0].train_file, train);
+    assert_int_equal(r.cases[0].train_line, 1);
+    assert_string_equal(r.cases[1].id, "17");
+    assert_int_equal(r.cases[1].ngrams, 2); /* the second choice: 14 words */
+    assert_int_equal(r.cases[1].overlapping, 2);
+    whet_overlap_report_free(&r);
+    /* with n = 2, "Hello there" overlaps too */
+    assert_int_equal(whet_data_overlap(trains, 1, evals, 1, 2, &r, &e), 0);
+    assert_int_equal(r.short_cases, 0);
+    assert_int_equal(r.n_cases, 3);
+    assert_string_equal(r.cases[1].id, "short");
+    assert_int_equal(r.cases[1].overlapping, 1);
+    whet_overlap_report_free(&r);
+    /* a bad eval line is named */
+    write_text(suite, "{\"suite\": 1}\n{\"id\": \"a\", \"prompt\": tru}\n");
+    assert_int_equal(whet_data_overlap(trains, 1, evals, 1, 13, &r, &e), -1);
+    if (!strstr(e.msg, "suite.evalspec.jsonl:2:23: invalid-json: "))
+        fail_msg("%s", e.msg);
+    unlink(train);
+    unlink(suite);
 }
 
 /* ---- batches ---- */
@@ -908,6 +1028,9 @@ int main(void)
         cmocka_unit_test(masks_on_every_template),
         cmocka_unit_test(check_reports_every_class),
         cmocka_unit_test(get_reports_positioned_errors),
+        cmocka_unit_test(stats_count_tokens_and_rows),
+        cmocka_unit_test(dedup_removes_normalised_duplicates),
+        cmocka_unit_test(overlap_finds_shared_ngrams),
         cmocka_unit_test(valid_split_is_stable),
         cmocka_unit_test(data_directories),
         cmocka_unit_test(streams_under_a_memory_budget),
