@@ -40,6 +40,13 @@ for f in train valid test; do
     # shellcheck disable=SC2086
     $validator --lines <"$tmp/$f.queries" >"$out" 2>"$err" || fail "query-dsl/$f.jsonl: the validator refuses a query"
 done
+# the canonical form is a fixed point: canonical(canonical(q)) = canonical(q)
+# shellcheck disable=SC2086
+$validator --lines --canonical <"$tmp/train.queries" >"$tmp/canonical1" 2>"$err" || fail "--canonical on train failed"
+# shellcheck disable=SC2086
+$validator --lines --canonical <"$tmp/canonical1" >"$tmp/canonical2" 2>"$err" || fail "--canonical refuses its own output"
+cmp -s "$tmp/canonical1" "$tmp/canonical2" || fail "--canonical is not idempotent"
+[ "$(wc -l <"$tmp/canonical1")" -eq "$(wc -l <"$tmp/train.queries")" ] || fail "--canonical --lines dropped lines"
 
 # every eval case's expected query is its test.jsonl query, and passes --expect
 # with the case itself in WHET_CASE (what whet eval's exec scorer does)
