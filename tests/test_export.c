@@ -273,10 +273,58 @@ static void peft_gpt2_stacked_c_attn(void **state)
     double rel = max_rel(got, ref, T_TOKENS * m->cfg.vocab);
     print_message("gpt2 stacked c_attn: rank %zu read back, logits max rel diff %.3g\n", back->opt.rank, rel);
     assert_true(rel <= 1e-6);
+    /* the block structure is recognised: q, k, v come back at rank 4, bit for bit */
+    assert_int_equal(back->opt.rank, 4);
+    assert_true(back->scale == lora->scale);
+    for (int id = 0; id < WHET_LIN_COUNT; id++)
+        if (lora->A[id]) {
+            assert_memory_equal(back->A[id], lora->A[id], m->cfg.layers * 4 * lora->in[id] * sizeof(float));
+            assert_memory_equal(back->B[id], lora->B[id], m->cfg.layers * lora->out[id] * 4 * sizeof(float));
+        }
     free(got);
     whet_lora_free(m2, back);
     whet_model_free(m2);
     free(ref);
+    whet_lora_free(m, lora);
+    whet_model_free(m);
+}
+
+/* GPT-2 with q and v adapted (not k): c_attn of rank 2r, read back padded
+ * to that rank (zero rows and columns), the same logits. */
+static void peft_gpt2_q_v_only(void **state)
+{
+    (void)state;
+    whet_model *m = load_golden_model("gpt2");
+    whet_lora_options opt = {.rank = 3, .alpha = 5, .targets = (1u << WHET_LIN_Q) | (1u << WHET_LIN_V) |
+                                                               (1u << WHET_LIN_DOWN), .seed = 8};
+    whet_err e;
+    whet_lora *lora = whet_lora_create(m, &opt, &e);
+    if (!lora)
+        fail_msg("%s", e.msg);
+    whet_rng rng;
+    whet_rng_seed(&rng, 4);
+    for (int id = 0; id < WHET_LIN_COUNT; id++)
+        if (lora->B[id])
+            for (size_t i = 0; i < lora->layers * lora->out[id] * 3; i++)
+                lora->B[id][i] = (float)(whet_rng_uniform(&rng) - 0.5) * 0.2f;
+    float *ref = logits_of(m);
+    char dir[256];
+    path_in_tmp(dir, sizeof dir, "gpt2", "peft-qv");
+    if (whet_adapter_save_peft(m, lora, dir, NULL, &e))
+        fail_msg("%s", e.msg);
+    whet_model *m2 = load_golden_model("gpt2");
+    whet_lora *back;
+    if (whet_adapter_load_peft(m2, dir, &back, &e))
+        fail_msg("%s", e.msg);
+    float *got = logits_of(m2);
+    double rel = max_rel(got, ref, T_TOKENS * m->cfg.vocab);
+    print_message("gpt2 q,v-only c_attn (rank 6): read back at rank %zu, logits max rel diff %.3g\n",
+                  back->opt.rank, rel);
+    assert_true(rel <= 1e-6);
+    free(got);
+    free(ref);
+    whet_lora_free(m2, back);
+    whet_model_free(m2);
     whet_lora_free(m, lora);
     whet_model_free(m);
 }
@@ -863,11 +911,36 @@ static void peft_adapter_mismatch(void **state)
     whet_model_free(m);
 }
 
-int main(void)
+/* test_export adapter MODEL_DIR OUT_DIR: a random PEFT adapter for the model
+ * (rank 4, alpha 8, every projection, B not zero), for tests/cli/export.sh. */
+static int make_adapter(const char *model_dir, const char *out_dir)
 {
+    whet_compute *c = whet_compute_create(whet_kernels_best(), 1);
+    whet_model *m;
+    whet_err e;
+    if (!c || whet_model_load(&m, model_dir, c, &e)) {
+        fprintf(stderr, "%s\n", c ? e.msg : "no compute context");
+        return 1;
+    }
+    compute = c;
+    whet_lora *lora = random_adapter(m, 7);
+    int rc = whet_adapter_save_peft(m, lora, out_dir, model_dir, &e);
+    if (rc)
+        fprintf(stderr, "%s\n", e.msg);
+    whet_lora_free(m, lora);
+    whet_model_free(m);
+    whet_compute_destroy(c);
+    return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 4 && strcmp(argv[1], "adapter") == 0)
+        return make_adapter(argv[2], argv[3]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(peft_roundtrip_bit_exact),
         cmocka_unit_test(peft_gpt2_stacked_c_attn),
+        cmocka_unit_test(peft_gpt2_q_v_only),
         cmocka_unit_test(peft_gpt2_shared_a_matches_definition),
         cmocka_unit_test(merged_hf_export_same_logits),
         cmocka_unit_test(hf_export_is_the_source),

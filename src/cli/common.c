@@ -1,6 +1,7 @@
 #include "cli/common.h"
 
 #include "io/gguf.h"
+#include "model/adapter.h"
 #include "util/file.h"
 #include "util/log.h"
 
@@ -152,8 +153,22 @@ int cli_open_model(cli_model *m, const char *path, int threads)
     return 0;
 }
 
+int cli_attach_adapter(cli_model *m, const char *dir)
+{
+    if (!dir)
+        return 0;
+    whet_err e = {{0}};
+    if (whet_adapter_load_peft(m->model, dir, &m->lora, &e) != 0) {
+        whet_error("%s", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
 void cli_close_model(cli_model *m)
 {
+    if (m->lora)
+        whet_lora_free(m->model, m->lora);
     whet_tokenizer_free(m->tok);
     whet_model_free(m->model);
     if (m->compute)

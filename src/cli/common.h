@@ -33,10 +33,16 @@ typedef struct cli_model {
     whet_compute *compute;
     whet_model *model;
     whet_tokenizer *tok;
+    struct whet_lora *lora; /* the --adapter attached to model, or NULL */
 } cli_model;
 
 /* Prints the error and returns -1 on failure (nothing is left open). */
 int cli_open_model(cli_model *m, const char *path, int threads);
+/* --adapter DIR: the PEFT adapter in dir (whet's or HF PEFT's) read and
+ * attached to m->model, before any activations are made; NULL dir does
+ * nothing. Prints the error and returns -1 on failure (m stays open;
+ * cli_close_model frees the adapter too). */
+int cli_attach_adapter(cli_model *m, const char *dir);
 void cli_close_model(cli_model *m);
 
 /* The chat template of a model: an HF directory's (whet_chat_template_load),

@@ -27,6 +27,7 @@ static void usage(FILE *out)
           "Generate text with a model, streaming it to standard output.\n"
           "  --model M           HF model directory (config.json, safetensors, tokenizer.json)\n"
           "                      or GGUF file\n"
+          "  --adapter DIR       apply the PEFT LoRA adapter in DIR (whet's or HF PEFT's)\n"
           "  --prompt S          continue the text S (after the BOS the tokenizer adds, if any)\n"
           "  --chat S            answer the user message S, rendered with the chat template\n"
           "  --system S          with --chat: a system message before it\n"
@@ -151,7 +152,8 @@ static int printer_add(printer *p, const char *bytes, size_t n, int final)
 
 int cmd_generate(int argc, char **argv)
 {
-    const char *model_path = NULL, *prompt = NULL, *chat = NULL, *system_msg = NULL, *messages_path = NULL;
+    const char *model_path = NULL, *adapter_dir = NULL, *prompt = NULL, *chat = NULL, *system_msg = NULL;
+    const char *messages_path = NULL;
     const char *template_name = NULL;
     size_t max_tokens = DEFAULT_MAX_TOKENS, top_k = DEFAULT_TOP_K, threads = 0;
     double temperature = DEFAULT_TEMPERATURE, top_p = DEFAULT_TOP_P;
@@ -161,10 +163,11 @@ int cmd_generate(int argc, char **argv)
     size_t n_stops = 0;
     enum {
         OPT_PROMPT = 256, OPT_CHAT, OPT_SYSTEM, OPT_MESSAGES, OPT_TEMPLATE, OPT_MAX_TOKENS, OPT_TEMPERATURE,
-        OPT_TOP_K, OPT_TOP_P, OPT_SEED, OPT_STOP, OPT_THREADS
+        OPT_TOP_K, OPT_TOP_P, OPT_SEED, OPT_STOP, OPT_THREADS, OPT_ADAPTER
     };
     static const struct option options[] = {
         {"model", required_argument, NULL, 'm'},
+        {"adapter", required_argument, NULL, OPT_ADAPTER},
         {"prompt", required_argument, NULL, OPT_PROMPT},
         {"chat", required_argument, NULL, OPT_CHAT},
         {"system", required_argument, NULL, OPT_SYSTEM},
@@ -185,6 +188,7 @@ int cmd_generate(int argc, char **argv)
         int bad = 0;
         switch (opt) {
         case 'm': model_path = optarg; break;
+        case OPT_ADAPTER: adapter_dir = optarg; break;
         case OPT_PROMPT: prompt = optarg; break;
         case OPT_CHAT: chat = optarg; break;
         case OPT_SYSTEM: system_msg = optarg; break;
@@ -269,6 +273,12 @@ int cmd_generate(int argc, char **argv)
     if (cli_open_model(&cm, model_path, (int)threads) != 0) {
         free(messages);
         whet_json_free(messages_doc);
+        return WHET_EXIT_ERROR;
+    }
+    if (cli_attach_adapter(&cm, adapter_dir) != 0) {
+        free(messages);
+        whet_json_free(messages_doc);
+        cli_close_model(&cm);
         return WHET_EXIT_ERROR;
     }
     whet_model *m = cm.model;

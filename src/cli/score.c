@@ -16,11 +16,12 @@
 
 static void usage(FILE *out)
 {
-    fputs("usage: whet score --model M (--file F | --text S) [--ctx N] [--stride S] [--json]\n"
-          "                  [--per-token] [--threads N]\n"
+    fputs("usage: whet score --model M [--adapter DIR] (--file F | --text S) [--ctx N]\n"
+          "                  [--stride S] [--json] [--per-token] [--threads N]\n"
           "Score a text with a model: tokens, mean NLL, perplexity, bits per byte.\n"
           "  --model M      HF model directory (config.json, safetensors, tokenizer.json)\n"
           "                 or GGUF file\n"
+          "  --adapter DIR  apply the PEFT LoRA adapter in DIR (whet's or HF PEFT's)\n"
           "  --file F       the text to score (- for standard input)\n"
           "  --text S       the text to score, given on the command line\n"
           "  --ctx N        window of N tokens (default: the model's positions, at most 1024)\n"
@@ -235,22 +236,23 @@ static void print_text(const cli_model *cm, const char *source, const int32_t *i
 
 int cmd_score(int argc, char **argv)
 {
-    const char *model_path = NULL, *file = NULL, *text = NULL;
+    const char *model_path = NULL, *adapter_dir = NULL, *file = NULL, *text = NULL;
     size_t ctx = 0, stride = 0, threads = 0;
     int json = 0, per_token = 0;
-    enum { OPT_CTX = 256, OPT_STRIDE, OPT_JSON, OPT_PER_TOKEN, OPT_THREADS };
+    enum { OPT_CTX = 256, OPT_STRIDE, OPT_JSON, OPT_PER_TOKEN, OPT_THREADS, OPT_ADAPTER };
     static const struct option options[] = {
         {"model", required_argument, NULL, 'm'}, {"file", required_argument, NULL, 'f'},
         {"text", required_argument, NULL, 't'},  {"ctx", required_argument, NULL, OPT_CTX},
         {"stride", required_argument, NULL, OPT_STRIDE}, {"json", no_argument, NULL, OPT_JSON},
         {"per-token", no_argument, NULL, OPT_PER_TOKEN}, {"threads", required_argument, NULL, OPT_THREADS},
-        {"help", no_argument, NULL, 'h'}, {0}};
+        {"adapter", required_argument, NULL, OPT_ADAPTER}, {"help", no_argument, NULL, 'h'}, {0}};
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         int bad = 0;
         switch (opt) {
         case 'm': model_path = optarg; break;
+        case OPT_ADAPTER: adapter_dir = optarg; break;
         case 'f': file = optarg; break;
         case 't': text = optarg; break;
         case OPT_CTX: bad = cli_parse_size("score", "--ctx", optarg, 2, 1u << 24, &ctx); break;
@@ -289,6 +291,11 @@ int cmd_score(int argc, char **argv)
     cli_model cm;
     if (cli_open_model(&cm, model_path, (int)threads) != 0) {
         free(input);
+        return WHET_EXIT_ERROR;
+    }
+    if (cli_attach_adapter(&cm, adapter_dir) != 0) {
+        free(input);
+        cli_close_model(&cm);
         return WHET_EXIT_ERROR;
     }
     int status = WHET_EXIT_ERROR;

@@ -7,6 +7,7 @@
 #include "model/export.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,9 +52,37 @@ static float scale_of(double alpha, size_t r, int rslora)
 /* One module's tensors as found in the file. */
 typedef struct peft_module {
     const whet_st_tensor *A, *B;
-    size_t r;
+    size_t r;      /* the module's rank in the file */
     double alpha;
+    size_t block;  /* GPT-2 c_attn written stacked (see adapter.h): this projection's
+                    * rank-(r/3) block of A's rows and B's columns; SIZE_MAX: all of them */
 } peft_module;
+
+/* Whether a GPT-2 c_attn adapter of rank 3·r0 is block-diagonal as whet
+ * writes q, k, v: B's q rows use only columns [0, r0), k's [r0, 2r0), v's
+ * [2r0, 3r0), every other entry exactly zero. */
+static int stacked_qkv(const whet_model_config *c, const whet_st_tensor *B, size_t r0, whet_err *e)
+{
+    size_t QD = c->heads * c->head_dim, KVD = c->kv_heads * c->head_dim, N = QD + 2 * KVD, R = 3 * r0;
+    float *b = malloc(N * R * sizeof *b);
+    if (!b)
+        return whet_fail(e, "%s: out of memory", B->file);
+    if (whet_st_load_f32(B, b, NULL, e)) {
+        free(b);
+        return -1;
+    }
+    int stacked = 1;
+    for (size_t o = 0; o < N && stacked; o++) {
+        size_t blk = o < QD ? 0 : o < QD + KVD ? 1 : 2;
+        for (size_t k = 0; k < R; k++)
+            if (k / r0 != blk && b[o * R + k] != 0.0f) {
+                stacked = 0;
+                break;
+            }
+    }
+    free(b);
+    return stacked;
+}
 
 static int find_pair(const whet_safetensors *st, const char *module, const whet_st_tensor **A,
                      const whet_st_tensor **B)
@@ -145,7 +174,17 @@ int whet_adapter_load_peft(whet_model *m, const char *dir, whet_lora **out, whet
             used[pm->A - whet_st_tensor_at(st, 0)] = 1;
             used[pm->B - whet_st_tensor_at(st, 0)] = 1;
             targets |= 1u << id;
-            r_max = pm->r > r_max ? pm->r : r_max;
+            pm->block = SIZE_MAX;
+            if (fused_qkv(c, (whet_linear_id)id) && pm->r == 3 * pc.r) {
+                int stacked = id == WHET_LIN_Q ? stacked_qkv(c, pm->B, pc.r, e)
+                                               : mods[l * WHET_LIN_COUNT + WHET_LIN_Q].block != SIZE_MAX;
+                if (stacked < 0)
+                    goto out;
+                if (stacked)
+                    pm->block = (size_t)id; /* q, k, v: blocks 0, 1, 2 */
+            }
+            size_t r_eff = pm->block == SIZE_MAX ? pm->r : pm->r / 3;
+            r_max = r_eff > r_max ? r_eff : r_max;
         }
     for (size_t i = 0; i < whet_st_count(st); i++)
         if (!used[i]) {
@@ -188,6 +227,8 @@ int whet_adapter_load_peft(whet_model *m, const char *dir, whet_lora **out, whet
             if (!pm->A)
                 continue;
             size_t r = pm->r, rows_total = (size_t)pm->B->shape[0];
+            /* a stacked c_attn: this projection's rows of A and columns of B */
+            size_t r_use = pm->block == SIZE_MAX ? r : r / 3, col0 = pm->block == SIZE_MAX ? 0 : pm->block * r_use;
             float *a = malloc(r * in * sizeof *a), *b = malloc(rows_total * r * sizeof *b);
             if (!a || !b || whet_st_load_f32(pm->A, a, NULL, e) || whet_st_load_f32(pm->B, b, NULL, e)) {
                 if (!a || !b)
@@ -196,11 +237,14 @@ int whet_adapter_load_peft(whet_model *m, const char *dir, whet_lora **out, whet
                 free(b);
                 goto out;
             }
-            memcpy(A, a, r * in * sizeof *a);
+            memcpy(A, a + col0 * in, r_use * in * sizeof *a);
+            /* the module's scale (its alpha / its rank in the file) against the adapter's */
             float ratio = scale_of(pm->alpha, r, pc.use_rslora) / scale;
             for (size_t o = 0; o < n_out; o++)
-                for (size_t k = 0; k < r; k++)
-                    B[o * R + k] = ratio == 1.0f ? b[(row0 + o) * r + k] : b[(row0 + o) * r + k] * ratio;
+                for (size_t k = 0; k < r_use; k++) {
+                    float v = b[(row0 + o) * r + col0 + k];
+                    B[o * R + k] = ratio == 1.0f ? v : v * ratio;
+                }
             free(a);
             free(b);
         }

@@ -22,8 +22,10 @@
  * and alpha_pattern {"c_attn": n·alpha} (√n·alpha with rsLoRA) so that the
  * scale stays alpha/r. When A_q, A_k and A_v are the same (an adapter read
  * from PEFT), the single A is written at rank r instead. Read, a c_attn
+ * adapter of rank 3r (r the config's) whose B is block-diagonal as above
+ * is split back into q, k, v at rank r, bit for bit; any other c_attn
  * adapter of rank R gives q, k and v the same A (all R rows) and B's rows
- * for each, which is exact too.
+ * for each, which is exact too (HF PEFT's own GPT-2 adapters are of this kind).
  *
  * Modules of different ranks or alphas (rank_pattern, alpha_pattern, the
  * c_attn case): the whet adapter gets the largest rank, smaller ones padded

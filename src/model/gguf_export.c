@@ -577,8 +577,9 @@ int whet_gguf_add_hf_tokenizer(whet_gguf_writer *w, const char *dir, const whet_
             owned[n_owned++] = joined;
             merge_list[i] = joined;
         }
-        /* llama.cpp refuses a BPE vocabulary without merges; gguf-py skips empty arrays */
-        if (n_merges && whet_gguf_set_array(w, "tokenizer.ggml.merges", WHET_GGUF_STRING, merge_list, n_merges, e))
+        /* written even when empty (gguf-py would skip it): llama.cpp's and
+         * whet's BPE loaders refuse a vocabulary without the key */
+        if (whet_gguf_set_array(w, "tokenizer.ggml.merges", WHET_GGUF_STRING, merge_list, n_merges, e))
             goto out;
     } else if (whet_gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", space_prefix, e)) {
         goto out;
