@@ -11,8 +11,9 @@ ds="$root/datasets"
 # emulator prefix: its last word is the binary).
 whet_bin=${WHET##* }
 emulator=${WHET%"$whet_bin"}
-validator="$emulator $(dirname "$whet_bin")/datasets/query-dsl-validate"
-[ -x "$(dirname "$whet_bin")/datasets/query-dsl-validate" ] || { echo "FAIL: no $(dirname "$whet_bin")/datasets/query-dsl-validate (make builds it)"; exit 1; }
+tools="$(cd "$(dirname "$whet_bin")" && pwd)/datasets"
+validator="$emulator $tools/query-dsl-validate"
+[ -x "$tools/query-dsl-validate" ] || { echo "FAIL: no $tools/query-dsl-validate (make builds it)"; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp" "$out" "$err"' EXIT
 
@@ -151,6 +152,37 @@ printf 'FIND COUNT' | WHET_CASE='{"id": "a", "meta": {"expected": "FIND COUNT"}'
 [ $? -eq 2 ] || fail "--expect with truncated JSON did not exit 2"
 printf 'FIND COUNT' | WHET_CASE='{"a": [1, {"b": "\u00e9\ud83d\ude00"}], "meta": {"x": null, "expected": "FIND\u0020COUNT"}}' \
     $validator --expect >"$out" 2>"$err" || fail "--expect: escapes in WHET_CASE"
+
+# ---- whet eval runs the shipped suites (their first 5 cases) on a random model
+# of the demo's config: they load, the exec assertions find the validator by
+# the committed relative path (../../build/..., mirrored here with a link) or
+# by QUERY_DSL_VALIDATE, and its messages land in samples.jsonl.
+run 0 train --init "$ds/pretrain/model-config.json" --tokenizer "$ds/pretrain/tokenizer" \
+    --data "$ds/pretrain/valid.jsonl" --out "$tmp/random" --method full --steps 1 --batch-size 1 --seq-len 16 \
+    --save-every 0 --eval-every 0
+mkdir -p "$tmp/suites/query-dsl" "$tmp/build/datasets"
+ln -s "$tools/query-dsl-validate" "$tmp/build/datasets/query-dsl-validate"
+for s in query-dsl ticket-json general; do
+    head -n 6 "$ds/$s/eval.jsonl" >"$tmp/suites/$s.jsonl"
+done
+mv "$tmp/suites/query-dsl.jsonl" "$tmp/suites/query-dsl/eval.jsonl"
+if [ -n "$emulator" ]; then
+    export QUERY_DSL_VALIDATE="$validator"
+fi
+run 2 eval --model "$tmp/random/final" --no-cache --out "$tmp/eval" "$tmp/suites/query-dsl/eval.jsonl" \
+    "$tmp/suites/ticket-json.jsonl" "$tmp/suites/general.jsonl"
+stdout_has '^query-dsl: 0 of 5 passed'
+stdout_has '^ticket-json: 0 of 5 passed'
+stdout_has '^general: no pass/fail cases; perplexity'
+grep -q '"detail":"exit status 1: error: 1:[0-9]*: expected FIND' "$tmp/eval/samples.jsonl" ||
+    fail "samples.jsonl lacks the validator's message"
+[ "$(grep -c '"type":"exec"' "$tmp/eval/samples.jsonl")" -eq 0 ] && fail "no exec assertion ran"
+rm -f "$tmp/build/datasets/query-dsl-validate"
+export QUERY_DSL_VALIDATE="$validator"
+run 2 eval --model "$tmp/random/final" --no-cache --out "$tmp/eval2" \
+    "$tmp/suites/query-dsl/eval.jsonl"
+grep -q '"detail":"exit status 1: error: 1:[0-9]*: expected FIND' "$tmp/eval2/samples.jsonl" ||
+    fail "QUERY_DSL_VALIDATE was not used"
 
 # ---- the generators reproduce the committed files
 if ! command -v python3 >/dev/null 2>&1; then
