@@ -390,7 +390,8 @@ static int run_overlap(const data_args *a)
         }
         printf("%zu of %zu eval cases overlap the training data", r.n_cases, r.eval_cases);
         if (r.short_cases)
-            printf(" (%zu cases have fewer than %zu words and were not checked)", r.short_cases, r.n);
+            printf(" (%zu case%s fewer than %zu words and %s not checked)", r.short_cases,
+                   r.short_cases == 1 ? " has" : "s have", r.n, r.short_cases == 1 ? "was" : "were");
         printf("\n");
     }
     whet_overlap_report_free(&r);
