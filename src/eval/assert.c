@@ -141,10 +141,10 @@ size_t whet_eval_levenshtein(const char *a, size_t na, const char *b, size_t nb)
  * point into *buf. */
 static size_t squad_tokens(const char *s, size_t n, char **buf, const char ***tokens)
 {
-    size_t len;
+    size_t len = 0;
+    *tokens = NULL;
     *buf = whet_eval_normalize(s, n, WHET_NORM_LOWER | WHET_NORM_PUNCT | WHET_NORM_WS, &len);
-    *tokens = malloc((len / 2 + 2) * sizeof **tokens);
-    if (!*buf || !*tokens)
+    if (!*buf || !(*tokens = malloc((len / 2 + 2) * sizeof **tokens)))
         return SIZE_MAX;
     size_t k = 0;
     for (char *p = *buf; *p;) {

@@ -701,6 +701,10 @@ int whet_eval_run(const whet_eval_env *env, whet_eval_suite *const *suites, size
         const char *eot = cli_end_of_turn_text(env->tmpl);
         add_stop_id(&x, whet_tokenizer_token_to_id(env->tok, eot, strlen(eot)));
     }
+    /* a trainer may call between steps: no adapter dropout while evaluating */
+    int lora_training = env->model->lora ? env->model->lora->training : 0;
+    if (env->model->lora)
+        env->model->lora->training = 0;
     whet_eval_model_hash(env->model, x.model_hash, x.adapter_hash);
     memcpy(r->model_hash, x.model_hash, 33);
     memcpy(r->adapter_hash, x.adapter_hash, 33);
@@ -767,6 +771,8 @@ int whet_eval_run(const whet_eval_env *env, whet_eval_suite *const *suites, size
     if (whet_eval_aggregate(r, e) != 0)
         goto fail;
     free(x.logits);
+    if (env->model->lora)
+        env->model->lora->training = lora_training;
     *out = r;
     return 0;
 oom:
@@ -775,6 +781,8 @@ fail:
     if (env->progress)
         fputs("\r\033[K", stderr);
     free(x.logits);
+    if (env->model->lora)
+        env->model->lora->training = lora_training;
     whet_eval_results_free(r);
     return -1;
 }

@@ -33,9 +33,15 @@ static int relined(whet_err *e, const line_ctx *c)
     char prefix[600];
     int n = snprintf(prefix, sizeof prefix, "%s: line 1, ", c->name);
     if (n > 0 && (size_t)n < sizeof prefix && strncmp(e->msg, prefix, (size_t)n) == 0) {
-        char rest[sizeof e->msg];
-        snprintf(rest, sizeof rest, "%s", e->msg + n);
-        snprintf(e->msg, sizeof e->msg, "%s: line %zu, %s", c->name, c->line, rest);
+        char buf[sizeof e->msg];
+        int head = snprintf(buf, sizeof buf, "%s: line %zu, ", c->name, c->line);
+        if (head > 0 && (size_t)head < sizeof buf) {
+            size_t rest = strlen(e->msg + n), room = sizeof buf - 1 - (size_t)head;
+            size_t take = rest < room ? rest : room;
+            memcpy(buf + head, e->msg + n, take);
+            buf[(size_t)head + take] = 0;
+            memcpy(e->msg, buf, (size_t)head + take + 1);
+        }
     }
     return -1;
 }
