@@ -128,8 +128,13 @@ check-sanitize:
 	$(MAKE) BUILD=build/sanitize CONFIG=build/sanitize/config.mk \
 		CONFIGURE_ARGS="--enable-sanitize=address,undefined $(CONFIGURE_ARGS)" check-unit
 
+# the GEMM table, forward and tokenize, then training steps next to PyTorch
+# (LoRA and full, fp32), LoRA on a bf16 base, and the sequence-length sweep
 bench: $(BUILD)/whet
 	$(BUILD)/whet bench
+	$(BUILD)/whet bench train --method both
+	$(BUILD)/whet bench train --base-dtype bf16 --no-torch
+	$(BUILD)/whet bench train --sweep --method both
 
 # libFuzzer targets, one per parser, built with clang in their own tree.
 FUZZ_BUILD := build/fuzz
@@ -178,7 +183,7 @@ help:
 	@echo "make check        build and run every test (unit + CLI)"
 	@echo "make check-aarch64  cross-compile and run the tests under qemu-aarch64"
 	@echo "make check-sanitize unit tests under ASan+UBSan"
-	@echo "make bench        run 'whet bench'"
+	@echo "make bench        run 'whet bench' and 'whet bench train' (with the PyTorch baseline)"
 	@echo "make fuzz         build the libFuzzer targets (clang); fuzz-smoke runs each briefly"
 	@echo "make install      install to PREFIX ($(PREFIX)), honouring DESTDIR"
 

@@ -3,8 +3,11 @@
  * same shapes in the same run. OpenBLAS is loaded with dlopen at run time, so
  * it is never a build or run dependency. `forward`: prompt processing of a
  * randomly initialised SmolLM-135M-shaped model against sgemm on its shapes;
- * `tokenize`: encoding speed. */
+ * `tokenize`: encoding speed; `train`: whole optimizer steps next to the
+ * PyTorch baseline (cli/bench_train.c). */
+#include "cli/bench_train.h"
 #include "cli/commands.h"
+#include "cli/common.h"
 #include "cli/fma_peak.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -634,10 +637,17 @@ static int bench_tokenize(bench *b)
 
 static void usage(FILE *out)
 {
-    fputs("usage: whet bench [gemm] [forward] [tokenize] [--isa NAME] [--threads N] [--repeat N]\n"
-          "                  [--seconds S] [--cpu-time] [--seq-len T] [--tokenizer PATH] [--json]\n"
-          "                  [--help]\n"
-          "Measure throughput; with no benchmark named, run them all (gemm, forward, tokenize).\n"
+    fputs("usage: whet bench [gemm] [forward] [tokenize] [train] [--isa NAME] [--threads N]\n"
+          "                  [--repeat N] [--seconds S] [--cpu-time] [--seq-len T]\n"
+          "                  [--tokenizer PATH] [--json] [--help]\n"
+          "       whet bench train [--method lora|full|both] [--base-dtype f32|bf16]\n"
+          "                  [--seq-len T] [--batch-size B] [--steps N] [--lora-rank R]\n"
+          "                  [--shape smollm-135m] [--hidden C] [--layers L] [--heads H]\n"
+          "                  [--kv-heads G] [--ffn F] [--vocab V] [--torch PATH | --no-torch]\n"
+          "                  [--sweep] [--profile] [--grad-checkpoint] [--isa NAME]\n"
+          "                  [--threads N] [--json]\n"
+          "Measure throughput; with no benchmark named, run gemm, forward and tokenize\n"
+          "(train takes minutes: name it).\n"
           "gemm: GFLOP/s of sgemm (NT, NN, TN) and gemm_bf16 (NT, NN) at M = 1024 tokens for\n"
           "the (N, K) of six weight shapes, as a layer's forward pass, input gradient and\n"
           "weight gradient; next to the measured FMA peak and OpenBLAS's cblas_sgemm when\n"
@@ -646,6 +656,10 @@ static void usage(FILE *out)
           "initialised SmolLM-135M-shaped Llama over one sequence, next to sgemm's GFLOP/s\n"
           "on the model's shapes at M = T and attention_forward's alone.\n"
           "tokenize: encoding speed in MB/s on 256 KiB of generated text.\n"
+          "train: tokens/s, GFLOP/s, MFU and peak resident memory of whole optimizer steps\n"
+          "(forward, LM head + cross-entropy, backward, clipping, AdamW) on a randomly\n"
+          "initialised Llama (SmolLM-135M's shape by default) and random tokens, each run\n"
+          "in a process of its own, next to the PyTorch baseline on the same shape.\n"
           "  --isa NAME       one kernel level (scalar, avx2, avx512, neon); default: every\n"
           "                   level this CPU runs except scalar\n"
           "  --threads N      threads for whet and OpenBLAS alike; default: WHET_THREADS,\n"
@@ -654,11 +668,31 @@ static void usage(FILE *out)
           "  --seconds S      time budget per measurement (default 1); at least one timed run\n"
           "  --cpu-time       time by the process's CPU time instead of the wall clock:\n"
           "                   steadier when other programs share the cores (one thread only)\n"
-          "  --seq-len T      forward: tokens in the sequence (default 512)\n"
+          "  --seq-len T      forward: tokens in the sequence (default 512); train: tokens\n"
+          "                   per sequence (default 256)\n"
           "  --tokenizer PATH tokenize: tokenizer.json or its directory (default\n"
           "                   tests/data/tokenizers/gpt2, from the source tree)\n"
           "  --json           print one JSON object per benchmark, one per line\n"
-          "  --help           this text\n",
+          "  --help           this text\n"
+          "train (the ISA: --isa, else the best this CPU runs):\n"
+          "  --method M       lora (default), full, or both\n"
+          "  --base-dtype D   LoRA's frozen base weights: f32 (default) or bf16\n"
+          "  --batch-size B   sequences per step (default 4)\n"
+          "  --steps N        timed steps after one warm-up step (default 3)\n"
+          "  --lora-rank R    LoRA rank on every projection, alpha = 2R (default 8)\n"
+          "  --shape NAME     smollm-135m (the default): hidden 576, 30 layers, 9 heads,\n"
+          "                   3 KV heads, FFN 1536, vocabulary 49152, tied embeddings;\n"
+          "                   --hidden, --layers, --heads, --kv-heads, --ffn and --vocab\n"
+          "                   change one dimension of it\n"
+          "  --hidden C  --layers L  --heads H  --kv-heads G  --ffn F  --vocab V\n"
+          "  --torch PATH     the PyTorch baseline script, run with /usr/bin/python3 (default\n"
+          "                   " BENCH_TRAIN_DEFAULT_TORCH ")\n"
+          "  --no-torch       do not run the baseline\n"
+          "  --sweep          T = 128, 256, 512, 1024, 2048 at the same tokens per step\n"
+          "                   (B = B·T / T', at least 1); no baseline\n"
+          "  --profile        time every kernel: per step, the wall time of each phase and\n"
+          "                   the thread time of each kind of kernel, serial and idle time\n"
+          "  --grad-checkpoint  recompute each layer's activations in the backward pass\n",
           out);
 }
 
@@ -669,6 +703,12 @@ int cmd_bench(int argc, char **argv)
     b.timing = (timing){5, 1.0, whet_now};
     const char *isa_name = NULL;
     int threads = 0;
+    bench_train_options tr;
+    bench_train_defaults(&tr);
+    enum {
+        OPT_METHOD = 256, OPT_BASE_DTYPE, OPT_BATCH, OPT_STEPS, OPT_RANK, OPT_SHAPE, OPT_HIDDEN, OPT_LAYERS,
+        OPT_HEADS, OPT_KV_HEADS, OPT_FFN, OPT_VOCAB, OPT_TORCH, OPT_NO_TORCH, OPT_SWEEP, OPT_PROFILE, OPT_CHECKPOINT
+    };
     static const struct option options[] = {{"isa", required_argument, NULL, 'i'},
                                             {"threads", required_argument, NULL, 't'},
                                             {"repeat", required_argument, NULL, 'r'},
@@ -678,12 +718,85 @@ int cmd_bench(int argc, char **argv)
                                             {"tokenizer", required_argument, NULL, 'k'},
                                             {"json", no_argument, NULL, 'j'},
                                             {"help", no_argument, NULL, 'h'},
+                                            {"method", required_argument, NULL, OPT_METHOD},
+                                            {"base-dtype", required_argument, NULL, OPT_BASE_DTYPE},
+                                            {"batch-size", required_argument, NULL, OPT_BATCH},
+                                            {"steps", required_argument, NULL, OPT_STEPS},
+                                            {"lora-rank", required_argument, NULL, OPT_RANK},
+                                            {"shape", required_argument, NULL, OPT_SHAPE},
+                                            {"hidden", required_argument, NULL, OPT_HIDDEN},
+                                            {"layers", required_argument, NULL, OPT_LAYERS},
+                                            {"heads", required_argument, NULL, OPT_HEADS},
+                                            {"kv-heads", required_argument, NULL, OPT_KV_HEADS},
+                                            {"ffn", required_argument, NULL, OPT_FFN},
+                                            {"vocab", required_argument, NULL, OPT_VOCAB},
+                                            {"torch", required_argument, NULL, OPT_TORCH},
+                                            {"no-torch", no_argument, NULL, OPT_NO_TORCH},
+                                            {"sweep", no_argument, NULL, OPT_SWEEP},
+                                            {"profile", no_argument, NULL, OPT_PROFILE},
+                                            {"grad-checkpoint", no_argument, NULL, OPT_CHECKPOINT},
                                             {0}};
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         char *end = NULL;
         switch (opt) {
+        case OPT_METHOD:
+            if (strcmp(optarg, "lora") == 0)
+                tr.methods = BENCH_TRAIN_LORA;
+            else if (strcmp(optarg, "full") == 0)
+                tr.methods = BENCH_TRAIN_FULL;
+            else if (strcmp(optarg, "both") == 0)
+                tr.methods = BENCH_TRAIN_LORA | BENCH_TRAIN_FULL;
+            else {
+                whet_error("bench: --method wants lora, full or both, not '%s'", optarg);
+                return WHET_EXIT_USAGE;
+            }
+            break;
+        case OPT_BASE_DTYPE:
+            if (strcmp(optarg, "f32") != 0 && strcmp(optarg, "bf16") != 0) {
+                whet_error("bench: --base-dtype wants f32 or bf16, not '%s'", optarg);
+                return WHET_EXIT_USAGE;
+            }
+            tr.bf16_base = strcmp(optarg, "bf16") == 0;
+            break;
+        case OPT_BATCH:
+            if (cli_parse_size("bench", "--batch-size", optarg, 1, 65536, &tr.batch))
+                return WHET_EXIT_USAGE;
+            break;
+        case OPT_STEPS:
+            if (cli_parse_size("bench", "--steps", optarg, 1, 100000, &tr.steps))
+                return WHET_EXIT_USAGE;
+            break;
+        case OPT_RANK:
+            if (cli_parse_size("bench", "--lora-rank", optarg, 1, 4096, &tr.rank))
+                return WHET_EXIT_USAGE;
+            break;
+        case OPT_SHAPE:
+            if (strcmp(optarg, "smollm-135m") != 0) {
+                whet_error("bench: --shape wants smollm-135m (other shapes: --hidden, --layers, ...), not '%s'",
+                           optarg);
+                return WHET_EXIT_USAGE;
+            }
+            break;
+        case OPT_HIDDEN:
+        case OPT_LAYERS:
+        case OPT_HEADS:
+        case OPT_KV_HEADS:
+        case OPT_FFN:
+        case OPT_VOCAB: {
+            size_t *dims[] = {&tr.hidden, &tr.layers, &tr.heads, &tr.kv_heads, &tr.ffn, &tr.vocab};
+            const char *names[] = {"--hidden", "--layers", "--heads", "--kv-heads", "--ffn", "--vocab"};
+            int i = opt - OPT_HIDDEN;
+            if (cli_parse_size("bench", names[i], optarg, 1, (size_t)1 << 24, dims[i]))
+                return WHET_EXIT_USAGE;
+            break;
+        }
+        case OPT_TORCH: tr.torch = optarg; break;
+        case OPT_NO_TORCH: tr.torch = NULL; break;
+        case OPT_SWEEP: tr.sweep = 1; break;
+        case OPT_PROFILE: tr.profile = 1; break;
+        case OPT_CHECKPOINT: tr.checkpoint = 1; break;
         case 'i': isa_name = optarg; break;
         case 't':
             threads = (int)strtol(optarg, &end, 10);
@@ -722,7 +835,7 @@ int cmd_bench(int argc, char **argv)
         default: usage(stderr); return WHET_EXIT_USAGE;
         }
     }
-    enum { RUN_GEMM = 1, RUN_FORWARD = 2, RUN_TOKENIZE = 4 };
+    enum { RUN_GEMM = 1, RUN_FORWARD = 2, RUN_TOKENIZE = 4, RUN_TRAIN = 8 };
     int run = 0;
     for (; optind < argc; optind++) {
         if (strcmp(argv[optind], "gemm") == 0)
@@ -731,14 +844,18 @@ int cmd_bench(int argc, char **argv)
             run |= RUN_FORWARD;
         else if (strcmp(argv[optind], "tokenize") == 0)
             run |= RUN_TOKENIZE;
+        else if (strcmp(argv[optind], "train") == 0)
+            run |= RUN_TRAIN;
         else {
-            whet_error("bench: no benchmark '%s' (there are: gemm, forward, tokenize)", argv[optind]);
+            whet_error("bench: no benchmark '%s' (there are: gemm, forward, tokenize, train)", argv[optind]);
             return WHET_EXIT_USAGE;
         }
     }
     if (!run)
         run = RUN_GEMM | RUN_FORWARD | RUN_TOKENIZE;
-    if (!b.seq_len)
+    if (b.seq_len)
+        tr.seq_len = b.seq_len;
+    else
         b.seq_len = 512;
 
     if (isa_name) {
@@ -769,7 +886,7 @@ int cmd_bench(int argc, char **argv)
         return WHET_EXIT_USAGE;
     }
     int status = WHET_EXIT_ERROR;
-    for (int i = 0; i < b.nisas; i++) {
+    for (int i = 0; i < b.nisas && run != RUN_TRAIN; i++) {
         b.compute[i] = whet_compute_create(b.isas[i], b.threads);
         if (!b.compute[i])
             goto done;
@@ -777,6 +894,8 @@ int cmd_bench(int argc, char **argv)
             b.peak[i] = cli_measure_fma_peak_by(b.isas[i], b.timing.clock);
     }
     status = WHET_EXIT_OK;
+    if (run == RUN_TRAIN)
+        goto train; /* no other benchmark's threads while the training runs fork */
     if (run & RUN_GEMM) {
         openblas_open(&b.ob, b.threads);
         status = bench_gemm(&b);
@@ -790,6 +909,17 @@ int cmd_bench(int argc, char **argv)
         if (!b.json && (run & (RUN_GEMM | RUN_FORWARD)))
             printf("\n");
         status = bench_tokenize(&b);
+    }
+train:
+    for (int i = 0; i < b.nisas; i++)
+        whet_compute_destroy(b.compute[i]), b.compute[i] = NULL;
+    if (status == WHET_EXIT_OK && (run & RUN_TRAIN)) {
+        if (!b.json && (run & (RUN_GEMM | RUN_FORWARD | RUN_TOKENIZE)))
+            printf("\n");
+        tr.kernels = b.isas[b.nisas - 1]; /* --isa's, else the highest level this CPU runs */
+        tr.threads = b.threads;
+        tr.json = b.json;
+        status = bench_train(&tr);
     }
 done:
     for (int i = 0; i < b.nisas; i++)
