@@ -39,7 +39,7 @@ static const whet_run_option options[] = {
     DBL("lora-dropout", lora_dropout, 0, 0.99, "P", "0", "dropout on the adapter's input while training"),
     STR("lora-targets", lora_targets, "LIST", "projections to adapt (default q,k,v,o,gate,up,down)"),
     BOOL("rslora", rslora, 0, "false", "scale by alpha/sqrt(r) (rank-stabilised LoRA)"),
-    SIZE("train-layers", train_layers, 0, 1e6, "0", "full: train only the last N layers (0: all)"),
+    SIZE("train-layers", train_layers, 0, 1e6, "0", "full: train only the last N layers of the stack (0: all)"),
     BOOL("freeze-embeddings", freeze_embeddings, 0, "false", "full: keep the embeddings (and a tied head) frozen"),
     CHOICE("base-dtype", base_dtype, dtypes, "f32|bf16", "f32", "hold the frozen base weights in bf16 (lora)"),
     SIZE("steps", steps, 0, BIG, "0", "optimizer steps (0: from --epochs)"),

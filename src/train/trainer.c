@@ -66,36 +66,35 @@ static float *view_ptr(const whet_model_params *p, const view_spec *v)
     return *(float *const *)(const void *)((const char *)p + v->offset);
 }
 
-/* Full fine-tuning: every view with a gradient, from first_layer up. */
+/* Full fine-tuning: the gradients' trained ranges (model.h), each with its
+ * shape and decay flag from the view it belongs to. */
 static size_t full_tensors(const whet_model *m, const whet_model_grads *g, whet_param_tensor *out)
 {
     const whet_model_config *c = &m->cfg;
-    size_t n = 0, L = c->layers, first = g->first_layer;
-    for (size_t i = 0; i < N_VIEWS; i++) {
-        const view_spec *v = &views[i];
-        float *param = view_ptr(&m->params, v), *grad = view_ptr(&g->p, v);
-        if (!param || !grad)
-            continue;
-        if (strcmp(v->name, "lm_head") == 0 && c->tied)
-            continue; /* the same memory as wte: trained once, as wte */
-        int64_t dims[2];
-        size_t rank = view_shape(c, v->name, dims);
-        size_t per = (size_t)dims[0] * (size_t)(rank == 2 ? dims[1] : 1);
-        whet_param_tensor *t = &out[n++];
+    whet_grad_range ranges[WHET_MAX_GRAD_RANGES];
+    size_t n = whet_model_grads_ranges(m, g, ranges, WHET_MAX_GRAD_RANGES);
+    if (n > WHET_MAX_GRAD_RANGES)
+        n = WHET_MAX_GRAD_RANGES;
+    for (size_t i = 0; i < n; i++) {
+        whet_param_tensor *t = &out[i];
         memset(t, 0, sizeof *t);
-        snprintf(t->name, sizeof t->name, "%s", v->name);
-        t->decay = v->decay;
-        if (v->per_layer) {
-            t->param = param + first * per;
-            t->grad = grad + first * per;
-            t->n = (L - first) * per;
+        snprintf(t->name, sizeof t->name, "%s", ranges[i].name);
+        t->param = ranges[i].param;
+        t->grad = ranges[i].grad;
+        t->n = ranges[i].n;
+        const view_spec *v = NULL;
+        for (size_t k = 0; k < N_VIEWS; k++)
+            if (strcmp(views[k].name, ranges[i].name) == 0)
+                v = &views[k];
+        int64_t dims[2] = {(int64_t)t->n, 0};
+        size_t rank = v ? view_shape(c, v->name, dims) : 1;
+        size_t per = (size_t)dims[0] * (size_t)(rank == 2 ? dims[1] : 1);
+        t->decay = v ? v->decay : 1;
+        if (v && v->per_layer) {
             t->rank = rank + 1;
-            t->shape[0] = (int64_t)(L - first);
+            t->shape[0] = (int64_t)(t->n / per);
             memcpy(t->shape + 1, dims, rank * sizeof *dims);
         } else {
-            t->param = param;
-            t->grad = grad;
-            t->n = per;
             t->rank = rank;
             memcpy(t->shape, dims, rank * sizeof *dims);
         }
@@ -159,7 +158,7 @@ int whet_trainer_create(whet_trainer **out, whet_model *m, const whet_trainer_op
                                e);
     if (!t->acts)
         goto fail;
-    t->tensors = calloc(N_VIEWS + 2 * WHET_LIN_COUNT, sizeof *t->tensors);
+    t->tensors = calloc(WHET_MAX_GRAD_RANGES + 2 * WHET_LIN_COUNT, sizeof *t->tensors);
     if (!t->tensors) {
         whet_fail(e, "trainer: out of memory");
         goto fail;
@@ -207,8 +206,6 @@ int whet_trainer_plan(const whet_model *m, const whet_trainer_options *o, whet_t
                             (strcmp(v->name, "lm_head") == 0 && c->tied);
             if (o->sel.freeze_embeddings && embedding)
                 continue;
-            if (!v->per_layer && first > 0 && embedding)
-                continue; /* the last N layers (and the head above them) train, not the embeddings below */
             int64_t dims[2];
             size_t rank = view_shape(c, v->name, dims);
             size_t per = (size_t)dims[0] * (size_t)(rank == 2 ? dims[1] : 1);
