@@ -11,7 +11,8 @@
  *    kind, along a random ±1 direction over the whole tensor and on its
  *    largest-gradient element;
  *  - bit-identical gradients for 1, 2 and 3 threads on every ISA table, with
- *    and without gradient checkpointing;
+ *    and without gradient checkpointing, on the golden models and on wider
+ *    random ones whose rows and columns really split across threads;
  *  - the training selection: frozen views NULL, the last N layers' gradients
  *    equal to the full ones, LoRA-only without base gradients. */
 #include <setjmp.h>
@@ -300,6 +301,72 @@ static void thread_and_checkpoint_invariance(void **state)
     }
 }
 
+/* Random models wide enough that every row, column and head split of the
+ * backward really spreads over 2 and 3 threads (the golden models are so
+ * small that most row-wise work stays on one thread): 400 rows, C = 64,
+ * F = 128, V = 1100 (two vocabulary chunks, two row blocks). */
+static const char *const WIDE_CONFIGS[] = {
+    "{\"architectures\":[\"Qwen3ForCausalLM\"],\"vocab_size\":1100,\"hidden_size\":64,\"num_hidden_layers\":2,"
+    "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"head_dim\":16,\"intermediate_size\":128,"
+    "\"tie_word_embeddings\":true,\"max_position_embeddings\":512}",
+    "{\"architectures\":[\"LlamaForCausalLM\"],\"vocab_size\":1100,\"hidden_size\":64,\"num_hidden_layers\":2,"
+    "\"num_attention_heads\":4,\"num_key_value_heads\":1,\"intermediate_size\":128,\"attention_bias\":true,"
+    "\"mlp_bias\":true,\"tie_word_embeddings\":false,\"max_position_embeddings\":512}",
+    "{\"architectures\":[\"GPT2LMHeadModel\"],\"vocab_size\":1100,\"n_embd\":64,\"n_layer\":2,\"n_head\":4,"
+    "\"n_positions\":512}",
+};
+
+static void wide_models_thread_invariance(void **state)
+{
+    (void)state;
+    if (max_threads() == 1)
+        skip();
+    enum { B = 2, T = 200, BT = B * T };
+    const whet_kernels *tables[WHET_ISA_COUNT];
+    int nt = kc_tables(tables);
+    golden g = {.B = B, .T = T, .packed = 1};
+    g.tokens = malloc(BT * sizeof(int32_t)), g.targets = malloc(BT * sizeof(int32_t));
+    g.seg_start = malloc(BT * sizeof(int32_t)), g.positions = malloc(BT * sizeof(int32_t));
+    kc_rng rng = kc_seed(11);
+    for (size_t r = 0; r < BT; r++) {
+        size_t t = r % T;
+        g.seg_start[r] = r < T && t >= 80 ? 80 : 0;
+        g.positions[r] = (int32_t)t - g.seg_start[r];
+        g.tokens[r] = (int32_t)(kc_next(&rng) % 1100);
+        g.targets[r] = kc_next(&rng) % 5 == 0 ? -1 : (int32_t)(kc_next(&rng) % 1100);
+        g.n_targets += g.targets[r] >= 0;
+    }
+    whet_err e;
+    for (size_t ci = 0; ci < sizeof WIDE_CONFIGS / sizeof *WIDE_CONFIGS; ci++) {
+        whet_model_config cfg;
+        if (whet_config_parse(&cfg, WIDE_CONFIGS[ci], strlen(WIDE_CONFIGS[ci]), "wide config", &e))
+            fail_msg("%s", e.msg);
+        for (int t = 0; t < nt; t++) {
+            whet_model_grads *ref = NULL;
+            for (int threads = 1; threads <= 3; threads++) {
+                int mode = threads == 2 ? WHET_ACTS_CHECKPOINT : WHET_ACTS_KEEP;
+                whet_compute *c = whet_compute_create(tables[t], threads);
+                whet_model *m;
+                if (whet_model_init(&m, &cfg, c, 5, &e))
+                    fail_msg("%s", e.msg);
+                whet_model_grads *gr = gradients(m, &g, mode, NULL, NULL);
+                if (!ref) {
+                    ref = gr;
+                } else {
+                    if (memcmp(gr->memory, ref->memory, gr->floats * sizeof(float)) != 0)
+                        fail_msg("%s on %s: %d threads (%s) changed the gradients", cfg.info->name, tables[t]->name,
+                                 threads, mode == WHET_ACTS_CHECKPOINT ? "checkpointed" : "all layers kept");
+                    whet_model_grads_free(gr);
+                }
+                whet_model_free(m);
+                whet_compute_destroy(c);
+            }
+            whet_model_grads_free(ref);
+        }
+    }
+    free(g.tokens), free(g.targets), free(g.seg_start), free(g.positions);
+}
+
 /* The loss's change along a perturbation of one tensor against the
  * gradient's prediction. The perturbed floats are rounded: the prediction
  * uses the steps actually taken, Σ g·(w₊ − w₋), so rounding costs nothing. */
@@ -583,6 +650,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(matches_pytorch_gradients),
         cmocka_unit_test(thread_and_checkpoint_invariance),
+        cmocka_unit_test(wide_models_thread_invariance),
         cmocka_unit_test(finite_differences),
         cmocka_unit_test(training_selection),
         cmocka_unit_test(packed_rows_equal_separate_sequences),
