@@ -349,6 +349,25 @@ static void reports_round_trip_as_baseline(void **state)
     assert_true(r->suites[0].cmp.mcnemar_p == 1);
     assert_true(r->suites[0].cmp.ppl_increase == 0);
     assert_false(r->gate_failed);
+
+    /* the summary a trainer puts in metrics.jsonl */
+    whet_json_writer w;
+    whet_json_writer_init(&w, 0);
+    whet_eval_write_summary(&w, r);
+    const char *text;
+    size_t len;
+    assert_int_equal(whet_json_writer_finish(&w, "summary", &text, &len, &e), 0);
+    whet_json_doc *doc = NULL;
+    if (whet_json_parse(&doc, text, len, "summary", NULL, &e) != 0)
+        fail_msg("%s", e.msg);
+    const whet_json *root = whet_json_root(doc), *lib = whet_json_get(whet_json_get(root, "suites"), "lib");
+    assert_non_null(lib);
+    assert_true(whet_json_get(root, "gate_passed")->type == WHET_JSON_TRUE);
+    assert_int_equal(whet_json_get(root, "cases")->u.number.integer, 3);
+    assert_true(whet_json_get(lib, "perplexity")->u.number.value == r->suites[0].ppl);
+    assert_int_equal(whet_json_get(lib, "pass_to_fail")->u.number.integer, 0);
+    whet_json_free(doc);
+    whet_json_writer_free(&w);
     whet_eval_results_free(base);
     whet_eval_results_free(r);
     whet_eval_suite_free(s);

@@ -5,8 +5,6 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "eval/eval.h"
-#include "model/adapter.h"
-#include "model/lora.h"
 #include "util/log.h"
 #include "util/timer.h"
 
@@ -156,7 +154,6 @@ int cmd_eval(int argc, char **argv)
     whet_eval_results *base = NULL, *res = NULL;
     char *cache_dir = no_cache ? NULL : cache_opt ? strdup(cache_opt) : default_cache_dir();
     cli_model cm = {0};
-    whet_lora *lora = NULL;
     if (!suites) {
         whet_error("eval: out of memory");
         goto done;
@@ -172,10 +169,8 @@ int cmd_eval(int argc, char **argv)
     }
     if (cli_open_model(&cm, model_path, (int)threads) != 0)
         goto done;
-    if (adapter_dir && whet_adapter_load_peft(cm.model, adapter_dir, &lora, &e) != 0) {
-        whet_error("%s", e.msg);
+    if (cli_attach_adapter(&cm, adapter_dir) != 0)
         goto done;
-    }
     whet_chat_template tmpl;
     whet_err template_err = {{0}};
     int have_template = cli_chat_template(model_path, template_name, &tmpl, &template_err) == 0;
@@ -229,8 +224,6 @@ done:
     whet_eval_results_free(res);
     whet_eval_results_free(base);
     free(cache_dir);
-    if (lora)
-        whet_lora_free(cm.model, lora);
     cli_close_model(&cm);
     return status;
 }

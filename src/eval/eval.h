@@ -337,6 +337,15 @@ int whet_eval_compare(whet_eval_results *cur, const whet_eval_results *base, whe
  * dir/report.html (each atomically); creates dir. */
 int whet_eval_write_reports(const whet_eval_results *r, const char *dir, whet_err *e);
 int whet_eval_write_junit(const whet_eval_results *r, const char *path, whet_err *e);
+/* A compact summary as one JSON object, for a trainer's metrics.jsonl:
+ *   {"pass_rate": r, "passed": k, "cases": n, "gate_passed": bool,
+ *    "gate_failures": ["suite: reason", ...],
+ *    "suites": {NAME: {"pass_rate": r, "acc": a|null, "acc_norm": a|null,
+ *                      "perplexity": p|null, "bits_per_byte": b|null,
+ *                      "pass_to_fail": k, "fail_to_pass": k, "mcnemar_p": p}}}
+ * (the last three only after a comparison with a baseline). Writes one value
+ * where the writer expects one (after a key, in an array, or at the top). */
+void whet_eval_write_summary(whet_json_writer *w, const whet_eval_results *r);
 /* results.json as text (malloc'd), for --json. */
 int whet_eval_results_json(const whet_eval_results *r, char **text, size_t *len, whet_err *e);
 /* Reads dir/samples.jsonl (as written by whet_eval_write_reports) back. */

@@ -230,6 +230,56 @@ static void write_results(whet_json_writer *w, const whet_eval_results *r)
     whet_json_end_object(w);
 }
 
+void whet_eval_write_summary(whet_json_writer *w, const whet_eval_results *r)
+{
+    whet_json_begin_object(w);
+    whet_json_key(w, "pass_rate");
+    write_num(w, r->pass.rate);
+    whet_json_key(w, "passed");
+    whet_json_write_int(w, (int64_t)r->pass.passed);
+    whet_json_key(w, "cases");
+    whet_json_write_int(w, (int64_t)r->pass.n);
+    whet_json_key(w, "gate_passed");
+    whet_json_write_bool(w, !r->gate_failed);
+    whet_json_key(w, "gate_failures");
+    whet_json_begin_array(w);
+    for (size_t i = 0; i < r->n_suites; i++)
+        for (size_t g = 0; g < r->suites[i].n_gate_reasons; g++) {
+            char buf[700];
+            snprintf(buf, sizeof buf, "%s: %s", r->suites[i].name, r->suites[i].gate_reasons[g]);
+            whet_json_write_string(w, buf);
+        }
+    whet_json_end_array(w);
+    whet_json_key(w, "suites");
+    whet_json_begin_object(w);
+    for (size_t i = 0; i < r->n_suites; i++) {
+        const whet_eval_suite_result *s = &r->suites[i];
+        whet_json_key(w, s->name);
+        whet_json_begin_object(w);
+        whet_json_key(w, "pass_rate");
+        write_num(w, s->pass.rate);
+        whet_json_key(w, "acc");
+        write_num(w, s->acc);
+        whet_json_key(w, "acc_norm");
+        write_num(w, s->acc_norm);
+        whet_json_key(w, "perplexity");
+        write_num(w, s->ppl);
+        whet_json_key(w, "bits_per_byte");
+        write_num(w, s->bits_per_byte);
+        if (s->cmp.present) {
+            whet_json_key(w, "pass_to_fail");
+            whet_json_write_int(w, (int64_t)s->cmp.pass_to_fail);
+            whet_json_key(w, "fail_to_pass");
+            whet_json_write_int(w, (int64_t)s->cmp.fail_to_pass);
+            whet_json_key(w, "mcnemar_p");
+            write_num(w, s->cmp.mcnemar_p);
+        }
+        whet_json_end_object(w);
+    }
+    whet_json_end_object(w);
+    whet_json_end_object(w);
+}
+
 int whet_eval_results_json(const whet_eval_results *r, char **text, size_t *len, whet_err *e)
 {
     whet_json_writer w;
