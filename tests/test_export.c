@@ -933,10 +933,77 @@ static int make_adapter(const char *model_dir, const char *out_dir)
     return rc ? 1 : 0;
 }
 
+/* test_export logits MODEL ADAPTER_DIR|- OUT.f32: the logits [T_TOKENS, V]
+ * of logits_of's token sequence ((t·37 + 5) mod V), little-endian float32,
+ * for tests/ref/check_llamacpp.mjs to compare llama.cpp against. */
+static int dump_logits(const char *model, const char *adapter_dir, const char *out_path)
+{
+    whet_compute *c = whet_compute_create(whet_kernels_best(), 1);
+    whet_model *m;
+    whet_lora *lora = NULL;
+    whet_err e;
+    if (!c || whet_model_load(&m, model, c, &e)) {
+        fprintf(stderr, "%s\n", c ? e.msg : "no compute context");
+        return 1;
+    }
+    compute = c;
+    if (strcmp(adapter_dir, "-") != 0 && whet_adapter_load_peft(m, adapter_dir, &lora, &e)) {
+        fprintf(stderr, "%s\n", e.msg);
+        return 1;
+    }
+    float *logits = logits_of(m);
+    int rc = whet_write_file_atomic(out_path, logits, T_TOKENS * m->cfg.vocab * sizeof *logits, &e);
+    if (rc)
+        fprintf(stderr, "%s\n", e.msg);
+    free(logits);
+    if (lora)
+        whet_lora_free(m, lora);
+    whet_model_free(m);
+    whet_compute_destroy(c);
+    return rc ? 1 : 0;
+}
+
+/* test_export tokenizer-gguf TOKENIZER_DIR MODEL OUT.gguf: a random model of
+ * tests/data/models/MODEL's shape with the tokenizer's vocabulary size,
+ * exported to GGUF F32 with that tokenizer (for tests/ref/check_llamacpp.mjs
+ * to compare llama.cpp's tokenization with the goldens). */
+static int tokenizer_gguf(const char *tok_dir, const char *model, const char *out_path)
+{
+    whet_err e;
+    whet_tokenizer *t = whet_tokenizer_load(tok_dir, &e);
+    whet_model_config cfg;
+    char dir[256];
+    snprintf(dir, sizeof dir, DATA_DIR "/%s", model);
+    if (!t || whet_config_load(&cfg, dir, &e)) {
+        fprintf(stderr, "%s\n", e.msg);
+        return 1;
+    }
+    cfg.vocab = whet_tokenizer_vocab_size(t);
+    cfg.bos_token_id = -1;
+    cfg.n_eos = 0;
+    whet_tokenizer_free(t);
+    whet_compute *c = whet_compute_create(whet_kernels_best(), 1);
+    whet_model *m;
+    int no_tok = 0;
+    int rc = !c || whet_model_init(&m, &cfg, c, 1, &e) ? -1 : 0;
+    if (rc == 0) {
+        rc = whet_model_save_gguf(m, tok_dir, out_path, WHET_GGML_F32, &no_tok, &e);
+        whet_model_free(m);
+    }
+    if (rc)
+        fprintf(stderr, "%s\n", e.msg);
+    whet_compute_destroy(c);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 5 && strcmp(argv[1], "tokenizer-gguf") == 0)
+        return tokenizer_gguf(argv[2], argv[3], argv[4]);
     if (argc == 4 && strcmp(argv[1], "adapter") == 0)
         return make_adapter(argv[2], argv[3]);
+    if (argc == 5 && strcmp(argv[1], "logits") == 0)
+        return dump_logits(argv[2], argv[3], argv[4]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(peft_roundtrip_bit_exact),
         cmocka_unit_test(peft_gpt2_stacked_c_attn),
