@@ -68,9 +68,15 @@ static void usage(FILE *out)
 
 static volatile sig_atomic_t stop_requested;
 
+/* The first SIGINT/SIGTERM asks for a checkpoint at the end of the step; a
+ * second one ends the process at once, as it would without the handler. */
 static void on_signal(int sig)
 {
-    (void)sig;
+    if (stop_requested) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
     stop_requested = 1;
 }
 
