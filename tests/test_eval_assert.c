@@ -164,6 +164,23 @@ static void exec_assertions(void **state)
     out[big] = 0;
     PASSES("{\"type\":\"exec\",\"value\":\"exit 0\"}", out);
     free(out);
+    /* a validator's message that is not UTF-8 becomes valid UTF-8 (reports are JSON) */
+    {
+        const char *spec = "{\"suite\":\"t\"}\n{\"id\":\"c\",\"prompt\":\"p\",\"assert\":[{\"type\":\"exec\","
+                           "\"value\":\"printf 'bad \\\\377\\\\303'; exit 1\"}]}\n";
+        whet_eval_suite *s = NULL;
+        whet_err e = {{0}};
+        if (whet_eval_suite_parse(&s, spec, strlen(spec), "t.jsonl", &e) != 0)
+            fail_msg("%s", e.msg);
+        double score;
+        char *detail = NULL;
+        assert_int_equal(whet_eval_assert_score(&s->cases[0].asserts[0], &s->cases[0], ".", "x", 1, &score, &detail, &e), 0);
+        assert_true(score == 0);
+        assert_non_null(detail);
+        assert_string_equal(detail, "exit status 1: bad \xEF\xBF\xBD\xEF\xBF\xBD");
+        free(detail);
+        whet_eval_suite_free(s);
+    }
     /* a validator that hangs is killed at the timeout and fails */
     FAILS("{\"type\":\"exec\",\"value\":\"sleep 5\",\"timeout\":0.2}", "x");
 }

@@ -55,6 +55,16 @@ int cli_chat_template(const char *path, const char *override_name, whet_chat_tem
  * generation stops there (whet generate, whet eval). */
 const char *cli_end_of_turn_text(const whet_chat_template *t);
 
+/* Scores ids[0..n) as whet score does (Hugging Face's strided perplexity):
+ * windows [begin, begin + ctx) for begin = 0, stride, 2·stride, ... until
+ * one reaches the end, each scoring the tokens earlier windows did not, so
+ * every token after the first is scored once with as much left context as
+ * its window gives (stride < ctx). logprob[n] (NULL: not kept) gets
+ * log p(ids[t] | its window before it) at t ≥ 1; *total_nll (nats), *scored
+ * and *windows the totals. progress: a window counter on stderr. */
+int cli_score_windows(whet_model *m, const int32_t *ids, size_t n, size_t ctx, size_t stride, float *logprob,
+                      double *total_nll, size_t *scored, size_t *windows, int progress, whet_err *e);
+
 /* Tokens of `text` as a prompt: without the tokenizer's special tokens, then
  * with its BOS in front when the tokenizer adds one on its own (encoding ""
  * with special tokens shows whether it does) and `bos` is set. Templates that

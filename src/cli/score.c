@@ -80,62 +80,6 @@ typedef struct score_result {
     float *logprob;   /* [tokens]: log p(token i | what the window gave before it); [0] unused */
 } score_result;
 
-/* Every token after the first, once, with as much left context as its window
- * gives: windows [begin, begin + ctx) for begin = 0, stride, 2·stride, ...
- * until one reaches the end; a window scores the tokens that earlier windows
- * did not. */
-static int score_windows(cli_model *cm, const int32_t *ids, size_t n, size_t ctx, size_t stride, score_result *r)
-{
-    whet_err e = {{0}};
-    whet_acts *a = whet_acts_create(cm->model, 1, ctx, 0, &e);
-    int32_t *targets = malloc(ctx * sizeof *targets);
-    float *lp = malloc(ctx * sizeof *lp);
-    int rc = -1;
-    if (!a || !targets || !lp) {
-        whet_error("%s", a ? "score: out of memory" : e.msg);
-        goto done;
-    }
-    int progress = whet_stderr_is_terminal() && n > ctx;
-    size_t prev_end = 0, n_windows = n <= ctx ? 1 : 1 + (n - ctx + stride - 1) / stride;
-    r->total_nll = 0;
-    r->scored = 0;
-    r->windows = 0;
-    for (size_t begin = 0;; begin += stride) {
-        size_t end = begin + ctx < n ? begin + ctx : n, T = end - begin;
-        size_t first = prev_end > begin + 1 ? prev_end : begin + 1;
-        for (size_t i = 0; i < T; i++) {
-            size_t t = begin + i + 1; /* the token row i predicts */
-            targets[i] = t >= first && t < end ? ids[t] : -1;
-        }
-        double mean;
-        if (whet_model_forward(cm->model, a, ids + begin, 1, T, &e) != 0 ||
-            whet_model_nll(cm->model, a, targets, lp, &mean, &e) != 0) {
-            whet_error("%s", e.msg);
-            goto done;
-        }
-        for (size_t i = 0; i < T; i++)
-            if (targets[i] >= 0) {
-                r->logprob[begin + i + 1] = lp[i];
-                r->total_nll -= lp[i];
-                r->scored++;
-            }
-        r->windows++;
-        if (progress)
-            fprintf(stderr, "\rwhet: score: window %zu of %zu", r->windows, n_windows);
-        prev_end = end;
-        if (end == n)
-            break;
-    }
-    if (progress)
-        fputs("\r\033[K", stderr);
-    rc = 0;
-done:
-    whet_acts_free(a);
-    free(targets);
-    free(lp);
-    return rc;
-}
-
 static int print_json(const cli_model *cm, const char *model_path, const char *source, const int32_t *ids,
                       const score_result *r, size_t ctx, size_t stride, int per_token)
 {
@@ -335,8 +279,11 @@ int cmd_score(int argc, char **argv)
         whet_error("score: out of memory for %zu tokens", n);
         goto done;
     }
-    if (score_windows(&cm, ids, n, ctx, stride, &r) != 0)
+    if (cli_score_windows(cm.model, ids, n, ctx, stride, r.logprob, &r.total_nll, &r.scored, &r.windows,
+                          whet_stderr_is_terminal() && n > ctx, &e) != 0) {
+        whet_error("%s", e.msg);
         goto done;
+    }
     if (json) {
         if (print_json(&cm, model_path, source, ids, &r, ctx, stride, per_token) != 0)
             goto done;

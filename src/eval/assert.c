@@ -6,6 +6,8 @@
 
 #include "eval/eval.h"
 
+#include "cli/common.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -549,6 +551,20 @@ int whet_eval_assert_score(const whet_eval_assert *a, const whet_eval_case *c, c
         free(*detail);
         *detail = NULL;
         return a->type == WHET_ASSERT_EXEC ? -1 : whet_fail(e, "out of memory scoring an assertion");
+    }
+    if (*detail) {
+        /* a validator's message or a cut capture may not be valid UTF-8, which
+         * the reports (JSON) must be */
+        size_t n = strlen(*detail);
+        char *valid = malloc(3 * (n + 4) + 1);
+        if (valid) {
+            cli_utf8_stream u = {{0}, 0};
+            size_t o = cli_utf8_feed(&u, *detail, n, valid);
+            o += cli_utf8_flush(&u, valid + o);
+            valid[o] = 0;
+            free(*detail);
+            *detail = valid;
+        }
     }
     if (a->type != WHET_ASSERT_F1 && a->type != WHET_ASSERT_EXEC)
         *score = ok;

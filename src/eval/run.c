@@ -17,6 +17,7 @@
 #include <xxhash.h>
 
 #define CACHE_FORMAT "whet-eval-cache-1"
+#define PPL_MAX_CTX 1024 /* whet score's default window */
 
 static void hex128(XXH128_hash_t h, char out[33])
 {
@@ -614,8 +615,9 @@ static void fill_ppl(whet_json_writer *w, const void *arg)
     whet_json_write_int(w, (int64_t)p->tokens);
 }
 
-/* The text as whet score reads it (with the tokenizer's special tokens), in
- * one window: every token after the first is scored. */
+/* The text as whet score reads it (with the tokenizer's special tokens) and
+ * scores it with its defaults: windows of the model's positions (at most
+ * 1024) overlapping by half; every token after the first is scored once. */
 static int run_ppl(runner *x, const whet_eval_suite *s, const whet_eval_case *k, whet_eval_case_result *cr,
                    whet_err *e)
 {
@@ -630,17 +632,15 @@ static int run_ppl(runner *x, const whet_eval_suite *s, const whet_eval_case *k,
                   k->line, k->id, n, n == 1 ? "" : "s");
         goto done;
     }
-    if (n > x->limit) {
-        whet_fail(e, "%s: line %zu: case \"%s\": the text is %zu tokens; the model takes at most %zu (split it into "
-                  "several ppl cases)", s->path, k->line, k->id, n, x->limit);
-        goto done;
-    }
+    size_t ctx = x->limit < PPL_MAX_CTX ? x->limit : PPL_MAX_CTX, stride = ctx / 2;
     XXH3_state_t *st = key_begin(x, "ppl");
     if (!st) {
         whet_fail(e, "out of memory");
         goto done;
     }
     key_ids(st, ids, n);
+    uint64_t window[2] = {ctx, stride};
+    XXH3_128bits_update(st, window, sizeof window);
     char key[33];
     key_end(st, key);
     whet_json_doc *hit = whet_eval_cache_get(x->env->cache_dir, key);
@@ -651,12 +651,14 @@ static int run_ppl(runner *x, const whet_eval_suite *s, const whet_eval_case *k,
         cr->tokens = (size_t)tok->u.number.value;
         x->r->cache_hits++;
     } else {
-        double ll;
-        if (loglik(x, ids, n, 1, &ll, &cr->tokens, e) != 0) {
+        size_t windows;
+        if (cli_score_windows(x->m, ids, n, ctx, stride, NULL, &cr->nll, &cr->tokens, &windows, 0, e) != 0) {
             whet_json_free(hit);
+            char why[sizeof e->msg];
+            snprintf(why, sizeof why, "%s", e->msg);
+            whet_fail(e, "%s: line %zu: case \"%s\": %s", s->path, k->line, k->id, why);
             goto done;
         }
-        cr->nll = -ll;
         x->r->cache_misses++;
         ppl_cached pc = {cr->nll, cr->tokens};
         if (cache_store(x, key, fill_ppl, &pc, e) != 0) {

@@ -38,6 +38,14 @@ grep -q '| tag critical | 1 | 1 |' "$tmp/r1/report.md" || fail "report.md lacks 
 run 0 score --model "$m" --text "<t50><t51><t52><t53><t54>" --json
 want=$(json_num "$out" total_nll)
 grep -q "\"id\":\"text\".*\"nll\":$want," "$tmp/r1/samples.jsonl" || fail "ppl nll differs from whet score's $want"
+# a text longer than the model's 128 positions: whet score's windows, the same NLL
+long=$(awk 'BEGIN { for (i = 0; i < 300; i++) printf "<t%d>", 9 + (i * 37) % 280 }')
+printf '{"suite":"long"}\n{"id":"long","kind":"ppl","text":"%s"}\n' "$long" >"$tmp/long-ppl.jsonl"
+run 0 eval --model "$m" --no-cache --out "$tmp/long" "$tmp/long-ppl.jsonl"
+run 0 score --model "$m" --text "$long" --json
+stdout_has '"windows":4'
+want=$(json_num "$out" total_nll)
+grep -q "\"nll\":$want,\"tokens\":299," "$tmp/long/samples.jsonl" || fail "long ppl nll differs from whet score's $want"
 run 0 generate --model "$m" --prompt "<t12><t13>" --temperature 0 --max-tokens 8
 gen=$(cat "$out")
 grep -qF "\"id\":\"tokens\"" "$tmp/r1/samples.jsonl" &&
