@@ -30,6 +30,7 @@ typedef struct data_file {
     int is_text;             /* a .txt file: paragraphs of plain text */
     whet_data_format format; /* of the file: from the first line with a known key */
     uint32_t format_line;    /* that line (0 for .txt) */
+    int borrowed;            /* map.data is the caller's memory, not a map */
 } data_file;
 
 /* Indexes `path` (maps it, one pass over its bytes) and detects its format.
@@ -40,6 +41,9 @@ int data_file_open(data_file **out, const char *path, whet_err *e);
  * line's problems themselves. */
 int data_file_index(data_file **out, const char *path, whet_err *e);
 void data_file_release(data_file *f);
+/* The same over bytes in memory (which must outlive f), for the fuzzer. */
+int data_file_index_memory(data_file **out, const char *name, const void *data, size_t size, int is_text,
+                           whet_err *e);
 
 typedef struct data_problem data_problem;
 /* Sets f->format from the first line whose keys name a format (.txt files

@@ -187,6 +187,30 @@ int data_file_index(data_file **out, const char *path, whet_err *e)
     return 0;
 }
 
+int data_file_index_memory(data_file **out, const char *name, const void *data, size_t size, int is_text,
+                           whet_err *e)
+{
+    *out = NULL;
+    data_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(name))) {
+        free(f);
+        return whet_fail(e, "%s: out of memory", name);
+    }
+    f->refs = 1;
+    f->borrowed = 1;
+    f->is_text = is_text;
+    if (is_text)
+        f->format = WHET_DATA_TEXT;
+    f->map.data = data;
+    f->map.size = size;
+    if (build_index(f, e) != 0) {
+        data_file_release(f);
+        return -1;
+    }
+    *out = f;
+    return 0;
+}
+
 int data_file_detect(data_file *f, data_problem *first)
 {
     memset(first, 0, sizeof *first);
@@ -228,7 +252,8 @@ void data_file_release(data_file *f)
 {
     if (!f || --f->refs > 0)
         return;
-    whet_unmap(&f->map);
+    if (!f->borrowed)
+        whet_unmap(&f->map);
     free(f->lines);
     free(f->path);
     free(f);
