@@ -257,9 +257,12 @@ int whet_model_forward(whet_model *m, whet_acts *a, const int32_t *tokens, size_
 /* The training forward with packing: positions [B·T] restart at 0 for each
  * packed example, and seg_start [B·T] gives the row within its sequence
  * (0..T-1) where each token's example starts, so attention never crosses
- * from one example into another (and RoPE/learned positions restart). Both
- * NULL: one example per sequence, the same as whet_model_forward. The
- * backward pass reads both from the activations. */
+ * from one example into another (and RoPE/learned positions restart).
+ * Examples are contiguous: seg_start[t] is t or seg_start[t − 1]. positions
+ * NULL: t − seg_start[t]; seg_start NULL: one example per sequence; both
+ * NULL: the same as whet_model_forward. A packed example's rows get the same
+ * bits as the example alone. Mistral's sliding window bounds the longest
+ * example. The backward pass reads all of it from the activations. */
 int whet_model_forward_packed(whet_model *m, whet_acts *a, const int32_t *tokens, const int32_t *positions,
                               const int32_t *seg_start, size_t B, size_t T, whet_err *e);
 
