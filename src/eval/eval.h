@@ -248,6 +248,8 @@ typedef struct whet_eval_rate {
 typedef struct whet_eval_tag_rate {
     char *tag;
     whet_eval_rate r;
+    /* after a comparison: the tag's joined cases in the baseline and now */
+    whet_eval_rate base, joined;
 } whet_eval_tag_rate;
 
 /* A case whose pass changed against the baseline. */

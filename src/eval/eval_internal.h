@@ -10,6 +10,9 @@ whet_json_doc *whet_eval_cache_get(const char *dir, const char key[33]);
 /* json must be an object holding "key": key. */
 int whet_eval_cache_put(const char *dir, const char key[33], const char *json, size_t len, whet_err *e);
 
+/* rate and Wilson 95 % interval from n and passed */
+void whet_eval_rate_finish(whet_eval_rate *r);
+
 int whet_eval_mkdir_p(const char *path, whet_err *e);
 
 /* Suite aggregates (pass rates, tags, choice accuracy, perplexity) from the

@@ -69,6 +69,24 @@ static int compare_suite(whet_eval_results *cur, whet_eval_suite_result *sr, con
             else
                 cmp->fail_to_pass++;
         }
+    for (size_t t = 0; t < sr->n_tags; t++) {
+        whet_eval_tag_rate *tr = &sr->tags[t];
+        memset(&tr->base, 0, sizeof tr->base);
+        memset(&tr->joined, 0, sizeof tr->joined);
+        for (size_t i = sr->first_case; i < sr->first_case + sr->n_cases; i++) {
+            const whet_eval_case_result *c = &cur->cases[i], *b;
+            int tagged = 0;
+            for (size_t k = 0; k < c->n_tags; k++)
+                tagged |= strcmp(c->tags[k], tr->tag) == 0;
+            if (!tagged || c->kind == WHET_EVAL_PPL || !(b = find_case(base, sr->name, c->id)))
+                continue;
+            tr->base.n++, tr->joined.n++;
+            tr->base.passed += (size_t)b->pass;
+            tr->joined.passed += (size_t)c->pass;
+        }
+        whet_eval_rate_finish(&tr->base);
+        whet_eval_rate_finish(&tr->joined);
+    }
     cmp->only_current = sr->n_cases - cmp->joined;
     for (size_t i = 0; i < base->n_cases; i++)
         if (strcmp(base->cases[i].suite, sr->name) == 0 && !find_case(cur, sr->name, base->cases[i].id))

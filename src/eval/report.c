@@ -92,7 +92,19 @@ static void write_suite(whet_json_writer *w, const whet_eval_results *r, const w
     whet_json_begin_object(w);
     for (size_t t = 0; t < s->n_tags; t++) {
         whet_json_key(w, s->tags[t].tag);
-        write_rate(w, &s->tags[t].r);
+        if (s->cmp.present) {
+            /* the rate, and over the joined cases the baseline's and the current */
+            whet_json_begin_object(w);
+            whet_json_key(w, "all");
+            write_rate(w, &s->tags[t].r);
+            whet_json_key(w, "joined_baseline");
+            write_rate(w, &s->tags[t].base);
+            whet_json_key(w, "joined_current");
+            write_rate(w, &s->tags[t].joined);
+            whet_json_end_object(w);
+        } else {
+            write_rate(w, &s->tags[t].r);
+        }
     }
     whet_json_end_object(w);
     whet_json_key(w, "choice");
@@ -397,8 +409,9 @@ static void put_pct(FILE *f, double v)
         fprintf(f, "%.1f%%", 100 * v);
 }
 
-/* A Markdown table cell: pipes escaped, newlines shown as ⏎, at most max bytes
- * (cut at a character boundary). */
+/* A Markdown table cell: pipes escaped, newlines shown as ⏎, HTML's <>&
+ * escaped (renderers would take "<t12>" for a tag), at most max bytes (cut at
+ * a character boundary). */
 static void md_cell(FILE *f, const char *s, size_t len, size_t max)
 {
     size_t n = len;
@@ -417,6 +430,12 @@ static void md_cell(FILE *f, const char *s, size_t len, size_t max)
             fputc(' ', f);
         else if (c == '`')
             fputs("\\`", f);
+        else if (c == '<')
+            fputs("&lt;", f);
+        else if (c == '>')
+            fputs("&gt;", f);
+        else if (c == '&')
+            fputs("&amp;", f);
         else if ((unsigned char)c < 0x20)
             fputc('?', f);
         else
@@ -493,7 +512,9 @@ static void md_report(FILE *f, const whet_eval_results *r)
         fprintf(f, "%s: %zu cases; seed %llu, temperature %g, max_tokens %zu, repeats %zu (%s)\n\n", s->path,
                 s->n_cases, (unsigned long long)s->seed, s->temperature, s->max_tokens, s->repeats,
                 whet_eval_reduce_name(s->reduce));
-        fputs("| | passed | cases | rate | Wilson 95% |\n|---|---:|---:|---:|---|\n", f);
+        int cmp_cols = s->cmp.present;
+        fputs(cmp_cols ? "| | passed | cases | rate | Wilson 95% | joined: baseline → now |\n|---|---:|---:|---:|---|---|\n"
+                       : "| | passed | cases | rate | Wilson 95% |\n|---|---:|---:|---:|---|\n", f);
         for (size_t t = 0; t <= s->n_tags; t++) {
             const whet_eval_rate *rt = t ? &s->tags[t - 1].r : &s->pass;
             fputs("| ", f);
@@ -509,13 +530,19 @@ static void md_report(FILE *f, const whet_eval_results *r)
             put_pct(f, rt->lo);
             fputs(" – ", f);
             put_pct(f, rt->hi);
+            if (cmp_cols) {
+                fputs(" | ", f);
+                put_pct(f, t ? s->tags[t - 1].base.rate : s->cmp.base_rate);
+                fputs(" → ", f);
+                put_pct(f, t ? s->tags[t - 1].joined.rate : s->cmp.cur_rate);
+            }
             fputs(" |\n", f);
         }
         if (s->n_choice)
             fprintf(f, "\nMultiple choice (%zu): acc %.4f, acc_norm %.4f\n", s->n_choice, s->acc, s->acc_norm);
         if (s->ppl_cases)
-            fprintf(f, "\nPerplexity (%zu texts, %zu tokens): %.4f; bits per byte %.4f\n", s->ppl_cases,
-                    s->ppl_tokens, s->ppl, s->bits_per_byte);
+            fprintf(f, "\nPerplexity (%zu text%s, %zu tokens): %.4f; bits per byte %.4f\n", s->ppl_cases,
+                    s->ppl_cases == 1 ? "" : "s", s->ppl_tokens, s->ppl, s->bits_per_byte);
         const whet_eval_comparison *c = &s->cmp;
         if (c->present) {
             fprintf(f, "\n### Against the baseline\n\n%zu cases joined (%zu new, %zu only in the baseline). "
@@ -584,11 +611,13 @@ static void md_report(FILE *f, const whet_eval_results *r)
 #define LABEL_W 170.0
 #define ROW_H 22.0
 
-/* Horizontal bars of pass rates with their Wilson 95 % whiskers. */
+/* Horizontal bars of pass rates with their Wilson 95 % whiskers; after a
+ * comparison, a thin grey bar above each: the baseline on the joined cases. */
 static void svg_rates(FILE *f, const whet_eval_suite_result *s)
 {
     size_t rows = s->n_tags + 1;
     double h = (double)rows * ROW_H + 30;
+    int cmp = s->cmp.present;
     fprintf(f, "<svg width=\"%.0f\" height=\"%.0f\" role=\"img\" aria-label=\"pass rate per tag\">\n",
             LABEL_W + BAR_W + 70, h);
     for (int q = 0; q <= 4; q++) {
@@ -602,6 +631,10 @@ static void svg_rates(FILE *f, const whet_eval_suite_result *s)
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" class=\"label\">", LABEL_W - 6, y + 15);
         xml_str(f, t ? s->tags[t - 1].tag : "all");
         fputs("</text>\n", f);
+        double base_rate = t ? s->tags[t - 1].base.rate : s->cmp.base_rate;
+        if (cmp && !isnan(base_rate))
+            fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"4\" class=\"bar base\"><title>baseline "
+                    "%.1f%%</title></rect>\n", LABEL_W, y, BAR_W * base_rate, 100 * base_rate);
         if (isnan(rt->rate))
             continue;
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"14\" class=\"bar\"><title>%zu of %zu</title>"
@@ -702,7 +735,8 @@ static void html_report(FILE *f, const whet_eval_results *r)
             fprintf(f, " Multiple choice: acc %.4f, acc_norm %.4f.", s->acc, s->acc_norm);
         if (s->ppl_cases)
             fprintf(f, " Perplexity %.4f, %.4f bits per byte.", s->ppl, s->bits_per_byte);
-        fputs("</p>\n<h3>Pass rate by tag (Wilson 95 % intervals)</h3>\n", f);
+        fputs(s->cmp.present ? "</p>\n<h3>Pass rate by tag (Wilson 95 % intervals; grey: the baseline on the joined "
+                               "cases)</h3>\n" : "</p>\n<h3>Pass rate by tag (Wilson 95 % intervals)</h3>\n", f);
         svg_rates(f, s);
         const whet_eval_comparison *c = &s->cmp;
         if (c->present) {

@@ -791,7 +791,7 @@ fail:
 
 /* ---- aggregates ------------------------------------------------------------------------- */
 
-static void rate_of(whet_eval_rate *rt)
+void whet_eval_rate_finish(whet_eval_rate *rt)
 {
     rt->rate = rt->n ? (double)rt->passed / (double)rt->n : NAN;
     whet_eval_wilson(rt->passed, rt->n, 1.959963984540054, &rt->lo, &rt->hi);
@@ -851,11 +851,11 @@ int whet_eval_aggregate(whet_eval_results *r, whet_err *e)
                 acc_norm += (size_t)cr->acc_norm;
             }
         }
-        rate_of(&sr->pass);
+        whet_eval_rate_finish(&sr->pass);
         if (sr->n_tags)
             qsort(sr->tags, sr->n_tags, sizeof *sr->tags, cmp_tag);
         for (size_t t = 0; t < sr->n_tags; t++)
-            rate_of(&sr->tags[t].r);
+            whet_eval_rate_finish(&sr->tags[t].r);
         sr->acc = sr->n_choice ? (double)acc / (double)sr->n_choice : NAN;
         sr->acc_norm = sr->n_choice ? (double)acc_norm / (double)sr->n_choice : NAN;
         sr->ppl = sr->ppl_tokens ? exp(sr->ppl_nll / (double)sr->ppl_tokens) : NAN;
@@ -863,7 +863,7 @@ int whet_eval_aggregate(whet_eval_results *r, whet_err *e)
         r->pass.n += sr->pass.n;
         r->pass.passed += sr->pass.passed;
     }
-    rate_of(&r->pass);
+    whet_eval_rate_finish(&r->pass);
     return 0;
 }
 

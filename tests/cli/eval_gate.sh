@@ -46,6 +46,10 @@ grep -q '"mean": -0.6666666666666666,' "$tmp/r3/results.json" || fail "results.j
 grep -q '"pass_to_fail": \[' "$tmp/r3/results.json" || fail "results.json: flips"
 grep -q '<testcase classname="gate" name="gate"><failure' "$tmp/j.xml" || fail "JUnit: no gate failure"
 grep -q 'pass→fail' "$tmp/r3/report.md" || fail "report.md: no flip table"
+grep -q '| tag broken | 0 | 8 | 0.0% | 0.0% – 32.4% | 100.0% → 0.0% |' "$tmp/r3/report.md" ||
+    fail "report.md: no per-tag before/after"
+tr -d ' \n' <"$tmp/r3/results.json" | grep -q '"broken":{"all":{"n":8,"passed":0,.*"joined_baseline":{"n":8,"passed":8,' ||
+    fail "results.json: no per-tag baseline"
 grep -q 'before and after' "$tmp/r3/report.html" || fail "report.html: no comparison plot"
 
 # 4. two flips: the same drop rule, but p = 0.5 is not significant: exit 0
