@@ -163,7 +163,7 @@ static void parse_targets(void **state)
 static void init_statistics(void **state)
 {
     (void)state;
-    whet_compute *c = whet_compute_create(whet_kernels_best(), 1);
+    whet_compute *c = whet_compute_create(whet_kernels_from_env(), 1);
     whet_model *m = init_model(llama_json, c, 1);
     whet_lora *lora = create(m, 8, 16.0f, 0.0f, WHET_LORA_ALL_TARGETS, 7);
     assert_ptr_equal(m->lora, lora);
@@ -244,7 +244,7 @@ static void init_statistics(void **state)
 static void zero_B_is_the_base(void **state)
 {
     (void)state;
-    whet_compute *c = whet_compute_create(whet_kernels_best(), 2);
+    whet_compute *c = whet_compute_create(whet_kernels_from_env(), 2);
     whet_model *m = init_model(odd_llama_json, c, 3);
     whet_lora *lora = create(m, 4, 8.0f, 0.0f, WHET_LORA_ALL_TARGETS, 5);
     const size_t rows = 11;
@@ -323,7 +323,7 @@ static void check_fd(whet_model *m, whet_lora *lora, whet_linear_id id, size_t l
 static void gradients_finite_differences(void **state)
 {
     (void)state;
-    whet_compute *c = whet_compute_create(whet_kernels_best(), 2);
+    whet_compute *c = whet_compute_create(whet_kernels_from_env(), 2);
     whet_model *m = init_model(odd_llama_json, c, 11);
     whet_lora *lora = create(m, 3, 5.0f, 0.3f, WHET_LORA_ALL_TARGETS, 13);
     randomize_B(lora, 0.2f);
@@ -345,7 +345,7 @@ static void gradients_finite_differences(void **state)
 static void dropout_stream(void **state)
 {
     (void)state;
-    whet_compute *c = whet_compute_create(whet_kernels_best(), 2);
+    whet_compute *c = whet_compute_create(whet_kernels_from_env(), 2);
     whet_model *m = init_model(odd_llama_json, c, 11);
     const float p = 0.25f;
     whet_lora *lora = create(m, 1, 1.0f, p, 1u << WHET_LIN_Q, 3);
@@ -433,7 +433,7 @@ static void pytorch_golden(void **state)
     enum { IN = 8, OUT = 4, ROWS = 5, RANK = 3 };
     golden g[32];
     size_t ng = read_goldens(g, 32);
-    whet_compute *c = whet_compute_create(whet_kernels_best(), 1);
+    whet_compute *c = whet_compute_create(whet_kernels_from_env(), 1);
     whet_model *m = init_model(qwen2_json, c, 1);
     const size_t l = 1;
     memcpy(m->params.wk + l * OUT * IN, find(g, ng, "W", OUT * IN), OUT * IN * 4);
@@ -478,7 +478,7 @@ static void pytorch_golden(void **state)
 static void merge_matches_adapter(void **state)
 {
     (void)state;
-    whet_compute *c = whet_compute_create(whet_kernels_best(), 2);
+    whet_compute *c = whet_compute_create(whet_kernels_from_env(), 2);
     whet_model *m = init_model(odd_llama_json, c, 21);
     whet_lora *lora = create(m, 5, 10.0f, 0.1f, WHET_LORA_ALL_TARGETS, 22);
     randomize_B(lora, 0.3f);
@@ -563,8 +563,8 @@ static void free_run(run *r)
 static void thread_invariance(void **state)
 {
     (void)state;
-    whet_compute *c1 = whet_compute_create(whet_kernels_best(), 1);
-    whet_compute *c3 = whet_compute_create(whet_kernels_best(), 3);
+    whet_compute *c1 = whet_compute_create(whet_kernels_from_env(), 1);
+    whet_compute *c3 = whet_compute_create(whet_kernels_from_env(), 3);
     whet_model *m = init_model(odd_llama_json, c1, 31);
     whet_lora *lora = create(m, 6, 12.0f, 0.2f, WHET_LORA_ALL_TARGETS, 32);
     randomize_B(lora, 0.2f);
@@ -622,7 +622,7 @@ static void near(const float *got, const float *want, size_t n, float rel, const
 
 static void check_bf16_base(const char *json)
 {
-    whet_compute *c = whet_compute_create(whet_kernels_best(), 2);
+    whet_compute *c = whet_compute_create(whet_kernels_from_env(), 2);
     whet_model *m = init_model(json, c, 41);
     const whet_model_config *cfg = &m->cfg;
     const size_t rows = 7, C = cfg->hidden, V = cfg->vocab;
@@ -739,7 +739,7 @@ static float max_abs_diff(const float *x, const float *y, size_t n)
  * largest) of fp32's and the NLL within 1e-3. */
 static void check_model_level(const char *json)
 {
-    whet_compute *c = whet_compute_create(whet_kernels_best(), 2);
+    whet_compute *c = whet_compute_create(whet_kernels_from_env(), 2);
     whet_model *m = init_model(json, c, 51), *merged = init_model(json, c, 51);
     whet_lora *lora = create(m, 4, 8.0f, 0.1f, WHET_LORA_ALL_TARGETS, 52);
     whet_lora *lora2 = create(merged, 4, 8.0f, 0.1f, WHET_LORA_ALL_TARGETS, 52);
@@ -819,7 +819,7 @@ static double model_loss(whet_model *m, whet_acts *a, const int32_t *tokens, con
  * from gradient checkpointing and from 3 threads. */
 static void check_model_gradients(const char *json)
 {
-    whet_compute *c = whet_compute_create(whet_kernels_best(), 1), *c3 = whet_compute_create(whet_kernels_best(), 3);
+    whet_compute *c = whet_compute_create(whet_kernels_from_env(), 1), *c3 = whet_compute_create(whet_kernels_from_env(), 3);
     whet_model *m = init_model(json, c, 61);
     whet_lora *lora = create(m, 3, 6.0f, 0.2f, WHET_LORA_ALL_TARGETS, 62);
     rng_state = 63;

@@ -20,8 +20,8 @@
  * the base weights; the adapter's gradients use the same layout.
  *
  * Activations (whet_acts.lora), laid out by forward.c: one slot of
- * whet_lora_acts_floats(m, a->B·a->T) floats per layer slot (slot l when
- * a->keep_layers, else slot 0, like the other per-layer activations). Inside
+ * whet_lora_acts_floats(m, a->B·a->T) floats per layer (slot l under
+ * WHET_ACTS_KEEP and WHET_ACTS_CHECKPOINT, slot 0 under WHET_ACTS_REUSE). Inside
  * a slot, each adapted target in whet_linear_id order holds xs [a->B·a->T, r]
  * = scale·dropout(x)·Aᵀ (the scale folded in once, so the forward adds xs·Bᵀ
  * and the backward's dB is doutᵀ·xs), 16-float aligned. When a->lora is NULL
@@ -92,7 +92,10 @@ int whet_lora_parse_targets(const char *list, unsigned *targets, whet_err *e);
  * the adapter (whet_lora_free), the model never frees it. */
 whet_lora *whet_lora_create(whet_model *m, const whet_lora_options *opt, whet_err *e);
 /* Sizes the scratch for calls of up to `rows` rows (B·T of the training
- * batch): call once before training, never inside a step. */
+ * batch): call once before training, never inside a step. Without it, calls
+ * of more than 256 rows run in blocks of 256 (correct, and deterministic,
+ * but the gradients' sums are then split per block: other bits, and slower
+ * with dropout). */
 int whet_lora_reserve(whet_lora *lora, size_t rows, whet_err *e);
 int whet_lora_alloc_grads(whet_lora *lora, whet_err *e);
 void whet_lora_zero_grads(whet_lora *lora);
