@@ -194,6 +194,10 @@ static int read_rope(whet_model_config *cfg, const whet_gguf *g, const char *arc
 int whet_config_from_gguf(whet_model_config *cfg, const whet_gguf *g, whet_err *e)
 {
     memset(cfg, 0, sizeof *cfg);
+    const whet_gguf_kv *type = whet_gguf_find(g, "general.type");
+    if (type && type->value.type == WHET_GGUF_STRING && strcmp(type->value.as.str.data, "adapter") == 0)
+        return whet_fail(e, "%s: key 'general.type' is \"adapter\": a LoRA adapter for llama.cpp, not a model (whet "
+                         "applies PEFT adapter directories with --adapter)", g->name);
     const whet_gguf_str *arch_str;
     if (whet_gguf_get_string(g, "general.architecture", &arch_str, e))
         return -1;

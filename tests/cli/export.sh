@@ -65,6 +65,8 @@ for name in llama qwen3 gpt2; do
     run 0 export --model "$tmp/$name" --adapter "$tmp/$name-adapter" --format gguf --out "$tmp/$name-lora.gguf"
     stdout_has "^wrote GGUF LoRA adapter: "
     [ "$(head -c 4 "$tmp/$name-lora.gguf")" = GGUF ] || fail "$name: the adapter file is not GGUF"
+    run 1 score --model "$tmp/$name-lora.gguf" --file "$tmp/text.txt"
+    stderr_has "a LoRA adapter for llama.cpp, not a model"
 
     run 0 export --model "$tmp/$name" --adapter "$tmp/$name-adapter" --format peft --out "$tmp/$name-peft"
     stdout_has "^wrote PEFT adapter: "
