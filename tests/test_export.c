@@ -26,9 +26,11 @@
  *    lora_b's rank = its ne[0]) applied to the exported base GGUF's tensors
  *    gives the exported merged GGUF's tensors (≤ 1e-6 relative), which
  *    checks the Q/K permutation of lora_b and GPT-2's fused attn_qkv.
- *  - Tokenizer metadata: every tokenizer of tests/data/tokenizers exported
- *    to GGUF keys and loaded back with whet_tokenizer_from_gguf encodes the
- *    golden texts as the tokenizer.json does.
+ *  - Tokenizer metadata: every tokenizer of tests/data/tokenizers (and the
+ *    demo's, datasets/pretrain) exported to GGUF keys and loaded back with
+ *    whet_tokenizer_from_gguf encodes the golden texts as the tokenizer.json
+ *    does (spm_metaspace: not the texts that start with a space or hold a
+ *    special token, which GGUF's add_space_prefix cannot express).
  *  - adapter_config.json refusals and mismatched adapter files. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -735,11 +737,13 @@ static void gguf_adapter_file(void **state)
 static void gguf_tokenizer_roundtrip(void **state)
 {
     (void)state;
-    const char *names[] = {"gpt2", "bytelevel_llama3", "qwen3", "spm_legacy", "spm_metaspace"};
+    /* the last: the demo's tokenizer (datasets/pretrain), on GPT-2's golden texts */
+    const char *names[] = {"gpt2", "bytelevel_llama3", "qwen3", "spm_legacy", "spm_metaspace", "pretrain"};
     for (size_t ni = 0; ni < sizeof names / sizeof *names; ni++) {
         char dir[256], golden[256];
-        snprintf(dir, sizeof dir, "tests/data/tokenizers/%s", names[ni]);
-        snprintf(golden, sizeof golden, "tests/data/tokenizers/%s.golden.json", names[ni]);
+        int demo = strcmp(names[ni], "pretrain") == 0;
+        snprintf(dir, sizeof dir, demo ? "datasets/pretrain/tokenizer" : "tests/data/tokenizers/%s", names[ni]);
+        snprintf(golden, sizeof golden, "tests/data/tokenizers/%s.golden.json", demo ? "gpt2" : names[ni]);
         whet_err e;
         whet_tokenizer *hf = whet_tokenizer_load(dir, &e);
         if (!hf)
@@ -762,6 +766,11 @@ static void gguf_tokenizer_roundtrip(void **state)
         whet_tokenizer *gt = whet_tokenizer_from_gguf(g, &e);
         if (!gt)
             fail_msg("%s: %s", names[ni], e.msg);
+        if (demo) { /* its tokenizer_config.json's chat template travels */
+            const whet_gguf_str *tmpl;
+            assert_int_equal(whet_gguf_get_string(g, "tokenizer.chat_template", &tmpl, &e), 0);
+            assert_non_null(strstr(tmpl->data, "<|im_start|>"));
+        }
         whet_json_doc *doc;
         if (whet_json_parse_file(&doc, golden, NULL, &e))
             fail_msg("%s", e.msg);
