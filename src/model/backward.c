@@ -20,7 +20,7 @@
 /* ---- gradients: layout, selection ------------------------------------------- */
 
 /* Every tensor of the layout: where its view sits in whet_model_params and
- * its floats per layer (layered) or in all. */
+ * whether it is stacked over layers. */
 typedef struct tensor_desc {
     const char *name;
     size_t offset; /* offsetof(whet_model_params, view) */
@@ -38,9 +38,9 @@ static const tensor_desc TENSORS[] = {
 #undef DESC
 #define N_TENSORS (sizeof TENSORS / sizeof *TENSORS)
 
-static float **view_of(const whet_model_params *p, const tensor_desc *d)
+static float view_of(const whet_model_params *p, const tensor_desc *d)
 {
-    return (float **)((char *)p + d->offset);
+    return *(float *const *)((const char *)p + d->offset);
 }
 
 /* floats of tensor d (per layer when layered) */
@@ -114,7 +114,7 @@ static size_t trained_ranges(const whet_model_grads *g, const whet_model_params 
     size_t n = 0;
     for (size_t i = 0; i < N_TENSORS; i++) {
         const tensor_desc *d = &TENSORS[i];
-        float *grad = *view_of(&g->p, d), *param = params ? *view_of(params, d) : NULL;
+        float *grad = view_of(&g->p, d), *param = params ? view_of(params, d) : NULL;
         if (!grad || (d->offset == offsetof(whet_model_params, lm_head) && c->tied))
             continue;
         size_t floats = tensor_floats(c, d);
