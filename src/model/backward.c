@@ -38,7 +38,7 @@ static const tensor_desc TENSORS[] = {
 #undef DESC
 #define N_TENSORS (sizeof TENSORS / sizeof *TENSORS)
 
-static float view_of(const whet_model_params *p, const tensor_desc *d)
+static float *view_of(const whet_model_params *p, const tensor_desc *d)
 {
     return *(float *const *)((const char *)p + d->offset);
 }
