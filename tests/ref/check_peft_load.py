@@ -24,10 +24,14 @@ plain-torch re-implementation of transformers' modeling code:
 For each golden model of tests/data/models a random adapter on every
 projection is written by whet (build/tests/test_export adapter), its logits
 with the adapter applied at run time are taken from whet (test_export
-logits), and compared with this reading's. Prints max|d|/max|ref| per model
+logits), and compared with this reading's. The same logits must come from
+the plain-torch model run on the directory `whet export --format hf` writes
+with the adapter merged (its config.json and model.safetensors as
+transformers would read them), and from a GGUF export converted back to an
+HF directory (config.json made from GGUF metadata). Prints max|d|/max|ref|
 and fails above 1e-5.
 
-Run:  make build/tests/test_export && /usr/bin/python3 tests/ref/check_peft_load.py
+Run:  make build/whet build/tests/test_export && /usr/bin/python3 tests/ref/check_peft_load.py
 """
 import json
 import math
@@ -46,6 +50,7 @@ sys.path.insert(0, HERE)
 import make_goldens as mg  # noqa: E402
 
 TEST_EXPORT = os.environ.get("TEST_EXPORT", os.path.join(TOP, "build", "tests", "test_export"))
+WHET = os.environ.get("WHET", os.path.join(TOP, "build", "whet"))
 T = 12
 DT = {"F32": (torch.float32, 4), "F16": (torch.float16, 2), "BF16": (torch.bfloat16, 2), "I32": (torch.int32, 4),
       "F64": (torch.float64, 8)}
@@ -140,14 +145,35 @@ def main():
             gpt2 = cfg["architectures"][0] == "GPT2LMHeadModel"
             W = apply_peft(read_model(d), adapter, gpt2)
             ids = torch.tensor([[(t * 37 + 5) % V for t in range(T)]])
-            with torch.no_grad():
-                ref = mg.gpt2_forward(cfg, W, ids) if gpt2 else mg.llama_like_forward(cfg["architectures"][0], cfg, W, ids)
-            ref = ref[0]
-            rel = ((got - ref).abs().max() / ref.abs().max()).item()
-            ok = rel <= 1e-5
-            failures += not ok
-            print("%-12s %s whet --adapter vs PEFT's reading (re-implemented): max rel diff %.2e" %
-                  (name, "ok  " if ok else "FAIL", rel))
+
+            def forward(c, w):
+                with torch.no_grad():
+                    if c["architectures"][0] == "GPT2LMHeadModel":
+                        return mg.gpt2_forward(c, w, ids)[0]
+                    return mg.llama_like_forward(c["architectures"][0], c, w, ids)[0]
+
+            def report(what, ref):
+                rel = ((got - ref).abs().max() / ref.abs().max()).item()
+                ok = rel <= 1e-5
+                print("%-12s %s %-46s max rel diff %.2e" % (name, "ok  " if ok else "FAIL", what, rel))
+                return not ok
+
+            failures += report("whet --adapter vs PEFT's reading (re-impl.)", forward(cfg, W))
+            # the merged HF directory, as transformers' modeling code reads it
+            merged = os.path.join(tmp, name + "-merged")
+            subprocess.run([WHET, "export", "--model", d, "--adapter", adapter, "--format", "hf", "--out", merged],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            failures += report("whet --adapter vs the merged HF export", forward(
+                json.load(open(os.path.join(merged, "config.json"))), read_model(merged)))
+            # GGUF and back: config.json from the metadata (not for Llama 3's
+            # rope_freqs, which has no config.json form)
+            if name != "llama3_rope":
+                gguf, back = os.path.join(tmp, name + ".gguf"), os.path.join(tmp, name + "-back")
+                quiet = dict(check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.run([WHET, "export", "--model", merged, "--format", "gguf", "--out", gguf], **quiet)
+                subprocess.run([WHET, "export", "--model", gguf, "--format", "hf", "--out", back], **quiet)
+                failures += report("whet --adapter vs merged -> GGUF -> HF", forward(
+                    json.load(open(os.path.join(back, "config.json"))), read_model(back)))
     print("%d failed" % failures if failures else "all match")
     return 1 if failures else 0
 
