@@ -247,13 +247,30 @@ static int write_full_model(whet_model *m, const whet_run_config *c, const char 
     if (whet_model_save_hf(m, final_dir, e) != 0)
         return -1;
     char from[WHET_RUN_PATH_MAX + 64], to[WHET_RUN_PATH_MAX + 64], src_dir[WHET_RUN_PATH_MAX];
-    if (c->init[0])
-        snprintf(from, sizeof from, "%s%s", c->init, is_dir(c->init) ? "/config.json" : "");
-    else
-        snprintf(from, sizeof from, "%s/config.json", c->model);
     snprintf(to, sizeof to, "%s/config.json", final_dir);
-    if (copy_file(from, to, e) != 0)
-        return -1;
+    if (c->model[0] && whet_is_gguf_file(c->model)) {
+        /* a GGUF model: config.json from its hyper-parameters; its tokenizer only as --tokenizer gives it */
+        char *text;
+        size_t len;
+        if (whet_config_to_json(&m->cfg, &text, &len, e) != 0)
+            return -1;
+        int rc = whet_write_file_atomic(to, text, len, e);
+        free(text);
+        if (rc != 0)
+            return -1;
+        if (!c->tokenizer[0]) {
+            whet_warn("%s has no tokenizer files: %s is a GGUF file (give --tokenizer to have them copied)",
+                      final_dir, c->model);
+            return 0;
+        }
+    } else {
+        if (c->init[0])
+            snprintf(from, sizeof from, "%s%s", c->init, is_dir(c->init) ? "/config.json" : "");
+        else
+            snprintf(from, sizeof from, "%s/config.json", c->model);
+        if (copy_file(from, to, e) != 0)
+            return -1;
+    }
     const char *tok = c->tokenizer[0] ? c->tokenizer : c->model;
     snprintf(src_dir, sizeof src_dir, "%s", tok);
     if (!is_dir(tok)) {

@@ -67,6 +67,14 @@ done
 run 0 score --model "$tmp/f/final" --text "$text" --threads 1
 stdout_has "perplexity"
 
+# a GGUF model: LoRA gives an adapter; full gives weights and config.json (no tokenizer files, said so)
+gguf="$models_dir/../cli/tiny-llama.gguf"
+run 0 train --model "$gguf" --data "$tmp/train.jsonl" --out "$tmp/g1" --steps 2 --seq-len 32 --threads 1
+[ -f "$tmp/g1/final/adapter_model.safetensors" ] || fail "GGUF LoRA: no adapter"
+run 0 train --model "$gguf" --data "$tmp/train.jsonl" --out "$tmp/g2" --steps 2 --seq-len 32 --threads 1 --method full
+stderr_has "has no tokenizer files: .* is a GGUF file \(give --tokenizer"
+[ -f "$tmp/g2/final/config.json" ] && [ -f "$tmp/g2/final/model.safetensors" ] || fail "GGUF full: no HF directory"
+
 # errors
 run 2 train --data "$tmp/train.jsonl" --out "$tmp/x"
 stderr_has "give exactly one of --model and --init"
