@@ -485,17 +485,6 @@ out:
 
 /* ---- writing a GGUF LoRA adapter ----------------------------------------------------- */
 
-/* LlamaModel.permute on B's rows (n_head heads of d rows, r columns): the
- * rows of lora_b follow the base weight's (LoraTorchTensor permutes B only). */
-static void permute_rows(const float *src, float *dst, size_t n_head, size_t d, size_t cols)
-{
-    size_t half = d / 2;
-    for (size_t h = 0; h < n_head; h++)
-        for (size_t j = 0; j < half; j++)
-            for (size_t k = 0; k < 2; k++)
-                memcpy(dst + (h * d + 2 * j + k) * cols, src + (h * d + k * half + j) * cols, cols * sizeof *dst);
-}
-
 static uint32_t row_type(uint32_t type, uint64_t ne0)
 {
     return type == WHET_GGML_Q8_0 && ne0 % 32 != 0 ? WHET_GGML_F16 : type;
@@ -545,8 +534,9 @@ int whet_adapter_save_gguf(const whet_model *m, const whet_lora *lora, const cha
                 B = malloc(out * r * sizeof *B);
                 if (A && B) {
                     const float *src = lora->B[id] + l * out * r;
+                    /* lora_b's rows follow the base weight's (LoraTorchTensor permutes B only) */
                     if (llama && (id == WHET_LIN_Q || id == WHET_LIN_K))
-                        permute_rows(src, B, id == WHET_LIN_Q ? c->heads : c->kv_heads, c->head_dim, r);
+                        whet_gguf_permute_qk_rows(src, B, id == WHET_LIN_Q ? c->heads : c->kv_heads, c->head_dim, r);
                     else
                         memcpy(B, src, out * r * sizeof *B);
                 }

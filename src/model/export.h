@@ -29,6 +29,10 @@
 const char *whet_gguf_arch_name(const whet_model_config *c);
 /* Whether convert_hf_to_gguf.py permutes Q/K rows for this architecture (llama). */
 int whet_gguf_arch_permutes_qk(const whet_model_config *c);
+/* convert_hf_to_gguf.py's LlamaModel.permute on the rows of a Q or K weight
+ * (or a LoRA B, whose rows follow them): n_head heads of d rows, cols columns;
+ * GGUF row h·d + 2j + k is HF row h·d + k·d/2 + j (model/gguf_model.c undoes it). */
+void whet_gguf_permute_qk_rows(const float *src, float *dst, size_t n_head, size_t d, size_t cols);
 /* "blk.{l}.attn_q.weight" ... for projection id of layer l (GPT-2's q, k, v:
  * "blk.{l}.attn_qkv.weight"), into buf. */
 const char *whet_gguf_linear_name(const whet_model_config *c, size_t l, whet_linear_id id, char *buf, size_t cap);

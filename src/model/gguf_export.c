@@ -80,9 +80,7 @@ static int put(export_ctx *x, const char *name, const float *data, size_t rows, 
     return whet_gguf_add_tensor_f32(x->w, name, type, n_dims, ne, data, x->e);
 }
 
-/* LlamaModel.permute: new row h·d + 2j + k = old row h·d + k·d/2 + j (the
- * inverse of gguf_model.c's unpermute_rows). */
-static void permute_rows(const float *src, float *dst, size_t n_head, size_t d, size_t cols)
+void whet_gguf_permute_qk_rows(const float *src, float *dst, size_t n_head, size_t d, size_t cols)
 {
     size_t half = d / 2;
     for (size_t h = 0; h < n_head; h++)
@@ -109,9 +107,9 @@ static int put_qk(export_ctx *x, const whet_model *m, size_t l, const char *stem
         float *pw = scratch(x, rows * C), *pb = b ? scratch(x, rows) : NULL;
         if (!pw || (b && !pb))
             return -1;
-        permute_rows(w, pw, n_head, HD, C);
+        whet_gguf_permute_qk_rows(w, pw, n_head, HD, C);
         if (b)
-            permute_rows(b, pb, n_head, HD, 1);
+            whet_gguf_permute_qk_rows(b, pb, n_head, HD, 1);
         w = pw, b = pb;
     }
     if (put_layer_tensor(x, l, stem, "weight", w, rows, C))
