@@ -677,6 +677,11 @@ static void get_reports_positioned_errors(void **state)
     write_text(path, "");
     assert_int_equal(whet_dataset_open(&ds, path, &opt, &e), -1);
     assert_non_null(strstr(e.msg, "nothing.jsonl: no examples"));
+    /* chat data and no template: refused at open, not at the first batch */
+    whet_data_options no_template = {.tok = gpt2_tok};
+    assert_int_equal(whet_dataset_open(&ds, DATA "/chat.jsonl", &no_template, &e), -1);
+    assert_string_equal(e.msg, DATA "/chat.jsonl:1:1: no-chat-template: chat examples need a chat template and the "
+                               "model has none (give one with --chat-template NAME)");
     unlink(path);
 }
 

@@ -36,6 +36,12 @@ int whet_dataset_open(whet_dataset **out, const char *path, const whet_data_opti
     data_file *f;
     if (data_file_open(&f, path, e) != 0)
         return -1;
+    if (f->format == WHET_DATA_CHAT && !opt->tmpl) {
+        whet_fail(e, "%s:%u:1: no-chat-template: chat examples need a chat template and the model has none (give "
+                  "one with --chat-template NAME)", path, (unsigned)f->format_line);
+        data_file_release(f);
+        return -1;
+    }
     if (make_dataset(out, f, opt, e) != 0) {
         data_file_release(f);
         return -1;

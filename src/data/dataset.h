@@ -26,9 +26,11 @@ typedef enum whet_data_format {
 
 typedef struct whet_data_options {
     const whet_tokenizer *tok;          /* not owned */
-    const whet_chat_template *tmpl;     /* not owned; NULL: prompt+completion concatenated, chat refused */
+    const whet_chat_template *tmpl;     /* not owned; NULL: prompt+completion concatenated, chat
+                                         * files refused by whet_dataset_open (no-chat-template) */
     int train_on_prompt;                /* 1: every token carries loss (--train-on-prompt) */
-    int add_eos;                        /* text / prompt-completion: append EOS (carrying loss) */
+    int add_eos;                        /* text / template-less prompt-completion: append EOS (carrying
+                                         * loss); `whet data` and `whet train` set it */
 } whet_data_options;
 
 /* One tokenized example: ids [n] and loss [n] (1: the model learns to

@@ -347,11 +347,9 @@ static int parse_chat(const whet_json *root, uint32_t line, data_parsed *d, data
                                "\"weight\" on message %zu (%s): only assistant messages take a weight", i + 1, r);
             if (weight->type != WHET_JSON_NUMBER || weight->u.number.int_status != WHET_JSON_INT_EXACT ||
                 (weight->u.number.integer != 0 && weight->u.number.integer != 1))
-                return problem(p, "invalid-value", line, col(weight),
-                               "\"weight\" of message %zu: expected 0 or 1, found %s%s", i + 1,
-                               weight->type == WHET_JSON_NUMBER ? weight->u.number.text
-                                                                : whet_json_type_name(weight->type),
-                               "");
+                return problem(p, "invalid-value", line, col(weight), "\"weight\" of message %zu: expected 0 or 1, found %s",
+                               i + 1, weight->type == WHET_JSON_NUMBER ? weight->u.number.text
+                                                                       : whet_json_type_name(weight->type));
             trained = weight->u.number.integer == 1;
         }
         assistants += is_assistant;
