@@ -444,6 +444,29 @@ static void data_directories(void **state)
     unlink(path);
 }
 
+/* A token of the whole text that straddles a span's start: with Qwen3's
+ * pre-tokenizer "\n\n" is one token, the template's "\n" then the content's
+ * "\n". It holds trained bytes, so it is trained (the piece encoding does not
+ * add up to the whole text's tokens here: the boundary is placed by the
+ * shared-prefix rule). */
+static void straddling_token_is_trained(void **state)
+{
+    (void)state;
+    char path[128];
+    tmp_path(path, sizeof path, "straddle.jsonl");
+    write_text(path, "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, "
+                     "{\"role\": \"assistant\", \"content\": \"\\nfoo\"}]}\n");
+    whet_chat_template t = template_named("chatml");
+    whet_data_options opt = {.tok = qwen3_tok, .tmpl = &t};
+    whet_dataset *ds = open_ds(path, &opt);
+    whet_example ex;
+    get(ds, 0, &ex);
+    expect_runs(qwen3_tok, &ex, "\n\nfoo<|im_end|>");
+    whet_example_free(&ex);
+    whet_dataset_close(ds);
+    unlink(path);
+}
+
 /* ---- streaming under a memory budget ---- */
 
 static size_t vm_data_kib(void)
@@ -1036,6 +1059,7 @@ int main(void)
         cmocka_unit_test(stats_count_tokens_and_rows),
         cmocka_unit_test(dedup_removes_normalised_duplicates),
         cmocka_unit_test(overlap_finds_shared_ngrams),
+        cmocka_unit_test(straddling_token_is_trained),
         cmocka_unit_test(valid_split_is_stable),
         cmocka_unit_test(data_directories),
         cmocka_unit_test(streams_under_a_memory_budget),
