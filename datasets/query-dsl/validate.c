@@ -269,6 +269,11 @@ static int parse_calc(parser *ps, calc *c)
 
 static int same_calc(const calc *a, const calc *b) { return a->op == b->op && a->field == b->field; }
 
+static int same_filter(const filter *a, const filter *b)
+{
+    return a->field == b->field && a->op == b->op && strcmp(a->value, b->value) == 0;
+}
+
 /* The canonical text of a number token for a field of `type`. */
 static int canonical_number(parser *ps, const token *t, field_type type, char *out, size_t cap)
 {
@@ -392,10 +397,15 @@ static int parse_query(parser *ps, const char *text, int line, query *q)
 
     if (accept_word(ps, "WHERE")) {
         do {
+            token at = ps->tok;
             if (q->n_filters == MAX_ITEMS)
-                return fail_at(ps, &ps->tok, "at most %d filters", MAX_ITEMS);
-            if (parse_filter(ps, &q->filters[q->n_filters]))
+                return fail_at(ps, &at, "at most %d filters", MAX_ITEMS);
+            filter *f = &q->filters[q->n_filters];
+            if (parse_filter(ps, f))
                 return -1;
+            for (int i = 0; i < q->n_filters; i++)
+                if (same_filter(&q->filters[i], f))
+                    return fail_at(ps, &at, "a filter not already in WHERE");
             q->n_filters++;
         } while (accept_word(ps, "AND"));
     }
