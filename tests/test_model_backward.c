@@ -509,6 +509,19 @@ static void training_selection(void **state)
             free(written);
             whet_model_grads_free(part);
         }
+        /* the backward visits no layer below the lowest that trains: with
+         * checkpointing, the last layer recomputed tells which it reached */
+        for (int freeze = 0; freeze <= 1; freeze++) {
+            whet_train_selection sel = {.full = 1, .train_layers = 1, .freeze_embeddings = freeze};
+            whet_err e1;
+            whet_model_grads *part = whet_model_grads_create(m, &sel, &e1);
+            whet_acts *ck = whet_acts_create(m, g.B, g.T, WHET_ACTS_CHECKPOINT, &e1);
+            forward_nll(m, ck, &g);
+            assert_int_equal(whet_model_backward(m, ck, g.targets, 1.0f, part, &e1), 0);
+            assert_int_equal(ck->slot_layer, freeze ? L - 1 : 0);
+            whet_acts_free(ck);
+            whet_model_grads_free(part);
+        }
         /* LoRA only: no base gradients; the backward runs with them and with NULL */
         whet_err e;
         whet_train_selection lora_only = {.full = 0};
