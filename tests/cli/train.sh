@@ -58,6 +58,16 @@ stdout_has "^completed: 3 steps"
 grep -q '^shuffle = false$' "$tmp/c/run.conf" || fail "--no-shuffle not in run.conf"
 [ -d "$tmp/c/checkpoint-3" ] && [ ! -d "$tmp/c/checkpoint-2" ] || fail "--save-every 0: only the final checkpoint"
 
+# adapter options reach the PEFT config; a bf16 base with gradient checkpointing trains
+# shellcheck disable=SC2086
+run 0 train $base --out "$tmp/o" --steps 3 --rslora --lora-targets q,v --lora-alpha 12 --base-dtype bf16 \
+    --grad-checkpoint --pack --grad-accum 2 --lr-schedule linear --warmup-steps 1 --min-lr 1e-5
+tr -d ' \n' <"$tmp/o/final/adapter_config.json" >"$tmp/o.json"
+for want in '"use_rslora":true' '"target_modules":\["q_proj","v_proj"\]' '"lora_alpha":12' '"r":8'; do
+    grep -q "$want" "$tmp/o.json" || fail "adapter_config.json lacks $want"
+done
+grep -qE '"type":"train","step":1,.*"lr":0(\.0)?,' "$tmp/o/metrics.jsonl" || fail "warmup: step 1 not at lr 0"
+
 # full fine-tuning of the last layer: an HF directory that whet reads back
 # shellcheck disable=SC2086
 run 0 train $base --out "$tmp/f" --steps 5 --method full --train-layers 1 --freeze-embeddings --lr 1e-3
