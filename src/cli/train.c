@@ -405,7 +405,9 @@ static int parse_options(train_cli *tc, int argc, char **argv)
             status = WHET_EXIT_USAGE;
             goto done;
         }
-        /* the run directory, or one of its checkpoints */
+        /* the run directory, or one of its checkpoints ("DIR/" as "DIR") */
+        for (size_t n_len = strlen(tc->resume); n_len > 1 && tc->resume[n_len - 1] == '/'; n_len--)
+            tc->resume[n_len - 1] = 0;
         char manifest[WHET_RUN_PATH_MAX + 32];
         snprintf(manifest, sizeof manifest, "%s/manifest.json", tc->resume);
         snprintf(tc->config_path, sizeof tc->config_path, "%s", tc->resume);
@@ -544,8 +546,44 @@ static void print_plan(const train_session *s, const whet_train_plan *p, uint64_
     fflush(out);
 }
 
-static void print_summary(const train_session *s, const whet_train_result *r, const char *final_dir, double first_loss,
-                          int json)
+/* The first and last train and valid losses of metrics.jsonl (NaN when none). */
+typedef struct run_losses {
+    double first_train, last_train, first_valid, last_valid;
+    int has_train, has_valid;
+} run_losses;
+
+static void read_losses(const char *path, run_losses *l)
+{
+    l->first_train = l->last_train = l->first_valid = l->last_valid = NAN;
+    l->has_train = l->has_valid = 0;
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    while (f && fgets(line, sizeof line, f)) {
+        int valid = strstr(line, "\"type\":\"valid\"") != NULL;
+        char *at = strstr(line, "\"loss\":"), *end;
+        if (!at)
+            continue;
+        double v = strtod(at + 7, &end);
+        if (end == at + 7)
+            v = NAN; /* null: not finite */
+        if (valid) {
+            if (!l->has_valid)
+                l->first_valid = v;
+            l->last_valid = v;
+            l->has_valid = 1;
+        } else {
+            if (!l->has_train)
+                l->first_train = v;
+            l->last_train = v;
+            l->has_train = 1;
+        }
+    }
+    if (f)
+        fclose(f);
+}
+
+static void print_summary(const train_session *s, const whet_train_result *r, const char *final_dir,
+                          const run_losses *l, int json)
 {
     const whet_run_config *c = &s->tc.cfg;
     static const char *const outcomes[] = {"completed", "interrupted", "early-stopped", "non-finite", "stopped-by-hook"};
@@ -560,19 +598,13 @@ static void print_summary(const train_session *s, const whet_train_result *r, co
         whet_json_key(&w, "method");
         whet_json_write_string(&w, c->method ? "full" : "lora");
         whet_json_key(&w, "first_loss");
-        whet_json_write_double(&w, first_loss);
+        whet_json_write_double(&w, l->first_train);
         whet_json_key(&w, "train_loss");
-        whet_json_write_double(&w, r->last.loss);
+        whet_json_write_double(&w, l->last_train);
         whet_json_key(&w, "valid_loss");
-        if (r->has_valid)
-            whet_json_write_double(&w, r->last_valid.loss);
-        else
-            whet_json_write_null(&w);
+        whet_json_write_double(&w, l->last_valid); /* NaN (no validation) is written as null */
         whet_json_key(&w, "valid_perplexity");
-        if (r->has_valid)
-            whet_json_write_double(&w, r->last_valid.perplexity);
-        else
-            whet_json_write_null(&w);
+        whet_json_write_double(&w, l->has_valid ? exp(l->last_valid) : NAN);
         whet_json_key(&w, "tokens_seen");
         whet_json_write_int(&w, (int64_t)r->state.tokens_seen);
         whet_json_key(&w, "seconds");
@@ -595,10 +627,9 @@ static void print_summary(const train_session *s, const whet_train_result *r, co
     }
     char t[32];
     printf("%s: %" PRIu64 " steps in %s, train loss %.4f -> %.4f", outcomes[r->outcome], r->state.step,
-           human_time(r->state.elapsed_s, t, sizeof t), first_loss, r->last.loss);
-    if (r->has_valid)
-        printf(", valid loss %.4f -> %.4f (perplexity %.3f)", r->first_valid.loss, r->last_valid.loss,
-               r->last_valid.perplexity);
+           human_time(r->state.elapsed_s, t, sizeof t), l->first_train, l->last_train);
+    if (l->has_valid)
+        printf(", valid loss %.4f -> %.4f (perplexity %.3f)", l->first_valid, l->last_valid, exp(l->last_valid));
     if (final_dir)
         printf("; %s in %s\n", c->method ? "model" : "adapter", final_dir);
     else
@@ -815,24 +846,12 @@ int cmd_train(int argc, char **argv)
         goto out;
     }
 
-    /* the first loss of the run, from its metrics (a resumed run did not see it) */
-    double first_loss = NAN;
+    /* the run's losses from its metrics: a resumed run saw only its own part */
+    run_losses losses;
     {
         char path[WHET_RUN_PATH_MAX + 32];
         snprintf(path, sizeof path, "%s/metrics.jsonl", s->run_dir);
-        FILE *f = fopen(path, "r");
-        char line[1024];
-        while (f && fgets(line, sizeof line, f))
-            if (strstr(line, "\"type\":\"train\"")) {
-                char *l = strstr(line, "\"loss\":");
-                char *end;
-                double v = l ? strtod(l + 7, &end) : NAN;
-                if (l && end != l + 7)
-                    first_loss = v;
-                break;
-            }
-        if (f)
-            fclose(f);
+        read_losses(path, &losses);
         char svg[WHET_RUN_PATH_MAX + 32], title[WHET_RUN_PATH_MAX + 64];
         snprintf(svg, sizeof svg, "%s/report.svg", s->run_dir);
         snprintf(title, sizeof title, "whet train: %s", c->model[0] ? c->model : c->init);
@@ -855,7 +874,7 @@ int cmd_train(int argc, char **argv)
             goto out;
         }
     }
-    print_summary(s, &r, finished ? final_dir : NULL, first_loss, tc->json);
+    print_summary(s, &r, finished ? final_dir : NULL, &losses, tc->json);
     switch (r.outcome) {
     case WHET_TRAIN_COMPLETED:
     case WHET_TRAIN_EARLY_STOPPED: status = WHET_EXIT_OK; break;
