@@ -622,6 +622,14 @@ static void check_reports_every_class(void **state)
     assert_int_equal(r.examples, 14);
     assert_int_equal(r.examples_ok, 3);
     whet_data_report_free(&r);
+    /* a cap on the problems kept: all are still counted */
+    co.max_problems = 2;
+    assert_int_equal(whet_data_check(paths, 1, &co, &r, &e), 0);
+    assert_int_equal(r.n_problems, 2);
+    assert_int_equal(r.errors, 11);
+    assert_int_equal(r.warnings, 2);
+    whet_data_report_free(&r);
+    co.max_problems = 0;
 
     /* a template that refuses a conversation; a duplicate across files */
     whet_chat_template mistral = template_named("mistral");

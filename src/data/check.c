@@ -126,7 +126,6 @@ void data_free_paths(char **files, size_t n)
 typedef struct checker {
     whet_data_report *rep;
     size_t max_problems;
-    char **files; /* owned by the report (problem->file points into it) */
     int oom;
 } checker;
 
@@ -139,8 +138,8 @@ static void add_problem(checker *c, const char *file, const data_problem *p)
         r->errors++;
     if (r->n_problems >= c->max_problems)
         return;
-    if ((r->n_problems & (r->n_problems - 1)) == 0) { /* grow at powers of two */
-        size_t cap = r->n_problems ? r->n_problems * 2 : 16;
+    if ((r->n_problems & (r->n_problems - 1)) == 0) { /* 0 or a power of two: the array is full */
+        size_t cap = r->n_problems ? r->n_problems * 2 : 1;
         whet_data_problem *bigger = realloc(r->problems, cap * sizeof *bigger);
         if (!bigger) {
             c->oom = 1;
@@ -261,7 +260,7 @@ int whet_data_check(const char *const *paths, size_t n_paths, const whet_data_ch
         return -1;
     out->files = files;
     out->n_files = n_files;
-    checker c = {out, opt->max_problems ? opt->max_problems : 1000, files, 0};
+    checker c = {out, opt->max_problems ? opt->max_problems : 1000, 0};
     seen_set seen = {0};
     int failed = 0;
     for (size_t i = 0; i < n_files && !failed; i++)
