@@ -273,7 +273,8 @@ static int run_show(const data_args *a)
         whet_error("%s", e.msg);
         goto done;
     }
-    int color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+    const char *no_color = getenv("NO_COLOR"); /* as whet_use_color, for standard output */
+    int color = isatty(STDOUT_FILENO) && !(no_color && *no_color);
     const char *open_mark = color ? "\x1b[1;32m" : "\xc2\xab", *close_mark = color ? "\x1b[0m" : "\xc2\xbb";
     size_t n = whet_dataset_count(ds);
     for (size_t i = a->start; i < n && i < a->start + a->show_n; i++) {
