@@ -373,6 +373,52 @@ static void reports_round_trip_as_baseline(void **state)
     whet_eval_suite_free(s);
 }
 
+/* The trainer's session: baseline, checkpoints gated against it, the best
+ * passing checkpoint remembered, reports in each checkpoint directory. */
+static void training_session(void **state)
+{
+    fixture *f = *state;
+    whet_eval_suite *s = suite("{\"suite\":\"train\",\"max_tokens\":4,\"gate\":{\"max_ppl_increase\":0.0001}}\n"
+                               "{\"id\":\"g\",\"prompt\":\"<t9>\",\"assert\":[{\"type\":\"regex\",\"value\":\"<t\"}]}\n"
+                               "{\"id\":\"p\",\"kind\":\"ppl\",\"text\":\"<t50><t51><t52><t53><t54><t55>\"}\n");
+    whet_eval_session ses;
+    whet_eval_session_init(&ses, &s, 1, f->tok, &f->tmpl, f->cache);
+    whet_err e = {{0}};
+    char out[128], ck1[160], ck2[160], path[200];
+    snprintf(out, sizeof out, "%s/run", f->cache);
+    snprintf(ck1, sizeof ck1, "%s/checkpoint-1", out);
+    snprintf(ck2, sizeof ck2, "%s/checkpoint-2", out);
+    if (whet_eval_session_baseline(&ses, f->m, out, &e) != 0)
+        fail_msg("%s", e.msg);
+    int passed = -1;
+    /* an unchanged model: no rise, passes, the best so far */
+    if (whet_eval_session_checkpoint(&ses, f->m, 1, ck1, &passed, &e) != 0)
+        fail_msg("%s", e.msg);
+    assert_int_equal(passed, 1);
+    assert_true(ses.have_best && ses.best_step == 1);
+    assert_string_equal(ses.best_dir, ck1);
+    snprintf(path, sizeof path, "%s/eval/results.json", ck1);
+    assert_int_equal(access(path, R_OK), 0);
+    snprintf(path, sizeof path, "%s/eval-base/samples.jsonl", out);
+    assert_int_equal(access(path, R_OK), 0);
+    /* a changed model: the gate follows its perplexity; the best stays checkpoint 1 (a tie goes to the earlier) */
+    whet_lora_options opt = {.rank = 2, .alpha = 4, .targets = 1u << WHET_LIN_V, .seed = 9};
+    whet_lora *lora = whet_lora_create(f->m, &opt, &e);
+    assert_non_null(lora);
+    for (size_t i = 0; i < lora->floats; i++)
+        lora->memory[i] = 0.1f * (float)((int)(i * 40503u % 13) - 6);
+    if (whet_eval_session_checkpoint(&ses, f->m, 2, ck2, &passed, &e) != 0)
+        fail_msg("%s", e.msg);
+    double base_ppl = ses.baseline->suites[0].ppl, now = ses.last->suites[0].ppl;
+    assert_true(now != base_ppl);
+    assert_int_equal(passed, !(now / base_ppl - 1 > 0.0001));
+    assert_int_equal(ses.best_step, 1);
+    assert_int_equal(ses.last->suites[0].n_gate_reasons, (size_t)!passed);
+    whet_lora_free(f->m, lora);
+    whet_eval_session_free(&ses);
+    whet_eval_suite_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +428,7 @@ int main(void)
         cmocka_unit_test(stop_strings_cut_the_output),
         cmocka_unit_test(adapter_changes_hashes_and_outputs),
         cmocka_unit_test(reports_round_trip_as_baseline),
+        cmocka_unit_test(training_session),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

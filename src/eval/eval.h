@@ -18,7 +18,8 @@
  *             whet_eval_results_load reads a results directory back as a
  *             baseline.
  *
- * For a trainer (whet train --eval SPEC --gate), per checkpoint:
+ * For a trainer (whet train --eval SPEC --gate), session.c wraps these;
+ * by hand, per checkpoint:
  *   whet_eval_suite_load(&suites[i], path, &e);              once, at start
  *   whet_eval_env env = {model, tok, tmpl_or_NULL, cache_dir_or_NULL, ...};
  *   whet_eval_run(&env, suites, n, &base, &e);               before step 1
@@ -332,6 +333,45 @@ void whet_eval_model_hash(const whet_model *m, char model_hex[33], char adapter_
  * whose prompt hash differs is an error. Then evaluates the gate of every
  * suite (with or without base: NULL) and sets cur->gate_failed. */
 int whet_eval_compare(whet_eval_results *cur, const whet_eval_results *base, whet_err *e);
+
+/* ---- during training (session.c) ------------------------------------------------------
+ * whet train --eval SPEC... [--gate]: the suites run on the base model before
+ * the first step (the baseline) and at every checkpoint, each checkpoint's
+ * results compared with the baseline and gated; the best checkpoint whose
+ * gate passed is remembered (the highest pass rate; on a tie the earlier).
+ *   whet_eval_session s;
+ *   whet_eval_session_init(&s, suites, n, tok, tmpl, cache_dir);
+ *   whet_eval_session_baseline(&s, model, out_dir, &e);      before step 1
+ *   whet_eval_session_checkpoint(&s, model, step, ckpt_dir, &passed, &e);
+ *   ... s.last (its summary: whet_eval_write_summary), s.have_best, s.best_dir
+ *   whet_eval_session_free(&s);
+ * The suites, tokenizer and template must outlive the session. */
+typedef struct whet_eval_session {
+    whet_eval_suite *const *suites;
+    size_t n_suites;
+    const whet_tokenizer *tok;
+    const whet_chat_template *tmpl;
+    const char *cache_dir;
+    whet_eval_results *baseline; /* the base model's run */
+    whet_eval_results *last;     /* the last checkpoint's run (compared, gated) */
+    int have_best;
+    uint64_t best_step;
+    double best_rate;
+    char best_dir[1200];
+} whet_eval_session;
+
+void whet_eval_session_init(whet_eval_session *s, whet_eval_suite *const *suites, size_t n_suites,
+                            const whet_tokenizer *tok, const whet_chat_template *tmpl, const char *cache_dir);
+/* Runs the suites on m as it is now (the base model) and keeps the results
+ * as the baseline; with out_dir, writes its reports to out_dir/eval-base. */
+int whet_eval_session_baseline(whet_eval_session *s, whet_model *m, const char *out_dir, whet_err *e);
+/* Runs the suites on m (adapter attached: evaluated without dropout),
+ * compares with the baseline, gates, writes the reports to
+ * checkpoint_dir/eval (when not NULL) and updates the best checkpoint.
+ * *passed: the gate's verdict. -1 only on errors. */
+int whet_eval_session_checkpoint(whet_eval_session *s, whet_model *m, uint64_t step, const char *checkpoint_dir,
+                                 int *passed, whet_err *e);
+void whet_eval_session_free(whet_eval_session *s);
 
 /* ---- files (report.c, cache.c) ------------------------------------------------------ */
 
