@@ -12,6 +12,9 @@
 #include <string.h>
 
 #define RESULTS_FORMAT "whet-eval-results-1"
+#ifndef WHET_VERSION
+#define WHET_VERSION "unknown"
+#endif
 
 static void write_num(whet_json_writer *w, double v)
 {
@@ -199,6 +202,8 @@ static void write_results(whet_json_writer *w, const whet_eval_results *r)
     whet_json_begin_object(w);
     whet_json_key(w, "format");
     whet_json_write_string(w, RESULTS_FORMAT);
+    whet_json_key(w, "whet_version");
+    whet_json_write_string(w, WHET_VERSION);
     whet_json_key(w, "model");
     whet_json_write_string(w, r->model);
     whet_json_key(w, "model_hash");

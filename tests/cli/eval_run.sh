@@ -91,6 +91,19 @@ stderr_has 'at least one SPEC'
 run 1 eval "$spec"
 stderr_has '--model is required'
 run 1 eval --model "$m" --bogus "$spec"
+run 1 eval --model "$m" --no-cache --out "$tmp/e" "$spec" "$spec"
+stderr_has 'the suite name "basic" is also the name of'
+run 1 eval --model "$m" --no-cache --repeats 0 "$spec"
+stderr_has '--repeats: expected a whole number from 1 to 1000'
+run 1 eval --model "$m" --cache "$tmp/c" --no-cache "$spec"
+stderr_has 'exclude each other'
+run 0 eval --help
+stdout_has 'Exit status: 0 passed, 1 error, 2 gate failed'
+printf '{"suite":"x"}\n{"id":"a","messages":[{"role":"user","content":"hi"}],"assert":[{"type":"json_valid"}]}\n' >"$tmp/chat.jsonl"
+make_model llama "$tmp/notemplate"
+run 1 eval --model "$tmp/notemplate" --no-cache --out "$tmp/e" "$tmp/chat.jsonl"
+stderr_has 'line 2: case "a" has chat messages, and the model has no chat template'
+run 0 eval --model "$tmp/notemplate" --chat-template chatml --no-cache --out "$tmp/e" "$tmp/chat.jsonl"
 run 1 eval --model "$m" --adapter "$tmp/no-adapter" --no-cache --out "$tmp/e" "$spec"
 stderr_has 'no-adapter'
 long=$(awk 'BEGIN { for (i = 0; i < 200; i++) printf "<t9>" }')
