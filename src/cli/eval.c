@@ -71,10 +71,13 @@ static void print_summary(const whet_eval_results *r, const char *out_dir)
             printf("  tag %-20s %zu of %zu (%.1f%%)\n", s->tags[t].tag, s->tags[t].r.passed, s->tags[t].r.n,
                    100 * s->tags[t].r.rate);
         const whet_eval_comparison *c = &s->cmp;
-        if (c->present) {
-            printf("  against the baseline: %zu joined; pass rate %.1f%% -> %.1f%%; %zu pass->fail, %zu fail->pass; "
-                   "McNemar p = %.4g", c->joined, 100 * c->base_rate, 100 * c->cur_rate, c->pass_to_fail,
-                   c->fail_to_pass, c->mcnemar_p);
+        if (c->present && c->joined == 0) {
+            printf("  against the baseline: no case of this suite in it\n");
+        } else if (c->present) {
+            printf("  against the baseline: %zu joined", c->joined);
+            if (!isnan(c->base_rate))
+                printf("; pass rate %.1f%% -> %.1f%%; %zu pass->fail, %zu fail->pass; McNemar p = %.4g",
+                       100 * c->base_rate, 100 * c->cur_rate, c->pass_to_fail, c->fail_to_pass, c->mcnemar_p);
             if (!isnan(c->diff_mean))
                 printf("; score difference %+.4f [%+.4f, %+.4f]", c->diff_mean, c->diff_lo, c->diff_hi);
             if (!isnan(c->ppl_increase))
