@@ -26,7 +26,9 @@
  * = scale·dropout(x)·Aᵀ (the scale folded in once, so the forward adds xs·Bᵀ
  * and the backward's dB is doutᵀ·xs), 16-float aligned. When a->lora is NULL
  * (acts made before the adapter was attached) the forward works in the
- * adapter's own scratch and the backward recomputes xs from its input. */
+ * adapter's own scratch and the backward recomputes xs from its input. Acts
+ * made with one adapter must not serve another of other targets or rank
+ * (their slots are sized for the first): make new acts. */
 #ifndef WHET_LORA_H
 #define WHET_LORA_H
 
