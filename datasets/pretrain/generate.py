@@ -170,6 +170,8 @@ def ops_doc(rng):
         sents.insert(rng.below(len(sents) + 1), rng.pick(FIELD_FACTS))
     if rng.chance(0.35):
         sents.insert(rng.below(len(sents) + 1), rng.pick(DEFINITIONS))
+    if rng.chance(0.15):
+        sents.append(rng.pick(QUERY_NOTES))
     return " ".join(sents)
 
 
@@ -333,13 +335,81 @@ def fact_doc(rng):
     return " ".join(sents)
 
 
+QUERY_NOTES = [
+    "In the query language, a query starts with FIND and its calculations, such as COUNT or AVG(duration_ms).",
+    "WHERE keeps only the matching events, and AND joins several filters.",
+    "GROUP BY splits the results by a field, such as service.name or region.",
+    "ORDER BY sorts the rows by a calculation, ASC for the smallest first and DESC for the largest first.",
+    "LIMIT keeps the first rows, and SINCE sets the time window, such as 15m, 2h or 7d.",
+    "P95(duration_ms) is the p95 latency, and COUNT_DISTINCT(user.id) counts the different users.",
+    "A filter compares a field with a value: service.name = \"checkout\" or duration_ms > 500.",
+    "CONTAINS looks for a piece of text in a field, and EXISTS keeps the events that have the field.",
+]
+
+# Recaps say the same thing twice in other words, naming the same service,
+# region, route and numbers: the model learns to carry names and numbers from
+# earlier in a text, which a question-to-query task needs.
+RECAP_FIRST = [
+    "The {s} service in {g} answered {n} requests to {r} {w}, and the slowest took {ms} ms.",
+    "Requests to {r} on the {s} service were slow in {g} {w}: the p95 was {ms} ms.",
+    "{w_cap}, users in {g} saw errors from {s} on {r}, about {n} of them.",
+    "On {r}, the {s} service returned status {c} to {n} requests from {g} {w}.",
+]
+RECAP_SECOND = [
+    "In other words, {s} in {g} handled {n} requests on {r}, with a maximum of {ms} ms.",
+    "So the route {r} of {s}, in region {g}, had {n} requests and a worst time of {ms} ms.",
+    "To sum up: service {s}, region {g}, route {r}, {n} requests, {ms} ms.",
+    "That is, {n} requests from {g} reached {s} through {r}; some took {ms} ms.",
+]
+
+
+def recap_doc(rng):
+    values = {"s": rng.pick(SERVICES), "g": rng.pick(REGIONS), "r": rng.pick(ROUTES),
+              "n": rng.pick([7, 12, 40, 85, 120, 300, 640, 1200, 2500]),
+              "ms": rng.pick([15, 40, 90, 120, 250, 400, 700, 1200, 2500]), "c": rng.pick(STATUS)[0]}
+    window = rng.pick(WINDOWS).format(n=rng.pick([2, 3, 5, 10, 15, 30, 45, 6, 12, 7]))
+    values["w"], values["w_cap"] = window, window[0].upper() + window[1:]
+    sents = [rng.pick(RECAP_FIRST).format(**values), rng.pick(RECAP_SECOND).format(**values)]
+    if rng.chance(0.5):
+        sents.append(rng.pick(QUERY_NOTES))
+    return " ".join(sents)
+
+
+SUPPORT = [
+    "The support team reads every ticket and gives it a category: billing, bug, account, feature request or other.",
+    "A ticket about a charge or an invoice is a billing ticket.",
+    "When something is broken, such as a crash or an empty export, the ticket is about a bug.",
+    "Problems with logging in, passwords or emails are account tickets.",
+    "A customer who asks for something new, such as a dark mode, sends a feature request.",
+    "Each ticket also gets a priority: low, medium, high or urgent.",
+    "When production is down, the priority is urgent; when there is no rush, it is low.",
+    "The product tells which part had the problem: the web app, the mobile app, the API, the desktop app or the browser extension.",
+    "The sentiment of a ticket is negative when the customer is angry, positive when they are happy, and neutral otherwise.",
+    "A short summary helps the next person understand the ticket at a glance.",
+    "Many customers write from {product_text} and describe the problem in a few sentences.",
+    "{name} from the support team answered {n} tickets on {day}, most of them about {topic}.",
+]
+
+
+def support_doc(rng):
+    values = {"product_text": rng.pick(["the mobile app", "the web app", "the desktop app", "the API",
+                                        "the browser extension"]),
+              "name": rng.pick(NAMES)[0], "n": rng.pick([12, 20, 35, 48, 60]), "day": rng.pick(DAYS),
+              "topic": rng.pick(["billing", "bugs", "passwords", "invoices", "feature requests", "refunds"])}
+    return " ".join(x.format(**values) for x in rng.shuffled(SUPPORT)[:3 + rng.below(3)])
+
+
 def document(rng):
     r = rng.below(20)
-    if r < 8:
+    if r < 6:
         return ops_doc(rng)
-    if r < 12:
+    if r < 8:
+        return recap_doc(rng)
+    if r < 9:
+        return support_doc(rng)
+    if r < 11:
         return story(rng)
-    if r < 15:
+    if r < 14:
         return describe(rng)
     return fact_doc(rng)
 

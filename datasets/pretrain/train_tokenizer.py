@@ -74,12 +74,6 @@ def corpus_texts(datasets_dir):
 
     for obj in lines(os.path.join(datasets_dir, "pretrain", "train.jsonl")):
         yield obj["text"]
-    for obj in lines(os.path.join(datasets_dir, "query-dsl", "train.jsonl")):
-        for m in obj["messages"]:
-            yield m["content"]
-    for obj in lines(os.path.join(datasets_dir, "ticket-json", "train.jsonl")):
-        yield obj["prompt"]
-        yield obj["completion"]
 
 
 def train(texts):

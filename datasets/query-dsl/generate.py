@@ -307,20 +307,20 @@ class Gen:
     def example(self):
         rng = self.rng
         calcs = []
-        n_calcs = 2 if rng.chance(0.2) else 1
+        n_calcs = 2 if rng.chance(0.1) else 1
         while len(calcs) < n_calcs:
             c = self.calc([t for _, t in calcs])
             if c:
                 calcs.append(c)
         filters, used = [], set()
-        n_filters = rng.pick([0, 0, 1, 1, 1, 1, 2, 2, 2, 3])
+        n_filters = rng.pick([0, 0, 0, 1, 1, 1, 1, 1, 2, 2])
         while len(filters) < n_filters:
             field, text, query = self.filter(used)
             if field not in used:
                 used.add(field)
                 filters.append((text, query))
         groups = []
-        n_groups = rng.pick([0, 0, 0, 0, 0, 1, 1, 1, 1, 2])
+        n_groups = rng.pick([0, 0, 0, 0, 0, 0, 1, 1, 1, 2])
         fields = sorted(GROUPS)
         while len(groups) < n_groups:
             f = rng.pick(fields)
@@ -329,11 +329,11 @@ class Gen:
             elif len(used) + len(groups) >= len(fields):
                 break
         order = None
-        if groups and rng.chance(0.45):
+        if groups and rng.chance(0.4):
             direction = "DESC" if rng.chance(0.7) else "ASC"
             limit = rng.pick([3, 5, 5, 10, 10, 20]) if rng.chance(0.7) else None
             order = (direction, limit)
-        since = self.since() if rng.chance(0.65) else None
+        since = self.since() if rng.chance(0.6) else None
 
         # English
         calc_text = " and ".join(t for t, _ in calcs)
