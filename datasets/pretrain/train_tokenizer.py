@@ -3,8 +3,8 @@
 
     python3 datasets/pretrain/train_tokenizer.py [OUT_DIR]
 
-reads the training text of datasets/ (pretrain/train.jsonl and the train.jsonl
-of query-dsl and ticket-json: never a valid or test file) and writes, into
+reads the pretraining text (datasets/pretrain/train.jsonl: the base model must
+not depend on the fine-tuning tasks' files) and writes, into
 OUT_DIR (default: the directory of this script):
   tokenizer/tokenizer.json         HF tokenizers format, GPT-2's byte-level BPE
                                    layout (ByteLevel pre-tokenizer with GPT-2's
@@ -66,7 +66,7 @@ def bytes_to_unicode():
 
 
 def corpus_texts(datasets_dir):
-    """The training text, file by file, in a fixed order."""
+    """The training text, in file order."""
     def lines(path):
         with open(path, encoding="utf-8") as f:
             for line in f:
