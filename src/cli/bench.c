@@ -644,8 +644,8 @@ static void usage(FILE *out)
           "                  [--seq-len T] [--batch-size B] [--steps N] [--lora-rank R]\n"
           "                  [--shape smollm-135m] [--hidden C] [--layers L] [--heads H]\n"
           "                  [--kv-heads G] [--ffn F] [--vocab V] [--torch PATH | --no-torch]\n"
-          "                  [--sweep] [--profile] [--grad-checkpoint] [--isa NAME]\n"
-          "                  [--threads N] [--json]\n"
+          "                  [--sweep] [--profile] [--grad-checkpoint] [--peak G]\n"
+          "                  [--isa NAME] [--threads N] [--json]\n"
           "Measure throughput; with no benchmark named, run gemm, forward and tokenize\n"
           "(train takes minutes: name it).\n"
           "gemm: GFLOP/s of sgemm (NT, NN, TN) and gemm_bf16 (NT, NN) at M = 1024 tokens for\n"
@@ -692,7 +692,9 @@ static void usage(FILE *out)
           "                   (B = B·T / T', at least 1); no baseline\n"
           "  --profile        time every kernel: per step, the wall time of each phase and\n"
           "                   the thread time of each kind of kernel, serial and idle time\n"
-          "  --grad-checkpoint  recompute each layer's activations in the backward pass\n",
+          "  --grad-checkpoint  recompute each layer's activations in the backward pass\n"
+          "  --peak G         MFU against an fp32 FMA peak of G GFLOP/s per core (say, whet\n"
+          "                   cpu's on a quiet machine) instead of one measured at the start\n",
           out);
 }
 
@@ -707,7 +709,7 @@ int cmd_bench(int argc, char **argv)
     bench_train_defaults(&tr);
     enum {
         OPT_METHOD = 256, OPT_BASE_DTYPE, OPT_BATCH, OPT_STEPS, OPT_RANK, OPT_SHAPE, OPT_HIDDEN, OPT_LAYERS,
-        OPT_HEADS, OPT_KV_HEADS, OPT_FFN, OPT_VOCAB, OPT_TORCH, OPT_NO_TORCH, OPT_SWEEP, OPT_PROFILE, OPT_CHECKPOINT
+        OPT_HEADS, OPT_KV_HEADS, OPT_FFN, OPT_VOCAB, OPT_TORCH, OPT_NO_TORCH, OPT_SWEEP, OPT_PROFILE, OPT_CHECKPOINT, OPT_PEAK
     };
     static const struct option options[] = {{"isa", required_argument, NULL, 'i'},
                                             {"threads", required_argument, NULL, 't'},
@@ -735,6 +737,7 @@ int cmd_bench(int argc, char **argv)
                                             {"sweep", no_argument, NULL, OPT_SWEEP},
                                             {"profile", no_argument, NULL, OPT_PROFILE},
                                             {"grad-checkpoint", no_argument, NULL, OPT_CHECKPOINT},
+                                            {"peak", required_argument, NULL, OPT_PEAK},
                                             {0}};
     int opt;
     optind = 1;
@@ -797,6 +800,10 @@ int cmd_bench(int argc, char **argv)
         case OPT_SWEEP: tr.sweep = 1; break;
         case OPT_PROFILE: tr.profile = 1; break;
         case OPT_CHECKPOINT: tr.checkpoint = 1; break;
+        case OPT_PEAK:
+            if (cli_parse_double("bench", "--peak", optarg, 0.001, 1e6, &tr.peak_gflops))
+                return WHET_EXIT_USAGE;
+            break;
         case 'i': isa_name = optarg; break;
         case 't':
             threads = (int)strtol(optarg, &end, 10);

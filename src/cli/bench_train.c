@@ -37,6 +37,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,7 +66,14 @@ void bench_train_defaults(bench_train_options *o)
  * current phase (set by the step between library calls) and a category. The
  * backward pass starts with the LM head + cross-entropy; its first norm
  * backward (the final norm's) marks where the layers start. GEMMs with a
- * dimension equal to the LoRA rank are the adapter's. */
+ * dimension equal to the LoRA rank are the adapter's.
+ *
+ * Kernels are timed by their thread's CPU clock, so that time the thread spent
+ * descheduled (other programs on the cores) is not charged to them; each
+ * phase also gets its wall time, the process's CPU time and the stepping
+ * thread's: the CPU time outside kernels (serial code between them, and
+ * threads spinning while they wait for work) and the time the threads were
+ * not running at all (asleep waiting, or preempted) follow. */
 
 typedef enum { PH_FORWARD, PH_HEAD_FORWARD, PH_HEAD_BACKWARD, PH_BACKWARD, PH_OPTIMIZER, NPHASES } step_phase;
 static const char *const phase_names[NPHASES] = {"forward", "head_ce_forward", "head_ce_backward", "backward",
@@ -90,7 +98,7 @@ static const char *const category_names[NCATS] = {"gemm", "lora_gemm", "head_gem
 enum { PROFILE_SLOTS = 64 };
 
 typedef struct profile_slot {
-    double busy[NPHASES][NCATS];  /* seconds inside kernels */
+    double busy[NPHASES][NCATS];  /* CPU seconds inside kernels */
     double flops[NPHASES][NCATS]; /* GEMM FLOPs */
     char pad[64];                 /* no false sharing between threads' slots */
 } profile_slot;
@@ -99,7 +107,35 @@ static profile_slot profile_slots[PROFILE_SLOTS];
 static atomic_int profile_slots_used;
 static _Thread_local int profile_slot_index = -1;
 static atomic_int profile_phase;
-static double profile_layers_backward_start; /* when the first norm backward ran */
+/* Clocks read at a phase boundary. */
+typedef struct phase_clocks {
+    double wall, process_cpu, main_cpu;
+} phase_clocks;
+
+static pthread_t profile_main_thread; /* the stepping thread */
+static phase_clocks profile_layers_backward_start; /* when the first norm backward ran (wall 0: not yet) */
+
+static double clock_seconds(clockid_t id)
+{
+    struct timespec ts;
+    if (clock_gettime(id, &ts) != 0)
+        return 0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double thread_cpu_now(void)
+{
+    return clock_seconds(CLOCK_THREAD_CPUTIME_ID);
+}
+
+static phase_clocks clocks_now(void)
+{
+    phase_clocks c = {whet_now(), clock_seconds(CLOCK_PROCESS_CPUTIME_ID), 0};
+    clockid_t main_clock;
+    if (pthread_getcpuclockid(profile_main_thread, &main_clock) == 0)
+        c.main_cpu = clock_seconds(main_clock);
+    return c;
+}
 static const whet_kernels *profile_real;
 static whet_kernels profile_table;
 static size_t profile_rank;
@@ -126,7 +162,7 @@ static void profile_enter_layers_backward(void)
     int expected = PH_HEAD_BACKWARD;
     if (atomic_load_explicit(&profile_phase, memory_order_relaxed) == PH_HEAD_BACKWARD &&
         atomic_compare_exchange_strong(&profile_phase, &expected, PH_BACKWARD))
-        profile_layers_backward_start = whet_now();
+        profile_layers_backward_start = clocks_now();
 }
 
 static kernel_category gemm_category(const whet_gemm *g)
@@ -144,23 +180,23 @@ static double gemm_flops(const whet_gemm *g, size_t m0, size_t m1, size_t n0, si
 
 static void timed_sgemm(const whet_gemm *g, size_t m0, size_t m1, size_t n0, size_t n1, void *workspace)
 {
-    double t0 = whet_now();
+    double t0 = thread_cpu_now();
     profile_real->sgemm(g, m0, m1, n0, n1, workspace);
-    profile_add(gemm_category(g), whet_now() - t0, gemm_flops(g, m0, m1, n0, n1));
+    profile_add(gemm_category(g), thread_cpu_now() - t0, gemm_flops(g, m0, m1, n0, n1));
 }
 
 static void timed_gemm_bf16(const whet_gemm *g, size_t m0, size_t m1, size_t n0, size_t n1, void *workspace)
 {
-    double t0 = whet_now();
+    double t0 = thread_cpu_now();
     profile_real->gemm_bf16(g, m0, m1, n0, n1, workspace);
-    profile_add(gemm_category(g), whet_now() - t0, gemm_flops(g, m0, m1, n0, n1));
+    profile_add(gemm_category(g), thread_cpu_now() - t0, gemm_flops(g, m0, m1, n0, n1));
 }
 
 #define TIMED(cat, call)                                                                                       \
     do {                                                                                                       \
-        double t0_ = whet_now();                                                                               \
+        double t0_ = thread_cpu_now();                                                                         \
         call;                                                                                                  \
-        profile_add(cat, whet_now() - t0_, 0);                                                                 \
+        profile_add(cat, thread_cpu_now() - t0_, 0);                                                           \
     } while (0)
 
 static void timed_f32_to_bf16(whet_bf16 *dst, const float *src, size_t n)
@@ -185,9 +221,9 @@ static void timed_add(float *y, const float *a, const float *b, size_t n)
 }
 static double timed_sum_squares(const float *x, size_t n)
 {
-    double t0 = whet_now();
+    double t0 = thread_cpu_now();
     double s = profile_real->sum_squares(x, n);
-    profile_add(CAT_OPTIMIZER, whet_now() - t0, 0);
+    profile_add(CAT_OPTIMIZER, thread_cpu_now() - t0, 0);
     return s;
 }
 static void timed_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, size_t rows, size_t n,
@@ -372,11 +408,15 @@ typedef struct train_result {
     double step_median, step_best; /* seconds per optimizer step */
     double loss_first, loss_last;  /* mean NLL of the warm-up step and of the last */
     size_t peak_rss;               /* bytes */
+    double cpu_share;              /* the process's CPU time over threads × wall time, timed steps: below 1
+                                    * when other programs took the cores (or threads waited) */
     /* --profile: per timed step */
     double phase_wall[NPHASES];
-    double busy[NPHASES][NCATS];  /* thread-seconds inside kernels, all threads */
-    double flops[NPHASES][NCATS]; /* GEMM FLOPs */
-    double main_busy[NPHASES];    /* the stepping thread's share of busy */
+    double phase_cpu[NPHASES];      /* the process's CPU time */
+    double phase_main_cpu[NPHASES]; /* the stepping thread's CPU time */
+    double busy[NPHASES][NCATS];    /* CPU seconds inside kernels, all threads */
+    double flops[NPHASES][NCATS];   /* GEMM FLOPs */
+    double main_busy[NPHASES];      /* the stepping thread's share of busy */
     int threads_seen;             /* threads that ran a kernel */
 } train_result;
 
@@ -386,6 +426,15 @@ static size_t peak_rss_bytes(void)
     if (getrusage(RUSAGE_SELF, &ru) != 0)
         return 0;
     return (size_t)ru.ru_maxrss * 1024; /* Linux and the BSDs: KiB */
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
 static int write_all(int fd, const void *p, size_t n)
@@ -561,38 +610,48 @@ static int trainer_setup(trainer *t, train_plan *plan, whet_err *e)
     return 0;
 }
 
-/* One optimizer step; *loss: the mean NLL of its forward. */
+/* One optimizer step; r->loss_last: the mean NLL of its forward. */
 static int trainer_step(trainer *t, train_result *r, whet_err *e)
 {
     size_t BT = t->tc.B * t->tc.T;
-    double wall[NPHASES + 1];
+    phase_clocks at[NPHASES + 1]; /* at[ph]: the start of phase ph; at[NPHASES]: the end */
+    int profile = t->profile;
     if (t->lora)
         t->lora->step++;
     profile_set_phase(PH_FORWARD);
-    wall[PH_FORWARD] = whet_now();
+    if (profile)
+        at[PH_FORWARD] = clocks_now();
     if (whet_model_forward(t->m, t->acts, t->tokens, t->tc.B, t->tc.T, e))
         return -1;
     profile_set_phase(PH_HEAD_FORWARD);
-    wall[PH_HEAD_FORWARD] = whet_now();
+    if (profile)
+        at[PH_HEAD_FORWARD] = clocks_now();
     double loss;
     if (whet_model_nll(t->m, t->acts, t->targets, NULL, &loss, e))
         return -1;
     profile_set_phase(PH_HEAD_BACKWARD);
-    wall[PH_HEAD_BACKWARD] = whet_now();
-    profile_layers_backward_start = 0;
+    if (profile)
+        at[PH_HEAD_BACKWARD] = clocks_now();
+    profile_layers_backward_start.wall = 0;
     if (whet_model_backward(t->m, t->acts, t->targets, 1.0f / (float)BT, t->grads, e))
         return -1;
     profile_set_phase(PH_OPTIMIZER);
-    wall[PH_OPTIMIZER] = whet_now();
-    wall[PH_BACKWARD] = profile_layers_backward_start > 0 ? profile_layers_backward_start : wall[PH_OPTIMIZER];
+    if (profile) {
+        at[PH_OPTIMIZER] = clocks_now();
+        at[PH_BACKWARD] = profile_layers_backward_start.wall > 0 ? profile_layers_backward_start : at[PH_OPTIMIZER];
+    }
     double norm = whet_optim_grad_norm(t->optim, t->compute);
     whet_optim_step(t->optim, t->compute, LEARNING_RATE, whet_optim_clip_scale(t->optim, norm));
     whet_optim_zero_grads(t->optim, t->compute);
-    wall[NPHASES] = whet_now();
     r->loss_last = loss;
+    if (!profile)
+        return 0;
+    at[NPHASES] = clocks_now();
     for (int ph = 0; ph < NPHASES; ph++) {
         int next = ph == PH_HEAD_BACKWARD ? PH_BACKWARD : ph == PH_BACKWARD ? PH_OPTIMIZER : ph + 1;
-        r->phase_wall[ph] += wall[next] - wall[ph];
+        r->phase_wall[ph] += at[next].wall - at[ph].wall;
+        r->phase_cpu[ph] += at[next].process_cpu - at[ph].process_cpu;
+        r->phase_main_cpu[ph] += at[next].main_cpu - at[ph].main_cpu;
     }
     return 0;
 }
@@ -606,6 +665,7 @@ static int compare_doubles(const void *a, const void *b)
 static void run_case_child(const bench_train_options *o, const train_case *tc, int fd)
 {
     trainer t = {.o = o, .tc = *tc, .profile = o->profile};
+    profile_main_thread = pthread_self();
     train_plan plan;
     train_result res;
     memset(&plan, 0, sizeof plan);
@@ -626,13 +686,17 @@ static void run_case_child(const bench_train_options *o, const train_case *tc, i
         goto failed;
     res.loss_first = res.loss_last;
     memset(res.phase_wall, 0, sizeof res.phase_wall);
+    memset(res.phase_cpu, 0, sizeof res.phase_cpu);
+    memset(res.phase_main_cpu, 0, sizeof res.phase_main_cpu);
     profile_reset();
+    double cpu0 = cpu_seconds(), wall0 = whet_now();
     for (size_t s = 0; s < o->steps; s++) {
         double t0 = whet_now();
         if (trainer_step(&t, &res, &e))
             goto failed;
         times[s] = whet_now() - t0;
     }
+    res.cpu_share = (cpu_seconds() - cpu0) / ((whet_now() - wall0) * o->threads);
     qsort(times, o->steps, sizeof *times, compare_doubles);
     res.step_best = times[0];
     res.step_median =
@@ -640,6 +704,8 @@ static void run_case_child(const bench_train_options *o, const train_case *tc, i
     res.peak_rss = peak_rss_bytes();
     for (int ph = 0; ph < NPHASES; ph++) {
         res.phase_wall[ph] /= (double)o->steps;
+        res.phase_cpu[ph] /= (double)o->steps;
+        res.phase_main_cpu[ph] /= (double)o->steps;
         for (int cat = 0; cat < NCATS; cat++)
             for (int i = 0; i < PROFILE_SLOTS; i++) {
                 res.busy[ph][cat] += profile_slots[i].busy[ph][cat] / (double)o->steps;
@@ -919,6 +985,24 @@ static void print_plan(const bench_train_options *o, const train_case *tc, const
     fflush(stdout);
 }
 
+/* A phase's time outside kernels: the stepping thread's CPU time (serial code,
+ * and spinning while it waits for the others), the other threads' CPU time
+ * (spinning while they wait for work), and thread time not running at all. */
+typedef struct outside_kernels {
+    double kernels, main, workers, not_running;
+} outside_kernels;
+
+static outside_kernels outside_of(const bench_train_options *o, const train_result *r, int ph)
+{
+    outside_kernels x = {0, 0, 0, 0};
+    for (int cat = 0; cat < NCATS; cat++)
+        x.kernels += r->busy[ph][cat];
+    x.main = r->phase_main_cpu[ph] - r->main_busy[ph];
+    x.workers = (r->phase_cpu[ph] - r->phase_main_cpu[ph]) - (x.kernels - r->main_busy[ph]);
+    x.not_running = o->threads * r->phase_wall[ph] - r->phase_cpu[ph];
+    return x;
+}
+
 static void print_profile_text(const bench_train_options *o, const case_report *c)
 {
     const train_result *r = &c->res;
@@ -926,40 +1010,44 @@ static void print_profile_text(const bench_train_options *o, const case_report *
     double step = 0;
     for (int ph = 0; ph < NPHASES; ph++)
         step += r->phase_wall[ph];
-    printf("  profile per step (ms; kernel columns are thread-milliseconds summed over %d thread%s; idle: the "
-           "other threads' time outside kernels, serial: the stepping thread's):\n", threads,
-           threads == 1 ? "" : "s");
-    printf("  %-16s %8s %6s", "phase", "wall", "%");
+    printf("  profile per timed step, ms: the wall time of each phase, its CPU time over %d × wall, then CPU time\n"
+           "  inside each kind of kernel (all threads), outside kernels on the stepping thread (serial code and\n"
+           "  waiting) and on the others (waiting for work), and thread time not running (asleep or preempted):\n",
+           threads);
+    printf("  %-16s %8s %6s %5s", "phase", "wall", "%", "cpu");
     for (int cat = 0; cat < NCATS; cat++)
         printf(" %9s", category_names[cat]);
-    printf(" %8s %8s\n", "serial", "idle");
-    double col[NCATS + 2] = {0}, wall_total = 0;
+    printf(" %8s %8s %8s\n", "serial", "waiting", "not run");
+    double col[NCATS + 3] = {0}, wall_total = 0, cpu_total = 0;
     for (int ph = 0; ph < NPHASES; ph++) {
-        double wall = r->phase_wall[ph], busy = 0;
-        printf("  %-16s %8.1f %5.1f%%", phase_labels[ph], wall * 1e3, step > 0 ? 100 * wall / step : 0);
+        double wall = r->phase_wall[ph];
+        outside_kernels x = outside_of(o, r, ph);
+        printf("  %-16s %8.1f %5.1f%% %4.0f%%", phase_labels[ph], wall * 1e3, step > 0 ? 100 * wall / step : 0,
+               wall > 0 ? 100 * r->phase_cpu[ph] / (threads * wall) : 0);
         for (int cat = 0; cat < NCATS; cat++) {
             printf(" %9.1f", r->busy[ph][cat] * 1e3);
-            busy += r->busy[ph][cat];
             col[cat] += r->busy[ph][cat];
         }
-        double serial = wall - r->main_busy[ph];
-        double idle = (threads - 1) * wall - (busy - r->main_busy[ph]);
-        col[NCATS] += serial, col[NCATS + 1] += idle, wall_total += wall;
-        printf(" %8.1f %8.1f\n", serial * 1e3, idle * 1e3);
+        col[NCATS] += x.main, col[NCATS + 1] += x.workers, col[NCATS + 2] += x.not_running;
+        wall_total += wall, cpu_total += r->phase_cpu[ph];
+        printf(" %8.1f %8.1f %8.1f\n", x.main * 1e3, x.workers * 1e3, x.not_running * 1e3);
     }
-    printf("  %-16s %8.1f %5.1f%%", "total", wall_total * 1e3, 100.0);
-    for (int cat = 0; cat < NCATS + 2; cat++)
+    printf("  %-16s %8.1f %5.1f%% %4.0f%%", "total", wall_total * 1e3, 100.0,
+           wall_total > 0 ? 100 * cpu_total / (threads * wall_total) : 0);
+    for (int cat = 0; cat < NCATS + 3; cat++)
         printf(" %9.1f", col[cat] * 1e3);
     printf("\n  share of thread time (%.1f ms × %d):", wall_total * 1e3, threads);
-    for (int cat = 0; cat < NCATS + 2; cat++)
+    static const char *const extra[3] = {"serial", "waiting", "not-running"};
+    for (int cat = 0; cat < NCATS + 3; cat++)
         if (wall_total > 0)
-            printf(" %s %.1f%%", cat < NCATS ? category_names[cat] : cat == NCATS ? "serial" : "idle",
+            printf(" %s %.1f%%", cat < NCATS ? category_names[cat] : extra[cat - NCATS],
                    100 * col[cat] / (wall_total * threads));
-    printf("\n  GEMM GFLOP/s per thread inside the kernels:");
+    printf("\n  GEMM GFLOP/s per CPU-second inside the kernels:");
     for (int cat = CAT_GEMM; cat <= CAT_GEMM_HEAD; cat++)
         for (int ph = 0; ph < NPHASES; ph++)
             if (r->busy[ph][cat] > 0 && r->flops[ph][cat] > 0)
-                printf(" %s/%s %.1f", category_names[cat], phase_names[ph], r->flops[ph][cat] / r->busy[ph][cat] * 1e-9);
+                printf(" %s/%s %.1f", category_names[cat], phase_names[ph],
+                       r->flops[ph][cat] / r->busy[ph][cat] * 1e-9);
     printf("\n");
 }
 
@@ -967,33 +1055,36 @@ static void json_profile(whet_json_writer *w, const bench_train_options *o, cons
 {
     whet_json_begin_object(w);
     whet_json_key(w, "unit");
-    whet_json_write_string(w, "seconds per step; kernels: thread-seconds summed over threads");
+    whet_json_write_string(w, "seconds per timed step: wall, else CPU time summed over threads");
     whet_json_key(w, "threads_seen");
     whet_json_write_int(w, r->threads_seen);
     whet_json_key(w, "phases");
     whet_json_begin_array(w);
     for (int ph = 0; ph < NPHASES; ph++) {
-        double busy = 0;
+        outside_kernels x = outside_of(o, r, ph);
         whet_json_begin_object(w);
         whet_json_key(w, "phase");
         whet_json_write_string(w, phase_names[ph]);
         whet_json_key(w, "wall");
         whet_json_write_double(w, r->phase_wall[ph]);
+        whet_json_key(w, "cpu");
+        whet_json_write_double(w, r->phase_cpu[ph]);
         whet_json_key(w, "kernels");
         whet_json_begin_object(w);
         for (int cat = 0; cat < NCATS; cat++) {
             whet_json_key(w, category_names[cat]);
             whet_json_write_double(w, r->busy[ph][cat]);
-            busy += r->busy[ph][cat];
         }
         whet_json_end_object(w);
         whet_json_key(w, "gemm_gflop");
         whet_json_write_double(w, (r->flops[ph][CAT_GEMM] + r->flops[ph][CAT_GEMM_LORA] + r->flops[ph][CAT_GEMM_HEAD]) *
                                       1e-9);
         whet_json_key(w, "serial");
-        whet_json_write_double(w, r->phase_wall[ph] - r->main_busy[ph]);
-        whet_json_key(w, "idle");
-        whet_json_write_double(w, (o->threads - 1) * r->phase_wall[ph] - (busy - r->main_busy[ph]));
+        whet_json_write_double(w, x.main);
+        whet_json_key(w, "waiting");
+        whet_json_write_double(w, x.workers);
+        whet_json_key(w, "not_running");
+        whet_json_write_double(w, x.not_running);
         whet_json_end_object(w);
     }
     whet_json_end_array(w);
@@ -1039,6 +1130,8 @@ static void json_case(whet_json_writer *w, const bench_train_options *o, const c
     whet_json_write_double(w, c->flops / r->step_median * 1e-9 / peak_gflops);
     whet_json_key(w, "peak_rss_mib");
     whet_json_write_double(w, mib(r->peak_rss));
+    whet_json_key(w, "cpu_share");
+    whet_json_write_double(w, r->cpu_share);
     whet_json_key(w, "rss_after_setup_mib");
     whet_json_write_double(w, mib(p->rss_setup));
     whet_json_key(w, "memory_plan_mib");
@@ -1088,6 +1181,7 @@ static void json_case(whet_json_writer *w, const bench_train_options *o, const c
     whet_json_end_object(w);
 }
 
+/* whet's figures (and its profile), as soon as its run ends */
 static void print_case_text(const bench_train_options *o, const case_report *c, double peak_gflops)
 {
     const train_result *r = &c->res;
@@ -1098,21 +1192,29 @@ static void print_case_text(const bench_train_options *o, const case_report *c, 
         return;
     }
     double tps = (double)(c->tc.B * c->tc.T) / r->step_median, gflops = c->flops / r->step_median * 1e-9;
-    printf("  whet:  %.1f tokens/s (step %.3f s median, %.3f s best), %.1f GFLOP/s = %.1f%% MFU, peak RSS %.1f MiB "
-           "= %.2f× the plan (%.1f MiB after setup), loss %.3f → %.3f\n",
-           tps, r->step_median, r->step_best, gflops, 100 * gflops / peak_gflops, mib(r->peak_rss),
-           (double)r->peak_rss / (double)c->plan.total, mib(c->plan.rss_setup), r->loss_first, r->loss_last);
-    if (c->torch_run) {
-        if (c->torch.ok)
-            printf("  torch: %.1f tokens/s (step %.3f s median), peak RSS %.1f MiB, loss %.3f (%s, fp32)\n"
-                   "  whet/torch: %.2f× tokens/s, %.2f× peak memory\n",
-                   c->torch.tokens_per_s, c->torch.step_s, c->torch.peak_rss_mib, c->torch.final_loss, c->torch.peer,
-                   tps / c->torch.tokens_per_s, mib(r->peak_rss) / c->torch.peak_rss_mib);
-        else
-            printf("  torch: %s\n", c->torch.note);
-    }
+    printf("  whet:  %.1f tokens/s (step %.3f s median, %.3f s best; CPU time %.0f%% of threads × wall), %.1f GFLOP/s "
+           "= %.1f%% MFU,\n         peak RSS %.1f MiB = %.2f× the plan (%.1f MiB after setup), loss %.3f → %.3f\n",
+           tps, r->step_median, r->step_best, 100 * r->cpu_share, gflops, 100 * gflops / peak_gflops,
+           mib(r->peak_rss), (double)r->peak_rss / (double)c->plan.total, mib(c->plan.rss_setup), r->loss_first,
+           r->loss_last);
     if (o->profile)
         print_profile_text(o, c);
+    fflush(stdout);
+}
+
+static void print_torch_text(const case_report *c)
+{
+    const train_result *r = &c->res;
+    if (!c->torch.ok) {
+        printf("  torch: %s\n", c->torch.note);
+    } else {
+        printf("  torch: %.1f tokens/s (step %.3f s median), peak RSS %.1f MiB, loss %.3f (%s, fp32)\n",
+               c->torch.tokens_per_s, c->torch.step_s, c->torch.peak_rss_mib, c->torch.final_loss, c->torch.peer);
+        if (r->ok)
+            printf("  whet/torch: %.2f× tokens/s, %.2f× peak memory\n",
+                   (double)(c->tc.B * c->tc.T) / r->step_median / c->torch.tokens_per_s,
+                   mib(r->peak_rss) / c->torch.peak_rss_mib);
+    }
     fflush(stdout);
 }
 
@@ -1172,7 +1274,8 @@ int bench_train(const bench_train_options *o)
             tc->B = o->sweep ? (tokens_per_step / tc->T ? tokens_per_step / tc->T : 1) : o->batch;
         }
     }
-    double peak_core = cli_measure_fma_peak(o->kernels), peak = peak_core * o->threads;
+    double peak_core = o->peak_gflops > 0 ? o->peak_gflops : cli_measure_fma_peak(o->kernels);
+    double peak = peak_core * o->threads;
     const whet_cpu_features *f = whet_cpu_detect();
     if (!o->json) {
         size_t HD = o->hidden / o->heads;
@@ -1185,8 +1288,9 @@ int bench_train(const bench_train_options *o)
         printf("a step: forward, LM head + cross-entropy, backward, clipping at norm %.1f, AdamW (lr %g); 1 warm-up "
                "step, then %zu timed (median)%s\n", MAX_GRAD_NORM, LEARNING_RATE, o->steps,
                o->checkpoint ? "; gradient checkpointing" : "");
-        printf("cpu: %s; fp32 FMA peak %.1f GFLOP/s per core, %.1f on %d thread%s (MFU's denominator)\n",
-               f->brand[0] ? f->brand : f->arch, peak_core, peak, o->threads, o->threads == 1 ? "" : "s");
+        printf("cpu: %s; fp32 FMA peak %.1f GFLOP/s per core (%s), %.1f on %d thread%s (MFU's denominator)\n",
+               f->brand[0] ? f->brand : f->arch, peak_core, o->peak_gflops > 0 ? "--peak" : "measured now", peak,
+               o->threads, o->threads == 1 ? "" : "s");
         printf("model FLOPs: full 6·N·tokens + attention, LoRA 4·N·tokens + 6·N_adapter·tokens + attention; N = the "
                "layers' projections + the LM head, attention = 6·L·QD·T·(T+1)·B (causal pairs)\n");
         if (o->sweep)
@@ -1203,6 +1307,8 @@ int bench_train(const bench_train_options *o)
             return WHET_EXIT_ERROR;
         if (!c->res.ok)
             status = WHET_EXIT_ERROR;
+        if (!o->json)
+            print_case_text(o, c, peak);
         if (o->torch && !o->sweep) {
             c->torch_run = 1;
             if (!o->json) {
@@ -1210,9 +1316,9 @@ int bench_train(const bench_train_options *o)
                 fflush(stdout);
             }
             run_torch(o, c->tc.B, c->tc.T, !c->tc.full, &c->torch);
+            if (!o->json)
+                print_torch_text(c);
         }
-        if (!o->json)
-            print_case_text(o, c, peak);
     }
     if (o->json) {
         whet_json_writer w;
@@ -1243,6 +1349,8 @@ int bench_train(const bench_train_options *o)
         whet_json_write_bool(&w, o->checkpoint);
         whet_json_key(&w, "fma_peak_gflops_per_core");
         whet_json_write_double(&w, peak_core);
+        whet_json_key(&w, "fma_peak_source");
+        whet_json_write_string(&w, o->peak_gflops > 0 ? "option" : "measured");
         whet_json_key(&w, "flops");
         whet_json_write_string(&w, "full: 6*N*tokens + attn; lora: 4*N*tokens + 6*N_adapter*tokens + attn; "
                                    "N = projections + LM head; attn = 6*L*QD*T*(T+1)*B");

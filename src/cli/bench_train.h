@@ -22,6 +22,7 @@ typedef struct bench_train_options {
     int profile;       /* time every kernel by phase and category */
     int checkpoint;    /* gradient checkpointing (WHET_ACTS_CHECKPOINT) */
     int json;
+    double peak_gflops; /* fp32 FMA peak per core for MFU; 0: measured at the start */
 } bench_train_options;
 
 #define BENCH_TRAIN_DEFAULT_TORCH "/work/shared/bench/torch_llama.py"

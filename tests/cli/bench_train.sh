@@ -48,7 +48,7 @@ case "$WHET" in
     stdout_has '"base_bf16":[0-9.]*[1-9]'
     stdout_has '"torch":null,"torch_note":"skipped: no baseline script at /nonexistent/torch_llama.py'
     for phase in forward head_ce_forward head_ce_backward backward optimizer; do
-        stdout_has "\\{\"phase\":\"$phase\",\"wall\":[0-9.e+-]+,\"kernels\":\\{\"gemm\":"
+        stdout_has "\\{\"phase\":\"$phase\",\"wall\":[0-9.e+-]+,\"cpu\":[0-9.e+-]+,\"kernels\":\\{\"gemm\":"
     done
     stdout_has '"lora_gemm":[0-9.e+-]*[1-9]'
 
