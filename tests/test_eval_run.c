@@ -245,14 +245,43 @@ static void cache_hits_misses_and_sampled_repeats(void **state)
     assert_int_equal(b->cache_hits, 4);
     for (size_t i = 0; i < 4; i++)
         assert_string_equal(a->cases[0].samples[i].output, b->cases[0].samples[i].output);
-    /* reducers over the same repeats */
-    size_t passes = 0;
-    for (size_t i = 0; i < 4; i++)
-        passes += (size_t)c->samples[i].pass;
-    assert_int_equal(c->pass, passes == 4);
-    whet_eval_results_free(a);
     whet_eval_results_free(b);
     whet_eval_suite_free(s);
+    /* every reducer over the same 4 repeats, with assertions that exactly the
+     * first 2, then the first 3, of them pass (their texts are "<tN>" runs: no
+     * regex metacharacters) */
+    static const char *const reducers[] = {"all", "any", "majority", "mean"};
+    size_t mixed[2] = {0, 0};
+    for (int twice = 0; twice < 2; twice++)
+        for (size_t k = 0; k < 4; k++) {
+            char text[2048];
+            snprintf(text, sizeof text,
+                     "{\"suite\":\"sampled\",\"seed\":5,\"temperature\":1.0,\"max_tokens\":12,\"repeats\":4,"
+                     "\"reduce\":\"%s\",\"threshold\":%s}\n"
+                     "{\"id\":\"g\",\"prompt\":\"<t9>\",\"assert\":[{\"type\":\"regex\",\"value\":\"^(%s|%s%s%s)$\"}]}\n",
+                     reducers[k], twice ? "0.5" : "1", c->samples[0].output, c->samples[1].output, twice ? "|" : "",
+                     twice ? c->samples[2].output : "");
+            s = suite(text);
+            b = run(f, s, f->cache);
+            assert_int_equal(b->cache_hits, 4); /* the texts do not depend on the reducer */
+            const whet_eval_case_result *cb = &b->cases[0];
+            size_t passes = 0;
+            double mean = 0;
+            for (size_t i = 0; i < 4; i++) {
+                passes += (size_t)cb->samples[i].pass;
+                mean += cb->samples[i].score / 4;
+            }
+            int want = k == 0 ? passes == 4 : k == 1 ? passes > 0 : k == 2 ? passes > 2 : mean >= (twice ? 0.5 : 1);
+            assert_int_equal(cb->pass, want);
+            assert_true(cb->score == mean);
+            mixed[twice] = passes;
+            whet_eval_results_free(b);
+            whet_eval_suite_free(s);
+        }
+    /* the reducers were told apart: neither none nor all of the repeats passed */
+    assert_int_equal(mixed[0], 2);
+    assert_int_equal(mixed[1], 3);
+    whet_eval_results_free(a);
 }
 
 static void stop_strings_cut_the_output(void **state)
