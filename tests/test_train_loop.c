@@ -152,10 +152,12 @@ static void rec_saved(void *ctx, uint64_t step, const char *dir)
     r->saves++;
 }
 
-static int rec_hook(void *ctx, whet_model *m, uint64_t step, const char *dir, const whet_valid_stats *v, whet_err *e)
+static int rec_hook(void *ctx, whet_model *m, uint64_t step, const char *dir, const whet_valid_stats *v,
+                    struct whet_metrics *metrics, whet_err *e)
 {
     record *r = ctx;
     (void)e;
+    assert_non_null(metrics);
     assert_non_null(m->lora);            /* the model as trained: adapter attached */
     assert_int_equal(m->lora->training, 0);
     char manifest[600];

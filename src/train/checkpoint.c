@@ -233,15 +233,22 @@ int whet_ckpt_commit(whet_ckpt_writer *w, size_t keep, whet_err *e)
     if (had_old)
         whet_remove_flat_dir(old);
     w->tmp_dir[0] = 0;
+    return whet_ckpt_rotate(w->run_dir, keep, UINT64_MAX, e);
+}
+
+int whet_ckpt_rotate(const char *run_dir, size_t keep, uint64_t also_keep, whet_err *e)
+{
     if (keep == 0)
         return 0;
     uint64_t *steps;
     size_t n;
-    if (whet_ckpt_list(w->run_dir, &steps, &n, e) != 0)
+    if (whet_ckpt_list(run_dir, &steps, &n, e) != 0)
         return -1;
     for (size_t i = 0; i + keep < n; i++) {
+        if (steps[i] == also_keep)
+            continue;
         char path[1200];
-        snprintf(path, sizeof path, "%s/checkpoint-%" PRIu64, w->run_dir, steps[i]);
+        snprintf(path, sizeof path, "%s/checkpoint-%" PRIu64, run_dir, steps[i]);
         whet_remove_flat_dir(path);
     }
     free(steps);

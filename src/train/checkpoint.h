@@ -48,6 +48,9 @@ int whet_ckpt_add_existing(whet_ckpt_writer *w, const char *name, whet_err *e);
 /* Writes the manifest, moves the directory into place, then keeps only the
  * last `keep` checkpoints (0: all). */
 int whet_ckpt_commit(whet_ckpt_writer *w, size_t keep, whet_err *e);
+/* Keeps the last `keep` checkpoints of run_dir (0: all) and also the one of
+ * step `also_keep` (UINT64_MAX: none): the rest are removed. */
+int whet_ckpt_rotate(const char *run_dir, size_t keep, uint64_t also_keep, whet_err *e);
 /* Removes the temporary directory. */
 void whet_ckpt_abort(whet_ckpt_writer *w);
 

@@ -4,10 +4,13 @@
  * Order at each step boundary, which a resumed run repeats exactly:
  *   step k → metrics record → validation (every eval_every) → checkpoint
  *   (every save_every, or a stop request) → after_checkpoint hook.
+ * The on_start hook runs once before the first step of a session (after
+ * step 0's validation), where whet train runs its eval baseline.
  * A checkpoint at step k holds everything a run needs to continue with
  * step k + 1, so resuming from it gives the same bits as not stopping. */
 #include "train/trainer.h"
 
+#include "train/checkpoint.h"
 #include "train/metrics.h"
 #include "util/log.h"
 #include "util/timer.h"
@@ -86,15 +89,17 @@ static int save(loop *lp, int *stop_by_hook, whet_err *e)
     whet_run_state *st = &lp->res->state;
     if (lp->last_saved == st->step)
         return 0;
-    if (whet_trainer_save(lp->t, st, run->out_dir, run->keep_checkpoints, lp->res->last_checkpoint,
-                          sizeof lp->res->last_checkpoint, e) != 0)
+    /* rotation after the write, sparing the checkpoint the caller keeps */
+    if (whet_trainer_save(lp->t, st, run->out_dir, 0, lp->res->last_checkpoint, sizeof lp->res->last_checkpoint,
+                          e) != 0 ||
+        whet_ckpt_rotate(run->out_dir, run->keep_checkpoints, run->also_keep ? *run->also_keep : UINT64_MAX, e) != 0)
         return -1;
     lp->last_saved = st->step;
     if (run->hooks.on_checkpoint_saved)
         run->hooks.on_checkpoint_saved(run->hooks.ctx, st->step, lp->res->last_checkpoint);
     if (run->hooks.after_checkpoint) {
         int rc = run->hooks.after_checkpoint(run->hooks.ctx, lp->t->m, st->step, lp->res->last_checkpoint,
-                                             lp->res->has_valid ? &lp->res->last_valid : NULL, e);
+                                             lp->res->has_valid ? &lp->res->last_valid : NULL, &lp->metrics, e);
         if (rc < 0)
             return -1;
         if (rc > 0 && stop_by_hook)
@@ -131,6 +136,8 @@ int whet_train_run_loop(const whet_train_run *run, whet_train_result *res, whet_
     if (whet_metrics_open(&lp.metrics, run->out_dir, st->step, e) != 0)
         goto done;
     if (st->step == 0 && validate(&lp, e) != 0)
+        goto done;
+    if (run->hooks.on_start && run->hooks.on_start(run->hooks.ctx, t->m, st->step, &lp.metrics, e) != 0)
         goto done;
     double t0 = whet_now(), elapsed_before = st->elapsed_s;
     size_t session_tokens = 0;

@@ -116,6 +116,15 @@ int whet_metrics_valid(whet_metrics *m, uint64_t step, const whet_valid_stats *v
     return emit(m, &w, e);
 }
 
+int whet_metrics_line(whet_metrics *m, const char *json, size_t len, whet_err *e)
+{
+    if (memchr(json, '\n', len))
+        return whet_fail(e, "%s: a record must be one line", m->path);
+    if (fwrite(json, 1, len, m->f) != len || fputc('\n', m->f) == EOF || fflush(m->f) != 0)
+        return whet_fail(e, "%s: write failed: %s", m->path, strerror(errno));
+    return 0;
+}
+
 void whet_metrics_close(whet_metrics *m)
 {
     if (m->f)
@@ -215,7 +224,10 @@ int whet_report_svg(const char *metrics_path, const char *svg_path, const char *
     size_t size;
     if (whet_read_file(metrics_path, &text, &size, e) != 0)
         return -1;
-    series train = {0}, valid = {0};
+    series train = {0}, valid = {0}, evals = {0};
+    /* evals: y is the pass rate; gate_failed[i] marks the points drawn as failed */
+    unsigned char *gate_failed = NULL;
+    size_t gate_cap = 0;
     int oom = 0;
     for (char *line = text, *next; line && *line; line = next) {
         next = strchr(line, '\n');
@@ -227,20 +239,35 @@ int whet_report_svg(const char *metrics_path, const char *svg_path, const char *
             continue;
         const whet_json *r = whet_json_root(doc), *type = whet_json_get(r, "type");
         const whet_json *step = whet_json_get(r, "step"), *loss = whet_json_get(r, "loss");
-        if (type && step && loss && step->type == WHET_JSON_NUMBER && loss->type == WHET_JSON_NUMBER &&
-            isfinite(loss->u.number.value)) {
-            series *s = strcmp(whet_json_string(type) ? whet_json_string(type) : "", "valid") == 0 ? &valid : &train;
+        const char *kind = whet_json_string(type) ? whet_json_string(type) : "";
+        const whet_json *rate = whet_json_get(r, "pass_rate"), *passed = whet_json_get(r, "gate_passed");
+        if (strcmp(kind, "eval") == 0 && step && step->type == WHET_JSON_NUMBER && rate &&
+            rate->type == WHET_JSON_NUMBER && isfinite(rate->u.number.value)) {
+            if (evals.n == gate_cap) {
+                gate_cap = gate_cap ? 2 * gate_cap : 64;
+                unsigned char *g = realloc(gate_failed, gate_cap);
+                oom |= !g;
+                if (g)
+                    gate_failed = g;
+            }
+            if (!oom) {
+                gate_failed[evals.n] = passed && passed->type == WHET_JSON_FALSE;
+                oom |= series_add(&evals, step->u.number.value, rate->u.number.value) != 0;
+            }
+        } else if ((strcmp(kind, "train") == 0 || strcmp(kind, "valid") == 0) && step && loss &&
+                   step->type == WHET_JSON_NUMBER && loss->type == WHET_JSON_NUMBER && isfinite(loss->u.number.value)) {
+            series *s = kind[0] == 'v' ? &valid : &train;
             oom |= series_add(s, step->u.number.value, loss->u.number.value) != 0;
         }
         whet_json_free(doc);
     }
     free(text);
     if (oom) {
-        free(train.x), free(train.y), free(valid.x), free(valid.y);
+        free(train.x), free(train.y), free(valid.x), free(valid.y), free(evals.x), free(evals.y), free(gate_failed);
         return whet_fail(e, "%s: out of memory", svg_path);
     }
-    /* the plot area and the data ranges */
-    const double W = 720, H = 420, left = 70, right = 20, top = 40, bottom = 50;
+    /* the plot area and the data ranges (a right axis for the pass rate when there are evals) */
+    const double W = 720, H = 420, left = 70, right = evals.n ? 60 : 20, top = 40, bottom = 50;
     double x0 = 0, x1 = 1, y0 = INFINITY, y1 = -INFINITY;
     series *all[2] = {&train, &valid};
     for (int k = 0; k < 2; k++)
@@ -249,6 +276,8 @@ int whet_report_svg(const char *metrics_path, const char *svg_path, const char *
             y0 = fmin(y0, all[k]->y[i]);
             y1 = fmax(y1, all[k]->y[i]);
         }
+    for (size_t i = 0; i < evals.n; i++)
+        x1 = fmax(x1, evals.x[i]);
     if (!(y0 <= y1))
         y0 = 0, y1 = 1;
     if (y1 - y0 < 1e-6)
@@ -300,10 +329,44 @@ int whet_report_svg(const char *metrics_path, const char *svg_path, const char *
             W - right - 110, ly - 4, W - right - 86, ly - 4, colour[k]);
         put(&b, "<text x=\"%.1f\" y=\"%.1f\">%s (%zu)</text>\n", W - right - 80, ly, label[k], s->n);
     }
+    if (evals.n) {
+        /* the eval pass rate against a 0-100 % axis on the right: filled where the gate passed, a cross where it
+         * failed */
+#define PR(r) (top + (1 - (r)) * ph)
+        const char *green = "#2ca02c", *red = "#d62728";
+        for (int pct = 0; pct <= 100; pct += 25)
+            put(&b, "<text x=\"%.1f\" y=\"%.1f\" fill=\"%s\">%d%%</text>\n", W - right + 6, PR(pct / 100.0) + 4,
+                green, pct);
+        put(&b, "<text transform=\"translate(%.1f %.1f) rotate(90)\" text-anchor=\"middle\" fill=\"%s\">eval pass "
+                "rate</text>\n", W - 8, top + ph / 2, green);
+        put(&b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" stroke-dasharray=\"4 3\" points=\"",
+            green);
+        for (size_t i = 0; i < evals.n; i++)
+            put(&b, "%s%.1f,%.1f", i ? " " : "", PX(evals.x[i]), PR(evals.y[i]));
+        put(&b, "\"/>\n");
+        size_t failed = 0;
+        for (size_t i = 0; i < evals.n; i++) {
+            double cx = PX(evals.x[i]), cy = PR(evals.y[i]);
+            if (gate_failed[i]) {
+                failed++;
+                put(&b, "<path class=\"gate-failed\" d=\"M%.1f,%.1f l8,8 m0,-8 l-8,8\" stroke=\"%s\" "
+                        "stroke-width=\"2\"/>\n", cx - 4, cy - 4, red);
+            } else {
+                put(&b, "<rect class=\"gate-passed\" x=\"%.1f\" y=\"%.1f\" width=\"7\" height=\"7\" fill=\"%s\"/>\n",
+                    cx - 3.5, cy - 3.5, green);
+            }
+        }
+        double ly = top + 16 + 18 * 2;
+        put(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\" "
+                "stroke-dasharray=\"4 3\"/>\n", W - right - 150, ly - 4, W - right - 126, ly - 4, green);
+        put(&b, "<text x=\"%.1f\" y=\"%.1f\">eval (%zu, %zu gate failed)</text>\n", W - right - 120, ly, evals.n,
+            failed);
+#undef PR
+    }
     put(&b, "</svg>\n");
 #undef PX
 #undef PY
-    free(train.x), free(train.y), free(valid.x), free(valid.y);
+    free(train.x), free(train.y), free(valid.x), free(valid.y), free(evals.x), free(evals.y), free(gate_failed);
     int rc = b.failed ? whet_fail(e, "%s: out of memory", svg_path) : whet_write_file_atomic(svg_path, b.text, b.len, e);
     free(b.text);
     return rc;

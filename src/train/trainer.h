@@ -137,6 +137,8 @@ typedef struct whet_progress {
     double eta_s;
 } whet_progress;
 
+struct whet_metrics; /* train/metrics.h: hooks may add records (whet_metrics_line) */
+
 /* What the caller (whet train) sees and may add. Every hook may be NULL. */
 typedef struct whet_train_hooks {
     void *ctx;
@@ -146,10 +148,15 @@ typedef struct whet_train_hooks {
     /* The evaluation hook point (whet train --eval SPEC --gate): called after
      * each checkpoint is written, after that step's validation, with the
      * model as trained so far (adapter attached, dropout off). Returning
-     * nonzero stops the run (result WHET_TRAIN_STOPPED_BY_HOOK); the
-     * checkpoint stays. */
+     * > 0 stops the run (result WHET_TRAIN_STOPPED_BY_HOOK; the checkpoint
+     * stays), < 0 is an error (e set). */
     int (*after_checkpoint)(void *ctx, whet_model *m, uint64_t step, const char *checkpoint_dir,
-                            const whet_valid_stats *last_valid, whet_err *e);
+                            const whet_valid_stats *last_valid, struct whet_metrics *metrics, whet_err *e);
+    /* Called once before the first step of this session: after the step-0
+     * validation of a new run, or after a resumed run's checkpoint is
+     * loaded (step is then the checkpoint's). The eval baseline goes here.
+     * Nonzero is an error (e set). */
+    int (*on_start)(void *ctx, whet_model *m, uint64_t step, struct whet_metrics *metrics, whet_err *e);
 } whet_train_hooks;
 
 typedef struct whet_train_run {
@@ -164,6 +171,9 @@ typedef struct whet_train_run {
     const char *resume_from;        /* a checkpoint directory, or NULL */
     volatile sig_atomic_t *stop;    /* set from a signal handler: save and stop at the step boundary */
     whet_train_hooks hooks;
+    /* a checkpoint kept beyond the last keep_checkpoints (the gate's best
+     * so far), read at every rotation; NULL or UINT64_MAX: none */
+    const uint64_t *also_keep;
 } whet_train_run;
 
 typedef enum whet_train_outcome {
