@@ -807,7 +807,7 @@ static double model_loss(whet_model *m, whet_acts *a, const int32_t *tokens, con
                          size_t T)
 {
     whet_err e;
-    double nll;
+    double nll = 0;
     if (whet_model_forward(m, a, tokens, B, T, &e) || whet_model_nll(m, a, targets, NULL, &nll, &e))
         fail_msg("%s", e.msg);
     return nll;
