@@ -784,6 +784,7 @@ typedef struct torch_result {
     char note[320];  /* why it did not run, when !ok */
     char peer[64];   /* "pytorch-1.13.0" */
     double tokens_per_s, step_s, peak_rss_mib, final_loss;
+    double cpu_share; /* its CPU time over threads × its wall time, over the whole run (start-up included) */
 } torch_result;
 
 static double json_number(const whet_json *v, const char *key)
@@ -823,6 +824,15 @@ static int contains(const char *text, size_t len, const char *needle)
     return 0;
 }
 
+static double children_cpu_seconds(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_CHILDREN, &ru) != 0)
+        return 0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
 static void run_torch(const bench_train_options *o, size_t B, size_t T, int lora, torch_result *r)
 {
     static const char python[] = "/usr/bin/python3";
@@ -857,6 +867,7 @@ static void run_torch(const bench_train_options *o, size_t B, size_t T, int lora
     }
     fflush(stdout);
     fflush(stderr);
+    double cpu0 = children_cpu_seconds(), wall0 = whet_now();
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(r->note, sizeof r->note, "skipped: fork: %s", strerror(errno));
@@ -894,6 +905,7 @@ static void run_torch(const bench_train_options *o, size_t B, size_t T, int lora
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
+    r->cpu_share = (children_cpu_seconds() - cpu0) / ((whet_now() - wall0) * o->threads);
     const char *line = NULL;
     size_t line_len = 0;
     if (out)
@@ -1163,6 +1175,8 @@ static void json_case(whet_json_writer *w, const bench_train_options *o, const c
             whet_json_write_double(w, c->torch.peak_rss_mib);
             whet_json_key(w, "final_loss");
             whet_json_write_double(w, c->torch.final_loss);
+            whet_json_key(w, "cpu_share");
+            whet_json_write_double(w, c->torch.cpu_share);
             whet_json_end_object(w);
             whet_json_key(w, "speed_vs_torch");
             whet_json_write_double(w, (double)(c->tc.B * c->tc.T) / r->step_median / c->torch.tokens_per_s);
@@ -1192,11 +1206,12 @@ static void print_case_text(const bench_train_options *o, const case_report *c, 
         return;
     }
     double tps = (double)(c->tc.B * c->tc.T) / r->step_median, gflops = c->flops / r->step_median * 1e-9;
-    printf("  whet:  %.1f tokens/s (step %.3f s median, %.3f s best; CPU time %.0f%% of threads × wall), %.1f GFLOP/s "
-           "= %.1f%% MFU,\n         peak RSS %.1f MiB = %.2f× the plan (%.1f MiB after setup), loss %.3f → %.3f\n",
-           tps, r->step_median, r->step_best, 100 * r->cpu_share, gflops, 100 * gflops / peak_gflops,
-           mib(r->peak_rss), (double)r->peak_rss / (double)c->plan.total, mib(c->plan.rss_setup), r->loss_first,
-           r->loss_last);
+    printf("  whet:  %.1f tokens/s (step %.3f s median, %.3f s best), %.1f GFLOP/s = %.1f%% MFU, peak RSS %.1f MiB\n"
+           "         = %.2f× the plan (%.1f MiB after setup), loss %.3f → %.3f\n"
+           "         CPU time %.0f%% of threads × wall; scaled to the whole CPU time: %.1f tokens/s, %.1f%% MFU\n",
+           tps, r->step_median, r->step_best, gflops, 100 * gflops / peak_gflops, mib(r->peak_rss),
+           (double)r->peak_rss / (double)c->plan.total, mib(c->plan.rss_setup), r->loss_first, r->loss_last,
+           100 * r->cpu_share, tps / r->cpu_share, 100 * gflops / peak_gflops / r->cpu_share);
     if (o->profile)
         print_profile_text(o, c);
     fflush(stdout);
@@ -1208,20 +1223,23 @@ static void print_torch_text(const case_report *c)
     if (!c->torch.ok) {
         printf("  torch: %s\n", c->torch.note);
     } else {
-        printf("  torch: %.1f tokens/s (step %.3f s median), peak RSS %.1f MiB, loss %.3f (%s, fp32)\n",
-               c->torch.tokens_per_s, c->torch.step_s, c->torch.peak_rss_mib, c->torch.final_loss, c->torch.peer);
-        if (r->ok)
-            printf("  whet/torch: %.2f× tokens/s, %.2f× peak memory\n",
-                   (double)(c->tc.B * c->tc.T) / r->step_median / c->torch.tokens_per_s,
-                   mib(r->peak_rss) / c->torch.peak_rss_mib);
+        printf("  torch: %.1f tokens/s (step %.3f s median), peak RSS %.1f MiB, loss %.3f (%s, fp32);\n"
+               "         CPU time %.0f%% of threads × wall over its whole run\n",
+               c->torch.tokens_per_s, c->torch.step_s, c->torch.peak_rss_mib, c->torch.final_loss, c->torch.peer,
+               100 * c->torch.cpu_share);
+        if (r->ok) {
+            double ratio = (double)(c->tc.B * c->tc.T) / r->step_median / c->torch.tokens_per_s;
+            printf("  whet/torch: %.2f× tokens/s (%.2f× each scaled by its CPU share), %.2f× peak memory\n", ratio,
+                   ratio * c->torch.cpu_share / r->cpu_share, mib(r->peak_rss) / c->torch.peak_rss_mib);
+        }
     }
     fflush(stdout);
 }
 
 static void print_summary_text(const bench_train_options *o, const case_report *cases, size_t n, double peak_gflops)
 {
-    printf("\n%-16s %5s %5s %9s %8s %6s %9s %8s %9s %7s %9s\n", "method", "T", "B", "tokens/s", "GFLOP/s", "MFU",
-           "RSS MiB", "RSS/plan", "torch t/s", "×torch", "torch MiB");
+    printf("\n%-16s %5s %5s %9s %8s %6s %5s %9s %8s %9s %7s %9s\n", "method", "T", "B", "tokens/s", "GFLOP/s", "MFU",
+           "cpu", "RSS MiB", "RSS/plan", "torch t/s", "×torch", "torch MiB");
     for (size_t i = 0; i < n; i++) {
         const case_report *c = &cases[i];
         char name[48];
@@ -1231,8 +1249,9 @@ static void print_summary_text(const bench_train_options *o, const case_report *
             continue;
         }
         double tps = (double)(c->tc.B * c->tc.T) / c->res.step_median, gflops = c->flops / c->res.step_median * 1e-9;
-        printf("%-16s %5zu %5zu %9.1f %8.1f %5.1f%% %9.1f %8.2f", name, c->tc.T, c->tc.B, tps, gflops,
-               100 * gflops / peak_gflops, mib(c->res.peak_rss), (double)c->res.peak_rss / (double)c->plan.total);
+        printf("%-16s %5zu %5zu %9.1f %8.1f %5.1f%% %4.0f%% %9.1f %8.2f", name, c->tc.T, c->tc.B, tps, gflops,
+               100 * gflops / peak_gflops, 100 * c->res.cpu_share, mib(c->res.peak_rss),
+               (double)c->res.peak_rss / (double)c->plan.total);
         if (c->torch_run && c->torch.ok)
             printf(" %9.1f %6.2f× %9.1f\n", c->torch.tokens_per_s, tps / c->torch.tokens_per_s, c->torch.peak_rss_mib);
         else
