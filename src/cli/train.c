@@ -2,10 +2,15 @@
  * train one from scratch (--init), with checkpoints and exact resume
  * (whet-train(1)). Options come from one table (train/runconf.h), so a run
  * file (--config, DIR/run.conf) and the command line mean the same things;
- * the loop itself is the library's (train/trainer.h). */
+ * the loop itself is the library's (train/trainer.h). The data are checked
+ * first (data/check.h); with --eval, suites run on the base model and at
+ * every checkpoint through the loop's hooks, and with --gate the output is
+ * the best checkpoint whose gate passed (eval/eval.h). */
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "data/check.h"
 #include "data/dataset.h"
+#include "eval/eval.h"
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "model/adapter.h"
@@ -181,11 +186,16 @@ static const char *human_time(double s, char *buf, size_t size)
 
 /* ---- progress ---------------------------------------------------------------------- */
 
+struct train_eval;
+
 typedef struct progress_ctx {
     int tty;            /* one updating line on a terminal, plain lines otherwise */
     uint64_t every;     /* plain lines: every N steps (and the first and last) */
     int line_open;      /* a progress line is on the terminal, not ended */
+    struct train_eval *ev; /* --eval: the suites, baseline and the gate's best (NULL without) */
 } progress_ctx;
+
+static void eval_saw_validation(struct train_eval *ev, uint64_t step, double loss);
 
 static void end_line(progress_ctx *p)
 {
@@ -219,6 +229,8 @@ static void on_valid(void *ctx, uint64_t step, const whet_valid_stats *v)
 {
     progress_ctx *pc = ctx;
     end_line(pc);
+    if (pc->ev)
+        eval_saw_validation(pc->ev, step, v->loss);
     fprintf(stderr, "valid at step %" PRIu64 ": loss %.4f  accuracy %.3f  perplexity %.3f  (%zu tokens)\n", step,
             v->loss, v->accuracy, v->perplexity, v->tokens);
 }
@@ -435,9 +447,16 @@ static int parse_options(train_cli *tc, int argc, char **argv)
         }
         mark_file_keys(tc, tc->config_path);
     }
+    unsigned char list_replaced[64] = {0};
     for (size_t i = 0; i < n_settings; i++) {
         char origin[96];
         snprintf(origin, sizeof origin, "--%s", settings[i].key);
+        int li = option_index(settings[i].key);
+        if (li >= 0 && li < 64 && opts[li].kind == WHET_RUN_LIST && !list_replaced[li]) {
+            /* the command line's values replace the run file's */
+            whet_run_config_set(&tc->cfg, settings[i].key, "", origin, NULL);
+            list_replaced[li] = 1;
+        }
         if (whet_run_config_set(&tc->cfg, settings[i].key, settings[i].value, origin, &e) != 0) {
             whet_error("train: %s", e.msg);
             status = WHET_EXIT_USAGE;
@@ -460,6 +479,349 @@ static int was_set(const train_cli *tc, const char *key)
     return i >= 0 && tc->set[i];
 }
 
+/* ---- evals during training (--eval, --gate) --------------------------------------- *
+ * The suites run on the base model before step 1 (the baseline: for LoRA the
+ * adapter is attached with B = 0, so the model is the base) and after every
+ * checkpoint, compared with the baseline and gated. Files:
+ *   DIR/eval/step-N/      results.json, samples.jsonl, report.md, report.html
+ *                         (step-0: the baseline, reloaded by --resume)
+ *   DIR/checkpoint-N/gate.json   that checkpoint's eval record (below)
+ *   metrics.jsonl         {"type":"eval","step":N,"baseline":b,"gate_enforced":b,"seconds":s,
+ *                          "valid_loss":v|null, + whet_eval_write_summary's keys}
+ * The gate's best checkpoint: the highest pass rate among those whose gate
+ * passed; on a tie the lower validation loss measured at that step (when
+ * both have one), else the later. It is spared by checkpoint rotation. */
+
+typedef struct train_eval {
+    whet_eval_suite **suites;
+    size_t n_suites, n_alloc;
+    char **paths;            /* the suites' files */
+    const whet_tokenizer *tok;
+    const whet_chat_template *tmpl;
+    const char *run_dir, *model_label;
+    int gate;
+    whet_eval_results *baseline;
+    double base_rate;
+    uint64_t valid_step;     /* the last validation (UINT64_MAX: none) and its loss */
+    double valid_loss;
+    int have_best;
+    uint64_t best_step;
+    double best_rate, best_valid;
+    uint64_t also_keep;      /* run->also_keep: the best, with --gate */
+    size_t checkpoints, failed;
+    double seconds;          /* spent evaluating */
+    double last_rate;
+    uint64_t last_step;
+    int have_last, last_passed;
+    char last_failures[1024];
+    progress_ctx *pc;
+} train_eval;
+
+static void eval_saw_validation(train_eval *ev, uint64_t step, double loss)
+{
+    ev->valid_step = step;
+    ev->valid_loss = loss;
+}
+
+static void train_eval_free(train_eval *ev)
+{
+    for (size_t i = 0; i < ev->n_alloc; i++) {
+        if (ev->suites && ev->suites[i])
+            whet_eval_suite_free(ev->suites[i]);
+        if (ev->paths)
+            free(ev->paths[i]);
+    }
+    free(ev->suites);
+    free(ev->paths);
+    whet_eval_results_free(ev->baseline);
+    memset(ev, 0, sizeof *ev);
+}
+
+/* The suites of the run's eval list, loaded; -1 with the message printed. */
+static int train_eval_load(train_eval *ev, const whet_run_config *c)
+{
+    char list[WHET_RUN_LIST_MAX];
+    snprintf(list, sizeof list, "%s", c->eval);
+    size_t n = 0;
+    for (char *p = list; *p; p++)
+        n += *p == '\n';
+    n += list[0] != 0;
+    ev->suites = calloc(n ? n : 1, sizeof *ev->suites);
+    ev->paths = calloc(n ? n : 1, sizeof *ev->paths);
+    ev->n_alloc = n;
+    if (!ev->suites || !ev->paths) {
+        whet_error("train: out of memory");
+        return -1;
+    }
+    whet_err e = {{0}};
+    for (char *v = list[0] ? list : NULL, *nl; v; v = nl) {
+        if ((nl = strchr(v, '\n')))
+            *nl++ = 0;
+        if (!(ev->paths[ev->n_suites] = strdup(v))) {
+            whet_error("train: out of memory");
+            return -1;
+        }
+        if (whet_eval_suite_load(&ev->suites[ev->n_suites], v, &e) != 0) {
+            whet_error("train: --eval: %s", e.msg);
+            return -1;
+        }
+        for (size_t i = 0; i < ev->n_suites; i++)
+            if (strcmp(ev->suites[i]->name, ev->suites[ev->n_suites]->name) == 0) {
+                whet_error("train: --eval: %s and %s are both suite \"%s\" (names join runs with the baseline)",
+                           ev->paths[i], v, ev->suites[i]->name);
+                return -1;
+            }
+        ev->n_suites++;
+    }
+    ev->valid_step = UINT64_MAX;
+    ev->also_keep = UINT64_MAX;
+    return 0;
+}
+
+/* Eval cases whose text is in the training data: their results would show
+ * memory, not what training taught. */
+static void warn_overlap(const train_eval *ev, const char *data)
+{
+    char train_file[WHET_RUN_PATH_MAX + 16];
+    snprintf(train_file, sizeof train_file, "%s%s", data, is_dir(data) ? "/train.jsonl" : "");
+    const char *train[1] = {train_file};
+    const char **evals = calloc(ev->n_suites, sizeof *evals);
+    if (!evals)
+        return;
+    for (size_t i = 0; i < ev->n_suites; i++)
+        evals[i] = ev->paths[i];
+    whet_overlap_report ov;
+    whet_err e = {{0}};
+    if (whet_data_overlap(train, 1, evals, ev->n_suites, 13, &ov, &e) != 0) {
+        whet_warn("train: the overlap check of --eval with the training data failed: %s", e.msg);
+        free(evals);
+        return;
+    }
+    for (size_t i = 0; i < ov.n_cases; i++) {
+        const whet_overlap_case *oc = &ov.cases[i];
+        whet_warn("eval case %s (%s:%zu) shares %zu of its %zu %zu-grams with the training data (%s:%zu): "
+                  "the eval lies about this case, which the model is trained on",
+                  oc->id, oc->file, oc->line, oc->overlapping, oc->ngrams, ov.n, oc->train_file, oc->train_line);
+    }
+    whet_overlap_report_free(&ov);
+    free(evals);
+}
+
+/* The eval record of results r at step (metrics.jsonl and gate.json): the
+ * whet_eval_write_summary object with the run's keys before its own. */
+static char *eval_record(const train_eval *ev, const whet_eval_results *r, uint64_t step, int baseline,
+                         double seconds, size_t *len, whet_err *e)
+{
+    whet_json_writer w;
+    whet_json_writer_init(&w, 0);
+    whet_eval_write_summary(&w, r);
+    const char *summary;
+    size_t n;
+    if (whet_json_writer_finish(&w, "eval summary", &summary, &n, e) != 0) {
+        whet_json_writer_free(&w);
+        return NULL;
+    }
+    char valid[40] = "null";
+    if (!baseline && ev->valid_step == step && isfinite(ev->valid_loss))
+        snprintf(valid, sizeof valid, "%.17g", ev->valid_loss);
+    size_t cap = n + 256;
+    char *line = malloc(cap);
+    if (line) {
+        int k = snprintf(line, cap,
+                         "{\"type\":\"eval\",\"step\":%" PRIu64 ",\"baseline\":%s,\"gate_enforced\":%s,"
+                         "\"seconds\":%.3f,\"valid_loss\":%s,",
+                         step, baseline ? "true" : "false", ev->gate ? "true" : "false", seconds, valid);
+        memcpy(line + k, summary + 1, n - 1); /* the summary's keys, after its '{' */
+        *len = (size_t)k + n - 1;
+        line[*len] = 0;
+    } else {
+        whet_fail(e, "out of memory");
+    }
+    whet_json_writer_free(&w);
+    return line;
+}
+
+/* Does a checkpoint with pass rate `rate` and validation loss `valid` (NaN:
+ * none at its step), whose gate passed, beat the best so far? */
+static int eval_better(const train_eval *ev, double rate, double valid)
+{
+    if (!ev->have_best || rate > ev->best_rate)
+        return 1;
+    if (rate < ev->best_rate)
+        return 0;
+    if (isfinite(valid) && isfinite(ev->best_valid) && valid != ev->best_valid)
+        return valid < ev->best_valid;
+    return 1; /* the later */
+}
+
+static void eval_note_checkpoint(train_eval *ev, uint64_t step, double rate, double valid, int passed)
+{
+    ev->checkpoints++;
+    ev->failed += !passed;
+    if (passed && eval_better(ev, rate, valid)) {
+        ev->have_best = 1;
+        ev->best_step = step;
+        ev->best_rate = rate;
+        ev->best_valid = valid;
+        if (ev->gate)
+            ev->also_keep = step;
+    }
+}
+
+/* Runs the suites on m at step: the baseline (step 0 of a new run) or a
+ * checkpoint's (compared with the baseline, gated). */
+static int eval_at(train_eval *ev, whet_model *m, uint64_t step, int baseline, whet_metrics *metrics, whet_err *e)
+{
+    double t0 = whet_now();
+    char label[64], dir[WHET_RUN_PATH_MAX + 64];
+    snprintf(label, sizeof label, "checkpoint-%" PRIu64, step);
+    whet_eval_env env = {.model = m, .tok = ev->tok, .tmpl = ev->tmpl, .model_label = ev->model_label,
+                         .adapter_label = baseline ? NULL : label};
+    whet_eval_results *r = NULL;
+    if (whet_eval_run(&env, ev->suites, ev->n_suites, &r, e) != 0 ||
+        whet_eval_compare(r, baseline ? NULL : ev->baseline, e) != 0) {
+        whet_eval_results_free(r);
+        return -1;
+    }
+    snprintf(dir, sizeof dir, "%s/eval/step-%" PRIu64, ev->run_dir, step);
+    int rc = whet_eval_write_reports(r, dir, e);
+    double seconds = whet_now() - t0;
+    ev->seconds += seconds;
+    size_t len = 0;
+    char *record = rc == 0 ? eval_record(ev, r, step, baseline, seconds, &len, e) : NULL;
+    if (!record || whet_metrics_line(metrics, record, len, e) != 0)
+        rc = -1;
+    if (rc == 0 && !baseline) {
+        char path[WHET_RUN_PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/checkpoint-%" PRIu64 "/gate.json", ev->run_dir, step);
+        record[len] = '\n';
+        rc = whet_write_file_atomic(path, record, len + 1, e);
+    }
+    free(record);
+    double rate = isnan(r->pass.rate) ? -1 : r->pass.rate;
+    if (rc == 0) {
+        end_line(ev->pc);
+        char rate_text[64] = "no pass/fail cases";
+        if (!isnan(r->pass.rate))
+            snprintf(rate_text, sizeof rate_text, "pass rate %.1f%% (%zu/%zu)", 100 * r->pass.rate, r->pass.passed,
+                     r->pass.n);
+        if (baseline) {
+            ev->base_rate = r->pass.rate;
+            fprintf(stderr, "eval baseline (the base model): %s in %.2fs; reports in %s\n", rate_text, seconds, dir);
+        } else {
+            ev->last_failures[0] = 0;
+            for (size_t i = 0, k = 0; i < r->n_suites; i++)
+                for (size_t g = 0; g < r->suites[i].n_gate_reasons; g++)
+                    k += (size_t)snprintf(ev->last_failures + k, k < sizeof ev->last_failures ? sizeof ev->last_failures - k : 0,
+                                          "%s%s: %s", k ? "; " : "", r->suites[i].name, r->suites[i].gate_reasons[g]);
+            fprintf(stderr, "eval at step %" PRIu64 ": %s in %.2fs, gate %s%s%s\n", step, rate_text, seconds,
+                    r->gate_failed ? "FAILED" : "passed", r->gate_failed ? ": " : "", ev->last_failures);
+            double valid = ev->valid_step == step ? ev->valid_loss : NAN;
+            eval_note_checkpoint(ev, step, rate, valid, !r->gate_failed);
+            ev->have_last = 1;
+            ev->last_step = step;
+            ev->last_rate = r->pass.rate;
+            ev->last_passed = !r->gate_failed;
+        }
+    }
+    if (baseline && rc == 0) {
+        ev->baseline = r;
+        return 0;
+    }
+    whet_eval_results_free(r);
+    return rc;
+}
+
+static int eval_after_checkpoint(void *ctx, whet_model *m, uint64_t step, const char *checkpoint_dir,
+                                 const whet_valid_stats *last_valid, struct whet_metrics *metrics, whet_err *e)
+{
+    (void)checkpoint_dir;
+    (void)last_valid;
+    progress_ctx *pc = ctx;
+    return eval_at(pc->ev, m, step, 0, metrics, e) != 0 ? -1 : 0;
+}
+
+/* A resumed run: what its checkpoints' gate.json files say, up to `step`. */
+static int eval_reload_gates(train_eval *ev, uint64_t step, whet_err *e)
+{
+    uint64_t *steps;
+    size_t n;
+    if (whet_ckpt_list(ev->run_dir, &steps, &n, e) != 0)
+        return -1;
+    for (size_t i = 0; i < n && steps[i] <= step; i++) {
+        char path[WHET_RUN_PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/checkpoint-%" PRIu64 "/gate.json", ev->run_dir, steps[i]);
+        whet_json_doc *doc;
+        if (!is_file(path) || whet_json_parse_file(&doc, path, NULL, NULL) != 0)
+            continue;
+        const whet_json *root = whet_json_root(doc), *rate = whet_json_get(root, "pass_rate");
+        const whet_json *passed = whet_json_get(root, "gate_passed"), *valid = whet_json_get(root, "valid_loss");
+        double r = rate && rate->type == WHET_JSON_NUMBER ? rate->u.number.value : -1;
+        double v = valid && valid->type == WHET_JSON_NUMBER ? valid->u.number.value : NAN;
+        eval_note_checkpoint(ev, steps[i], r, v, passed && passed->type == WHET_JSON_TRUE);
+        whet_json_free(doc);
+    }
+    free(steps);
+    return 0;
+}
+
+/* The validation loss metrics.jsonl holds for step (NaN: none). */
+static double valid_loss_at(const char *run_dir, uint64_t step)
+{
+    char path[WHET_RUN_PATH_MAX + 32], want[64];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    snprintf(want, sizeof want, "{\"type\":\"valid\",\"step\":%" PRIu64 ",", step);
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    double loss = NAN;
+    while (f && fgets(line, sizeof line, f)) {
+        whet_json_doc *doc;
+        if (strncmp(line, want, strlen(want)) != 0 || whet_json_parse(&doc, line, strlen(line), path, NULL, NULL) != 0)
+            continue;
+        const whet_json *v = whet_json_get(whet_json_root(doc), "loss");
+        if (v && v->type == WHET_JSON_NUMBER)
+            loss = v->u.number.value;
+        whet_json_free(doc);
+    }
+    if (f)
+        fclose(f);
+    return loss;
+}
+
+static int eval_on_start(void *ctx, whet_model *m, uint64_t step, struct whet_metrics *metrics, whet_err *e)
+{
+    progress_ctx *pc = ctx;
+    train_eval *ev = pc->ev;
+    char base_dir[WHET_RUN_PATH_MAX + 32];
+    snprintf(base_dir, sizeof base_dir, "%s/eval", ev->run_dir);
+    if (make_dirs(base_dir) != 0)
+        return whet_fail(e, "cannot create %s: %s", base_dir, strerror(errno));
+    if (step == 0)
+        return eval_at(ev, m, 0, 1, metrics, e);
+    /* resumed: the baseline of the run's start, not of the model as trained so far */
+    snprintf(base_dir, sizeof base_dir, "%s/eval/step-0", ev->run_dir);
+    if (whet_eval_results_load(&ev->baseline, base_dir, e) != 0) {
+        char msg[sizeof e->msg];
+        snprintf(msg, sizeof msg, "--eval on --resume needs the baseline the run made at its start (%.900s)", e->msg);
+        snprintf(e->msg, sizeof e->msg, "%s", msg);
+        return -1;
+    }
+    ev->base_rate = ev->baseline->pass.rate;
+    fprintf(stderr, "eval baseline reloaded from %s\n", base_dir);
+    if (eval_reload_gates(ev, step, e) != 0)
+        return -1;
+    /* the checkpoint resumed from was saved but not evaluated (the run stopped in between): evaluate it now */
+    char gate[WHET_RUN_PATH_MAX + 64];
+    snprintf(gate, sizeof gate, "%s/checkpoint-%" PRIu64 "/gate.json", ev->run_dir, step);
+    if (!is_file(gate)) {
+        double valid = valid_loss_at(ev->run_dir, step);
+        if (!isnan(valid))
+            eval_saw_validation(ev, step, valid);
+        return eval_at(ev, m, step, 0, metrics, e);
+    }
+    return 0;
+}
+
 /* ---- the command ------------------------------------------------------------------- */
 
 typedef struct train_session {
@@ -473,6 +835,7 @@ typedef struct train_session {
     whet_batcher *batcher;
     whet_trainer *trainer;
     char run_dir[WHET_RUN_PATH_MAX];
+    train_eval ev;           /* --eval: empty without */
 } train_session;
 
 static int open_model(train_session *s)
@@ -582,10 +945,58 @@ static void read_losses(const char *path, run_losses *l)
         fclose(f);
 }
 
+/* The evals' part of the summary (--eval). */
+static void eval_summary_json(whet_json_writer *w, const train_eval *ev, const whet_train_result *r, int gating,
+                              int output)
+{
+    whet_json_begin_object(w);
+    whet_json_key(w, "baseline_pass_rate");
+    whet_json_write_double(w, ev->base_rate);
+    whet_json_key(w, "pass_rate");
+    whet_json_write_double(w, ev->have_last ? ev->last_rate : NAN);
+    whet_json_key(w, "checkpoints");
+    whet_json_write_int(w, (int64_t)ev->checkpoints);
+    whet_json_key(w, "gate_failed");
+    whet_json_write_int(w, (int64_t)ev->failed);
+    whet_json_key(w, "gate");
+    whet_json_write_string(w, !gating ? "off" : ev->have_best ? "passed" : "failed");
+    whet_json_key(w, "selected_step");
+    if (gating && ev->have_best && output)
+        whet_json_write_int(w, (int64_t)ev->best_step);
+    else if (!gating && output)
+        whet_json_write_int(w, (int64_t)r->state.step);
+    else
+        whet_json_write_null(w);
+    whet_json_key(w, "seconds");
+    whet_json_write_double(w, round(ev->seconds * 1000) / 1000);
+    whet_json_end_object(w);
+}
+
+static void eval_summary_text(const train_eval *ev, const whet_train_result *r, int gating, int output)
+{
+    char base[32] = "n/a", last[32] = "n/a";
+    if (!isnan(ev->base_rate))
+        snprintf(base, sizeof base, "%.1f%%", 100 * ev->base_rate);
+    if (ev->have_last && !isnan(ev->last_rate))
+        snprintf(last, sizeof last, "%.1f%%", 100 * ev->last_rate);
+    printf("evals: pass rate %s at the baseline, %s at step %" PRIu64 "; gate passed at %zu of %zu checkpoints; "
+           "%.2fs evaluating (%.0f%% of this session)\n",
+           base, last, ev->last_step, ev->checkpoints - ev->failed, ev->checkpoints, ev->seconds,
+           r->session_s > 0 ? 100 * ev->seconds / r->session_s : 0.0);
+    if (gating && ev->have_best && output) {
+        char best[32] = "n/a";
+        if (ev->best_rate >= 0)
+            snprintf(best, sizeof best, "%.1f%%", 100 * ev->best_rate);
+        printf("gate: the output is checkpoint-%" PRIu64 " (pass rate %s), the best whose gate passed\n",
+               ev->best_step, best);
+    }
+}
+
 static void print_summary(const train_session *s, const whet_train_result *r, const char *final_dir,
                           const run_losses *l, int json)
 {
     const whet_run_config *c = &s->tc.cfg;
+    int gating = s->ev.n_suites && c->gate;
     static const char *const outcomes[] = {"completed", "interrupted", "early-stopped", "non-finite", "stopped-by-hook"};
     if (json) {
         whet_json_writer w;
@@ -616,6 +1027,10 @@ static void print_summary(const train_session *s, const whet_train_result *r, co
             whet_json_write_string(&w, final_dir);
         else
             whet_json_write_null(&w);
+        if (s->ev.n_suites) {
+            whet_json_key(&w, "eval");
+            eval_summary_json(&w, &s->ev, r, gating, final_dir != NULL);
+        }
         whet_json_end_object(&w);
         const char *text;
         size_t len;
@@ -634,6 +1049,50 @@ static void print_summary(const train_session *s, const whet_train_result *r, co
         printf("; %s in %s\n", c->method ? "model" : "adapter", final_dir);
     else
         printf("; last checkpoint %s\n", r->last_checkpoint[0] ? r->last_checkpoint : "(none)");
+    if (s->ev.n_suites)
+        eval_summary_text(&s->ev, r, gating, final_dir != NULL);
+}
+
+/* ---- the data checks at the start ------------------------------------------------- */
+
+/* whet data check over --data with the run's tokenizer, template and
+ * --seq-len: every error is printed (file:line:column: class: message) and
+ * stops the run; warnings are printed (the first WARNINGS_SHOWN) and do not. */
+enum { WARNINGS_SHOWN = 20 };
+
+static int check_data(const train_session *s)
+{
+    const whet_run_config *c = &s->tc.cfg;
+    whet_data_check_options co = {
+        .data = {.tok = s->tok, .tmpl = s->have_template ? &s->tmpl : NULL, .train_on_prompt = c->train_on_prompt,
+                 .add_eos = 1},
+        .seq_len = c->seq_len,
+    };
+    const char *paths[1] = {c->data};
+    whet_data_report rep;
+    whet_err e = {{0}};
+    if (whet_data_check(paths, 1, &co, &rep, &e) != 0) {
+        whet_error("train: %s", e.msg);
+        return -1;
+    }
+    size_t warnings_shown = 0;
+    for (size_t i = 0; i < rep.n_problems; i++) {
+        const whet_data_problem *p = &rep.problems[i];
+        if (p->warning && warnings_shown++ >= WARNINGS_SHOWN)
+            continue;
+        char line[1400];
+        whet_data_problem_format(p, line, sizeof line);
+        fprintf(stderr, "%s\n", line);
+    }
+    size_t hidden = rep.errors + rep.warnings - rep.n_problems + (warnings_shown > WARNINGS_SHOWN ? warnings_shown - WARNINGS_SHOWN : 0);
+    if (hidden)
+        fprintf(stderr, "... and %zu more problems (whet data check %s lists them)\n", hidden, c->data);
+    int bad = rep.errors != 0;
+    if (bad)
+        whet_error("train: %s: %zu error%s in the data (%zu of %zu examples are usable); nothing was trained", c->data,
+                   rep.errors, rep.errors == 1 ? "" : "s", rep.examples_ok, rep.examples);
+    whet_data_report_free(&rep);
+    return bad ? -1 : 0;
 }
 
 static int check_config(train_session *s)
@@ -662,6 +1121,10 @@ static int check_config(train_session *s)
     }
     if (c->method == 1 && c->base_dtype == 1) {
         whet_error("train: --base-dtype bf16 holds frozen base weights; with --method full every weight trains");
+        return WHET_EXIT_USAGE;
+    }
+    if (c->gate && !c->eval[0]) {
+        whet_error("train: --gate chooses among checkpoints by their evals; give --eval SPEC too");
         return WHET_EXIT_USAGE;
     }
     if (c->min_lr > c->lr) {
@@ -707,6 +1170,25 @@ int cmd_train(int argc, char **argv)
         absolute(c->init, sizeof c->init);
         absolute(c->tokenizer, sizeof c->tokenizer);
         absolute(c->data, sizeof c->data);
+        /* each eval suite's path too */
+        char list[WHET_RUN_LIST_MAX];
+        snprintf(list, sizeof list, "%s", c->eval);
+        c->eval[0] = 0;
+        for (char *v = list[0] ? list : NULL, *nl; v; v = nl) {
+            if ((nl = strchr(v, '\n')))
+                *nl++ = 0;
+            char path[WHET_RUN_PATH_MAX];
+            if (strlen(v) >= sizeof path) {
+                whet_error("train: --eval: a path longer than %zu bytes", sizeof path - 1);
+                goto out;
+            }
+            memcpy(path, v, strlen(v) + 1);
+            absolute(path, sizeof path);
+            if (whet_run_config_set(c, "eval", path, "--eval", &e) != 0) {
+                whet_error("train: %s", e.msg);
+                goto out;
+            }
+        }
     }
 
     if (open_model(s) != 0)
@@ -723,6 +1205,20 @@ int cmd_train(int argc, char **argv)
             goto out;
         }
         c->seq_len = limit;
+    }
+
+    /* the data as whet data check sees it: errors stop the run before anything is allocated */
+    if (check_data(s) != 0)
+        goto out;
+    if (c->eval[0]) {
+        s->ev.tok = s->tok;
+        s->ev.tmpl = s->have_template ? &s->tmpl : NULL;
+        s->ev.run_dir = s->run_dir;
+        s->ev.model_label = c->model[0] ? c->model : c->init;
+        s->ev.gate = c->gate;
+        if (train_eval_load(&s->ev, c) != 0)
+            goto out;
+        warn_overlap(&s->ev, c->data);
     }
 
     /* data */
@@ -819,7 +1315,9 @@ int cmd_train(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    progress_ctx pc = {.tty = whet_stderr_is_terminal(), .every = steps >= 100 ? steps / 50 : 1};
+    progress_ctx pc = {.tty = whet_stderr_is_terminal(), .every = steps >= 100 ? steps / 50 : 1,
+                       .ev = s->ev.n_suites ? &s->ev : NULL};
+    s->ev.pc = &pc;
     whet_train_run run = {
         .trainer = s->trainer,
         .train = s->batcher,
@@ -834,7 +1332,9 @@ int cmd_train(int argc, char **argv)
         .out_dir = s->run_dir,
         .resume_from = resuming ? resume_ckpt : NULL,
         .stop = &stop_requested,
-        .hooks = {.ctx = &pc, .on_step = on_step, .on_valid = on_valid, .on_checkpoint_saved = on_saved},
+        .hooks = {.ctx = &pc, .on_step = on_step, .on_valid = on_valid, .on_checkpoint_saved = on_saved,
+                  .after_checkpoint = pc.ev ? eval_after_checkpoint : NULL, .on_start = pc.ev ? eval_on_start : NULL},
+        .also_keep = &s->ev.also_keep,
     };
     whet_train_result r;
     int rc = whet_train_run_loop(&run, &r, &e);
@@ -861,7 +1361,20 @@ int cmd_train(int argc, char **argv)
     char final_dir[WHET_RUN_PATH_MAX + 32];
     snprintf(final_dir, sizeof final_dir, "%s/final", s->run_dir);
     int finished = r.outcome == WHET_TRAIN_COMPLETED || r.outcome == WHET_TRAIN_EARLY_STOPPED;
-    if (finished) {
+    train_eval *ev = &s->ev;
+    int gating = ev->n_suites && c->gate;
+    int gate_failed = finished && gating && !ev->have_best;
+    if (finished && gating && ev->have_best && ev->best_step != r.state.step) {
+        /* the output is the best checkpoint whose gate passed, not the last one */
+        char best[WHET_RUN_PATH_MAX + 64];
+        snprintf(best, sizeof best, "%s/checkpoint-%" PRIu64, s->run_dir, ev->best_step);
+        whet_run_state best_state;
+        if (whet_trainer_load(s->trainer, best, &best_state, &e) != 0) {
+            whet_error("train: the gate's best checkpoint: %s", e.msg);
+            goto out;
+        }
+    }
+    if (finished && !gate_failed) {
         if (make_dirs(final_dir) != 0) {
             whet_error("train: cannot create %s: %s", final_dir, strerror(errno));
             goto out;
@@ -874,10 +1387,18 @@ int cmd_train(int argc, char **argv)
             goto out;
         }
     }
-    print_summary(s, &r, finished ? final_dir : NULL, &losses, tc->json);
+    print_summary(s, &r, finished && !gate_failed ? final_dir : NULL, &losses, tc->json);
     switch (r.outcome) {
     case WHET_TRAIN_COMPLETED:
-    case WHET_TRAIN_EARLY_STOPPED: status = WHET_EXIT_OK; break;
+    case WHET_TRAIN_EARLY_STOPPED:
+        status = WHET_EXIT_OK;
+        if (gate_failed) {
+            whet_error("train: the eval gate failed at every checkpoint (%zu of them; at step %" PRIu64 ": %s); "
+                       "no output was written to %s",
+                       ev->checkpoints, ev->last_step, ev->last_failures[0] ? ev->last_failures : "?", final_dir);
+            status = 2; /* a gate failed, as for whet eval (whet(1)) */
+        }
+        break;
     case WHET_TRAIN_INTERRUPTED:
         whet_error("train: interrupted at step %" PRIu64 "; continue with: whet train --resume %s", r.state.step,
                    s->run_dir);
@@ -892,6 +1413,7 @@ int cmd_train(int argc, char **argv)
         break;
     }
 out:
+    train_eval_free(&s->ev);
     whet_trainer_free(s->trainer);
     whet_batcher_free(s->batcher);
     whet_data_splits_close(&s->data);

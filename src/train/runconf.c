@@ -21,6 +21,7 @@ static const char *const schedules[] = {"constant", "linear", "cosine", NULL};
 #define SIZE(key, field, lo, hi, def, help) {key, WHET_RUN_SIZE, F(field), 0, lo, hi, NULL, 0, "N", def, help}
 #define DBL(key, field, lo, hi, arg, def, help) {key, WHET_RUN_DOUBLE, F(field), 0, lo, hi, NULL, 0, arg, def, help}
 #define BOOL(key, field, neg, def, help) {key, WHET_RUN_BOOL, F(field), 0, 0, 0, NULL, neg, NULL, def, help}
+#define LIST(key, field, arg, help) {key, WHET_RUN_LIST, F(field), sizeof(((whet_run_config *)0)->field), 0, 0, NULL, 0, arg, "", help}
 #define CHOICE(key, field, list, arg, def, help) {key, WHET_RUN_CHOICE, F(field), 0, 0, 0, list, 0, arg, def, help}
 
 /* 2^40: larger than any sensible count, small enough for a double to hold exactly */
@@ -67,6 +68,8 @@ static const whet_run_option options[] = {
     {"keep-checkpoints", WHET_RUN_SIZE, F(keep_checkpoints), 0, 1, 1e6, NULL, 0, "K", "2", "keep the last K checkpoints"},
     SIZE("early-stop", early_stop, 0, 1e6, "0", "stop after N validations without a better loss (0: off)"),
     SIZE("threads", threads, 0, 4096, "0", "threads (0: WHET_THREADS, else every core)"),
+    LIST("eval", eval, "SPEC", "eval suite run before step 1 and at every checkpoint (repeatable)"),
+    BOOL("gate", gate, 1, "false", "the output is the best checkpoint whose eval gate passed (exit 2: none)"),
 };
 enum { N_OPTIONS = sizeof options / sizeof options[0] };
 
@@ -139,6 +142,21 @@ static int set_value(whet_run_config *c, const whet_run_option *o, const char *v
         if (value && parse_bool(value, &v) != 0)
             return whet_fail(e, "%s: %s: expected true or false, got '%s'", origin, o->key, value);
         *(int *)(void *)field = negate ? !v : v;
+        return 0;
+    }
+    case WHET_RUN_LIST: {
+        if (!value[0]) {
+            field[0] = 0;
+            return 0;
+        }
+        if (strchr(value, '\n'))
+            return whet_fail(e, "%s: %s: a value cannot hold a line break", origin, o->key);
+        size_t used = strlen(field), len = strlen(value);
+        if (used + (used ? 1 : 0) + len >= o->size)
+            return whet_fail(e, "%s: %s: the values together are longer than %zu bytes", origin, o->key, o->size - 1);
+        if (used)
+            field[used++] = '\n';
+        memcpy(field + used, value, len + 1);
         return 0;
     }
     case WHET_RUN_CHOICE:
@@ -246,7 +264,8 @@ void whet_run_config_format(const whet_run_config *c, const whet_run_option *o, 
 {
     const char *field = (const char *)c + o->offset;
     switch (o->kind) {
-    case WHET_RUN_STRING: snprintf(buf, size, "%s", field); break;
+    case WHET_RUN_STRING:
+    case WHET_RUN_LIST: snprintf(buf, size, "%s", field); break;
     case WHET_RUN_SIZE: snprintf(buf, size, "%zu", *(const size_t *)(const void *)field); break;
     case WHET_RUN_U64: snprintf(buf, size, "%llu", (unsigned long long)*(const uint64_t *)(const void *)field); break;
     case WHET_RUN_DOUBLE: format_double(*(const double *)(const void *)field, buf, size); break;
@@ -257,7 +276,7 @@ void whet_run_config_format(const whet_run_config *c, const whet_run_option *o, 
 
 char *whet_run_config_text(const whet_run_config *c)
 {
-    size_t cap = 256 + N_OPTIONS * (WHET_RUN_PATH_MAX + 64), n = 0;
+    size_t cap = 256 + N_OPTIONS * (WHET_RUN_PATH_MAX + 64) + 2 * WHET_RUN_LIST_MAX, n = 0;
     char *text = malloc(cap);
     if (!text)
         return NULL;
@@ -265,8 +284,17 @@ char *whet_run_config_text(const whet_run_config *c)
                           "# whet train run file (whet-run(5)); repeat the run with\n"
                           "#   whet train --config run.conf\n");
     for (size_t i = 0; i < N_OPTIONS; i++) {
-        char value[WHET_RUN_PATH_MAX + 8];
+        char value[WHET_RUN_LIST_MAX + 8];
         whet_run_config_format(c, &options[i], value, sizeof value);
+        if (options[i].kind == WHET_RUN_LIST && value[0]) {
+            /* one line per value; reading them back adds each in turn */
+            for (char *v = value, *nl; v; v = nl) {
+                if ((nl = strchr(v, '\n')))
+                    *nl++ = 0;
+                n += (size_t)snprintf(text + n, cap - n, "%s = %s\n", options[i].key, v);
+            }
+            continue;
+        }
         n += (size_t)snprintf(text + n, cap - n, value[0] ? "%s = %s\n" : "%s =%s\n", options[i].key, value);
     }
     return text;

@@ -12,7 +12,9 @@
  * configuration is written back through it as DIR/run.conf, so that
  * `whet train --config DIR/run.conf` repeats a run exactly. Boolean options
  * marked negatable also take --no-KEY on the command line (and `no-KEY =
- * true` in a file). */
+ * true` in a file). A LIST option (eval) is repeatable: each occurrence
+ * adds a value, the run file writes one line per value, and an empty value
+ * clears the list; the command line's occurrences replace the file's. */
 #ifndef WHET_TRAIN_RUNCONF_H
 #define WHET_TRAIN_RUNCONF_H
 
@@ -22,6 +24,7 @@
 #include "util/file.h"
 
 #define WHET_RUN_PATH_MAX 1024
+#define WHET_RUN_LIST_MAX 8192 /* a LIST option's values, '\n'-separated */
 
 typedef struct whet_run_config {
     /* what to train, on what, where */
@@ -50,10 +53,16 @@ typedef struct whet_run_config {
     /* running */
     int grad_checkpoint;
     size_t eval_every, save_every, keep_checkpoints, early_stop, threads;
+    /* eval suites (whet-evalspec(5)) run at the start and at every
+     * checkpoint: the paths one per line ('\n'-separated); the gate picks
+     * the output */
+    char eval[WHET_RUN_LIST_MAX];
+    int gate;
 } whet_run_config;
 
 typedef enum whet_run_kind {
-    WHET_RUN_STRING = 0, WHET_RUN_SIZE, WHET_RUN_U64, WHET_RUN_DOUBLE, WHET_RUN_BOOL, WHET_RUN_CHOICE
+    WHET_RUN_STRING = 0, WHET_RUN_SIZE, WHET_RUN_U64, WHET_RUN_DOUBLE, WHET_RUN_BOOL, WHET_RUN_CHOICE,
+    WHET_RUN_LIST            /* repeatable: each value is added; "" empties it */
 } whet_run_kind;
 
 typedef struct whet_run_option {
