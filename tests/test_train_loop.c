@@ -240,7 +240,7 @@ static void hooks_and_stops(void **state)
     run_dir(dir, sizeof dir, "a");
     whet_train_run run = {.trainer = a.t, .train = a.bt, .valid = a.valid, .grad_accum = 2, .total_steps = 10,
                           .eval_every = 5, .save_every = 3, .keep_checkpoints = 10, .out_dir = dir,
-                          .hooks = {&ra, rec_step, rec_valid, rec_saved, rec_hook}};
+                          .hooks = {&ra, rec_step, rec_valid, rec_saved, rec_hook, NULL}};
     whet_train_result res;
     if (whet_train_run_loop(&run, &res, &e) != 0)
         fail_msg("%s", e.msg);

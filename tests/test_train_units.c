@@ -205,6 +205,50 @@ static void run_file_reads_and_round_trips(void **state)
     free(text);
 }
 
+/* eval, the repeatable key: one line per value, "" empties it */
+static void run_file_lists_round_trip(void **state)
+{
+    (void)state;
+    char path[300];
+    snprintf(path, sizeof path, "%s/list.conf", tmpdir);
+    write_text(path, "eval = /s/a.jsonl\neval = /s/b c.jsonl # two\ngate = true\n");
+    whet_run_config c, d;
+    whet_run_config_defaults(&c);
+    assert_string_equal(c.eval, "");
+    assert_int_equal(c.gate, 0);
+    whet_err e = {{0}};
+    assert_int_equal(whet_run_config_load(&c, path, &e), 0);
+    assert_string_equal(c.eval, "/s/a.jsonl\n/s/b c.jsonl");
+    assert_int_equal(c.gate, 1);
+    char *text = whet_run_config_text(&c);
+    assert_non_null(strstr(text, "\neval = /s/a.jsonl\neval = /s/b c.jsonl\ngate = true\n"));
+    free(text);
+    assert_int_equal(whet_run_config_write(&c, path, &e), 0);
+    whet_run_config_defaults(&d);
+    assert_int_equal(whet_run_config_load(&d, path, &e), 0);
+    assert_string_equal(d.eval, c.eval);
+    /* an empty value clears the list; an empty list is written as "eval =" and reads back empty */
+    assert_int_equal(whet_run_config_set(&c, "eval", "", "--eval", &e), 0);
+    assert_string_equal(c.eval, "");
+    text = whet_run_config_text(&c);
+    assert_non_null(strstr(text, "\neval =\n"));
+    free(text);
+    assert_int_equal(whet_run_config_write(&c, path, &e), 0);
+    assert_int_equal(whet_run_config_load(&d, path, &e), 0);
+    assert_string_equal(d.eval, "");
+    assert_int_equal(whet_run_config_set(&c, "eval", "a\nb", "--eval", &e), -1);
+    assert_string_equal(e.msg, "--eval: eval: a value cannot hold a line break");
+    /* too many values for the buffer: refused, not cut */
+    char big[WHET_RUN_PATH_MAX];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    int rc = 0;
+    for (int i = 0; i < 16 && rc == 0; i++)
+        rc = whet_run_config_set(&c, "eval", big, "--eval", &e);
+    assert_int_equal(rc, -1);
+    assert_non_null(strstr(e.msg, "the values together are longer than"));
+}
+
 static void expect_load_error(const char *content, const char *message)
 {
     char path[300];
@@ -300,6 +344,21 @@ static void checkpoints_verify_and_rotate(void **state)
     assert_non_null(strstr(e.msg, "state.json: 3 bytes, but "));
     assert_int_equal(whet_ckpt_latest(run, latest, sizeof latest, &step, NULL, &e), 0);
     assert_true(step == 20);
+
+    /* rotation that spares one older checkpoint (whet train --gate's best) */
+    snprintf(run, sizeof run, "%s/run2", tmpdir);
+    mkdir(run, 0777);
+    for (uint64_t s = 10; s <= 40; s += 10)
+        write_one(run, s, 0, (float)s);
+    assert_int_equal(whet_ckpt_rotate(run, 2, 10, &e), 0);
+    assert_int_equal(whet_ckpt_list(run, &steps, &n, &e), 0);
+    assert_int_equal(n, 3);
+    assert_true(steps[0] == 10 && steps[1] == 30 && steps[2] == 40);
+    free(steps);
+    assert_int_equal(whet_ckpt_rotate(run, 2, UINT64_MAX, &e), 0);
+    assert_int_equal(whet_ckpt_list(run, &steps, &n, &e), 0);
+    assert_true(n == 2 && steps[0] == 30);
+    free(steps);
 }
 
 static int setup(void **state)
@@ -323,6 +382,7 @@ int main(void)
         cmocka_unit_test(schedules_follow_hf),
         cmocka_unit_test(adamw_matches_reference),
         cmocka_unit_test(run_file_reads_and_round_trips),
+        cmocka_unit_test(run_file_lists_round_trip),
         cmocka_unit_test(run_file_errors_name_the_line),
         cmocka_unit_test(checkpoints_verify_and_rotate),
     };

@@ -114,6 +114,14 @@ ls -d "$tmp/g"/checkpoint-* | sed 's|.*/||' | sort >"$tmp/kept"
 printf 'checkpoint-25\ncheckpoint-30\ncheckpoint-5\n' | cmp -s - "$tmp/kept" || fail "kept: $(cat "$tmp/kept")"
 cmp -s "$tmp/g/final/adapter_model.safetensors" "$tmp/g/checkpoint-5/adapter_model.safetensors" ||
     fail "final/ is not checkpoint-5's adapter"
+# a full fine-tune: final/ holds checkpoint-10's weights (its perplexity on the text, as whet score gives it)
+sed 's/"max_ppl_increase": 0.5/"max_ppl_increase": 0.3/' "$tmp/drift.jsonl" >"$tmp/drift3.jsonl"
+# shellcheck disable=SC2086
+run 0 train $base --out "$tmp/h" --steps 20 --lr 1e-2 --save-every 2 --method full --eval "$tmp/drift3.jsonl" --gate
+stdout_has "^gate: the output is checkpoint-10 \(pass rate n/a\)"
+want=$(sed -n 's/.*"type":"eval","step":10,.*"perplexity":\([0-9.]*\),.*/\1/p' "$tmp/h/metrics.jsonl")
+run 0 score --model "$tmp/h/final" --text "<t200><t150><t250><t120><t180><t90><t270><t110>" --threads 1 --json
+stdout_has "\"perplexity\":$want[,}]"
 # the same run with the gate passing everywhere: the later checkpoint of equal pass rate
 # shellcheck disable=SC2086
 run 0 train $base --out "$tmp/p" --steps 10 --save-every 5 --eval "$tmp/pass.jsonl" --gate
