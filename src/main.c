@@ -1,12 +1,20 @@
-/* whet: CPU fine-tuning toolkit. Dispatches to src/cli/<command>.c. */
+/* whet: CPU fine-tuning toolkit. Dispatches to src/cli/<command>.c.
+ * Exit status, for every command (whet(1) EXIT STATUS): 0 success, 1 an
+ * error (bad usage included), 2 a gate or a check failed. */
 #include "cli/commands.h"
+#include "cli/common.h"
 #include "util/log.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-typedef struct {
+typedef struct command {
     const char *name;
     int (*run)(int argc, char **argv);
     const char *summary;
@@ -32,33 +40,166 @@ static void usage(FILE *out)
     for (int i = 0; i < NCOMMANDS; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "  %-10s %s\n", "help", "show a command's manual page (whet help COMMAND)");
-    fprintf(out, "\n'whet COMMAND --help' describes each command. Environment: WHET_ISA, WHET_THREADS.\n");
+    fprintf(out, "\n'whet COMMAND --help' describes each command; 'whet COMMAND --version' and\n"
+                 "'whet --version' print the version. Environment: WHET_ISA, WHET_THREADS, NO_COLOR.\n"
+                 "Exit status: 0 success, 1 error (bad usage included), 2 a gate or check failed.\n");
 }
 
-static int help(const char *topic)
+static const command *find_command(const char *name)
 {
-    char page[64];
-    snprintf(page, sizeof page, topic ? "whet-%s" : "whet", topic);
-    if (topic) {
-        int known = 0;
-        for (int i = 0; i < NCOMMANDS; i++)
-            known |= strcmp(commands[i].name, topic) == 0;
-        if (!known) {
-            whet_error("no command '%s' (see 'whet --help')", topic);
-            return WHET_EXIT_USAGE;
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+/* Levenshtein distance between a and b (both short: command names). */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t n = strlen(b), row[64];
+    if (n >= sizeof row / sizeof row[0])
+        return SIZE_MAX;
+    for (size_t j = 0; j <= n; j++)
+        row[j] = j;
+    for (size_t i = 1; a[i - 1]; i++) {
+        size_t diagonal = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= n; j++) {
+            size_t above = row[j];
+            size_t best = diagonal + (a[i - 1] != b[j - 1]);
+            if (above + 1 < best)
+                best = above + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diagonal = above;
         }
     }
-    /* the installed page first, then the one in the source tree */
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "man %s 2>/dev/null || man -l man/%s.%d", page, page, 1);
-    return system(cmd) == 0 ? WHET_EXIT_OK : WHET_EXIT_ERROR;
+    return row[n];
+}
+
+/* The command a mistyped name most likely meant: one it begins (gen →
+ * generate), else the nearest within a third of its length (at least 2
+ * edits); NULL when none is close. */
+static const char *closest_command(const char *name)
+{
+    size_t len = strlen(name), best = SIZE_MAX;
+    const char *found = NULL;
+    for (int i = 0; i < NCOMMANDS && len >= 2; i++)
+        if (strncmp(commands[i].name, name, len) == 0)
+            return commands[i].name;
+    for (int i = 0; i < NCOMMANDS && len < 64; i++) {
+        size_t d = edit_distance(name, commands[i].name);
+        if (d < best)
+            best = d, found = commands[i].name;
+    }
+    size_t allowed = len / 3 > 2 ? len / 3 : 2;
+    return best <= allowed ? found : NULL;
+}
+
+static int unknown_command(const char *name, const char *what)
+{
+    const char *near = closest_command(name);
+    if (near)
+        whet_error("%s '%s'; did you mean '%s'? (see 'whet --help')", what, name, near);
+    else
+        whet_error("%s '%s' (see 'whet --help')", what, name);
+    return WHET_EXIT_ERROR;
+}
+
+/* ---- whet help COMMAND ---------------------------------------------------- */
+
+/* Runs argv[0] (looked up in PATH) and waits: its exit status, or 127 when it
+ * could not be started. Standard output and error are whet's. */
+static int run_program(char *const argv[])
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        return 127;
+    if (pid == 0) {
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return 127;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static int is_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The page of a build's source tree: man/PAGE.1 up to three levels above the
+ * directory of the running program (build/whet, build/aarch64/whet), or the
+ * installed share/man/man1/PAGE.1 beside its bin/. */
+static int page_beside_program(const char *page, char *out, size_t size)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return 0;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return 0;
+    *slash = 0;
+    for (int up = 1; up <= 3; up++) {
+        slash = strrchr(exe, '/');
+        if (!slash)
+            return 0;
+        *slash = 0;
+        if (snprintf(out, size, "%s/man/%s.1", exe, page) < (int)size && is_file(out))
+            return 1;
+        if (snprintf(out, size, "%s/share/man/man1/%s.1", exe, page) < (int)size && is_file(out))
+            return 1;
+    }
+    return 0;
+}
+
+/* man -l on the page next to this program when there is one (a build shows
+ * its own pages), else man PAGE; with neither man nor mandoc, the command's
+ * --help text. */
+static int help(const char *topic)
+{
+    const command *cmd = NULL;
+    if (topic && !(cmd = find_command(topic)))
+        return unknown_command(topic, "no command");
+    char page[64], path[PATH_MAX + 64];
+    snprintf(page, sizeof page, "whet%s%s", cmd ? "-" : "", cmd ? cmd->name : "");
+    int rc;
+    if (page_beside_program(page, path, sizeof path)) {
+        rc = run_program((char *const[]){"man", "-l", path, NULL});
+        if (rc == 127)
+            rc = run_program((char *const[]){"mandoc", path, NULL});
+    } else {
+        rc = run_program((char *const[]){"man", page, NULL});
+    }
+    if (rc == 0)
+        return WHET_EXIT_OK;
+    if (rc != 127) {
+        whet_error("help: man could not show %s (exit status %d)", page, rc);
+        return WHET_EXIT_ERROR;
+    }
+    whet_warn("help: no man or mandoc to show %s; here is the --help text", page);
+    if (!cmd) {
+        usage(stdout);
+        return WHET_EXIT_OK;
+    }
+    char *argv[] = {(char *)cmd->name, "--help", NULL};
+    return cmd->run(2, argv);
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
+        whet_error("expected a COMMAND");
         usage(stderr);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     const char *name = argv[1];
     if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
@@ -66,14 +207,27 @@ int main(int argc, char **argv)
         return WHET_EXIT_OK;
     }
     if (strcmp(name, "--version") == 0) {
-        printf("whet %s\n", WHET_VERSION);
+        cli_print_version();
         return WHET_EXIT_OK;
     }
-    if (strcmp(name, "help") == 0)
+    if (strcmp(name, "help") == 0) {
+        if (argc > 3) {
+            whet_error("help: expected one COMMAND, got '%s' too", argv[3]);
+            return WHET_EXIT_ERROR;
+        }
         return help(argc > 2 ? argv[2] : NULL);
-    for (int i = 0; i < NCOMMANDS; i++)
-        if (strcmp(name, commands[i].name) == 0)
-            return commands[i].run(argc - 1, argv + 1);
-    whet_error("unknown command '%s' (see 'whet --help')", name);
-    return WHET_EXIT_USAGE;
+    }
+    if (name[0] == '-') {
+        whet_error("unknown option '%s' (see 'whet --help')", name);
+        return WHET_EXIT_ERROR;
+    }
+    const command *cmd = find_command(name);
+    if (!cmd)
+        return unknown_command(name, "unknown command");
+    /* every command, whatever its own options: whet CMD --version */
+    if (argc == 3 && strcmp(argv[2], "--version") == 0) {
+        cli_print_version();
+        return WHET_EXIT_OK;
+    }
+    return cmd->run(argc - 1, argv + 1);
 }

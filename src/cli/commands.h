@@ -1,5 +1,8 @@
 /* The subcommands: each is a main() of its own, in src/cli/<name>.c.
- * Exit status: 0 success, 1 error, 2 bad usage (documented in whet(1)). */
+ * Exit status (whet(1) EXIT STATUS): 0 success; 1 an error, bad usage
+ * included; 2 a gate or a check failed (whet eval, whet train --gate, whet
+ * data check: each defines its WHET_EXIT_GATE). WHET_EXIT_USAGE (2) remains
+ * only for the commands not moved to WHET_EXIT_ERROR yet. */
 #ifndef WHET_COMMANDS_H
 #define WHET_COMMANDS_H
 

@@ -1,6 +1,8 @@
 #include "cli/common.h"
+#include "cli/commands.h"
 
 #include "io/gguf.h"
+#include "io/json.h"
 #include "model/adapter.h"
 #include "util/file.h"
 #include "util/log.h"
@@ -128,41 +130,147 @@ int cli_parse_double(const char *command, const char *option, const char *arg, d
     return 0;
 }
 
-/* ---- models ------------------------------------------------------------------- */
+/* ---- options every command shares -------------------------------------------- */
 
-int cli_open_model(cli_model *m, const char *path, int threads)
+void cli_print_version(void)
 {
-    memset(m, 0, sizeof *m);
-    const whet_kernels *k = whet_kernels_from_env();
-    if (!k)
-        return -1;
-    m->compute = whet_compute_create(k, threads);
-    if (!m->compute)
-        return -1;
-    whet_err e = {{0}};
-    if (whet_model_load(&m->model, path, m->compute, &e) != 0) {
-        whet_error("%s", e.msg);
-        cli_close_model(m);
-        return -1;
+    printf("whet %s\n", WHET_VERSION);
+}
+
+/* The option getopt_long just refused, as the user wrote it ("--foo" without
+ * any "=value", or "-x"); 1 when it is a known option given a value it does
+ * not take (--json=1). */
+static int refused_option(char **argv, const struct option *options, char *buf, size_t size)
+{
+    const char *arg = optind > 1 ? argv[optind - 1] : "";
+    if (strncmp(arg, "--", 2) != 0) {
+        if (optopt > 0 && optopt < 128)
+            snprintf(buf, size, "-%c", optopt);
+        else
+            snprintf(buf, size, "%s", arg);
+        return 0;
     }
-    m->tok = cli_open_tokenizer(path);
-    if (!m->tok) {
-        cli_close_model(m);
-        return -1;
-    }
+    size_t len = strcspn(arg, "=");
+    snprintf(buf, size, "%.*s", (int)len, arg);
+    for (const struct option *o = options; arg[len] == '=' && o->name; o++)
+        if (strlen(o->name) == len - 2 && strncmp(o->name, arg + 2, len - 2) == 0)
+            return o->has_arg == no_argument;
     return 0;
 }
 
-int cli_attach_adapter(cli_model *m, const char *dir)
+/* --model, --adapter, --chat-template, --threads into p->model; 1 when opt
+ * was one of them, -1 when its value is bad. */
+static int model_option(cli_parser *p, int opt)
 {
-    if (!dir)
-        return 0;
+    cli_model_options *o = p->model;
+    switch (opt) {
+    case CLI_OPT_MODEL: o->model = optarg; return 1;
+    case CLI_OPT_ADAPTER: o->adapter = optarg; return 1;
+    case CLI_OPT_CHAT_TEMPLATE: o->chat_template = optarg; return 1;
+    case CLI_OPT_THREADS: return cli_parse_size(p->command, "--threads", optarg, 1, 4096, &o->threads) ? -1 : 1;
+    default: return 0;
+    }
+}
+
+int cli_next_option(cli_parser *p, int argc, char **argv, const char *shortopts, const struct option *options)
+{
+    char spec[64];
+    /* ':' first: a missing value comes back as ':', and getopt prints nothing
+     * itself (its messages would lack the "whet:" prefix) */
+    snprintf(spec, sizeof spec, ":h%s", shortopts);
+    if (!p->started) {
+        p->started = 1;
+        p->exit = -1;
+        optind = 1;
+        opterr = 0;
+    }
+    for (;;) {
+        int opt = getopt_long(argc, argv, spec, options, NULL);
+        char name[128];
+        switch (opt) {
+        case -1: return -1;
+        case CLI_OPT_HELP:
+            p->usage(stdout);
+            p->exit = WHET_EXIT_OK;
+            return -1;
+        case CLI_OPT_VERSION:
+            cli_print_version();
+            p->exit = WHET_EXIT_OK;
+            return -1;
+        case ':':
+            refused_option(argv, options, name, sizeof name);
+            whet_error("%s: %s needs a value (see 'whet %s --help')", p->command, name, p->command);
+            p->exit = WHET_EXIT_ERROR;
+            return -1;
+        case '?':
+            if (refused_option(argv, options, name, sizeof name))
+                whet_error("%s: %s takes no value (see 'whet %s --help')", p->command, name, p->command);
+            else
+                whet_error("%s: unknown option '%s' (see 'whet %s --help')", p->command, name, p->command);
+            p->exit = WHET_EXIT_ERROR;
+            return -1;
+        default:
+            if (p->model) {
+                int used = model_option(p, opt);
+                if (used < 0) {
+                    p->exit = WHET_EXIT_ERROR;
+                    return -1;
+                }
+                if (used)
+                    continue;
+            }
+            return opt;
+        }
+    }
+}
+
+int cli_print_json(whet_json_writer *w, const char *what)
+{
+    const char *text;
+    size_t len;
     whet_err e = {{0}};
-    if (whet_adapter_load_peft(m->model, dir, &m->lora, &e) != 0) {
+    int rc = whet_json_writer_finish(w, what, &text, &len, &e);
+    if (rc == 0) {
+        fwrite(text, 1, len, stdout);
+        if (len == 0 || text[len - 1] != '\n')
+            putchar('\n');
+    } else {
         whet_error("%s", e.msg);
-        return -1;
+    }
+    whet_json_writer_free(w);
+    return rc;
+}
+
+/* ---- models ------------------------------------------------------------------- */
+
+int cli_open_model(cli_model *m, const cli_model_options *o, int what)
+{
+    memset(m, 0, sizeof *m);
+    whet_err e = {{0}};
+    if (what & CLI_LOAD_WEIGHTS) {
+        const whet_kernels *k = whet_kernels_from_env();
+        if (!k || !(m->compute = whet_compute_create(k, (int)o->threads)))
+            goto fail;
+        if (whet_model_load(&m->model, o->model, m->compute, &e) != 0)
+            goto fail_msg;
+    }
+    if ((what & CLI_LOAD_TOKENIZER) && !(m->tok = cli_open_tokenizer(o->model)))
+        goto fail;
+    if ((what & CLI_LOAD_WEIGHTS) && o->adapter && whet_adapter_load_peft(m->model, o->adapter, &m->lora, &e) != 0)
+        goto fail_msg;
+    if (what & CLI_LOAD_TEMPLATE) {
+        m->have_template = cli_chat_template(o->model, o->chat_template, &m->tmpl, &m->template_err) == 0;
+        if (!m->have_template && o->chat_template) {
+            e = m->template_err;
+            goto fail_msg;
+        }
     }
     return 0;
+fail_msg:
+    whet_error("%s", e.msg);
+fail:
+    cli_close_model(m);
+    return -1;
 }
 
 void cli_close_model(cli_model *m)

@@ -1,6 +1,7 @@
 /* whet cpu: what the CPU offers, how fast its FMA units run, and which kernels
  * whet will use on it. */
 #include "cli/commands.h"
+#include "cli/common.h"
 #include "cli/fma_peak.h"
 #include "simd/simd.h"
 #include "util/compute.h"
@@ -20,11 +21,12 @@ enum { NKERNELS = sizeof kernel_names / sizeof kernel_names[0] };
 
 static void usage(FILE *out)
 {
-    fputs("usage: whet cpu [--json] [--help]\n"
+    fputs("usage: whet cpu [--json]\n"
           "Show the CPU's features, the measured fp32 FMA peak of one core and the\n"
           "kernel chosen for each operation (WHET_ISA forces a level).\n"
-          "  --json   print one JSON object\n"
-          "  --help   this text\n",
+          "  --json      print one JSON object\n"
+          "  --version   print whet's version\n"
+          "  --help      this text\n",
           out);
 }
 
@@ -36,20 +38,17 @@ typedef struct {
 int cmd_cpu(int argc, char **argv)
 {
     int json = 0;
-    static const struct option options[] = {
-        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {0}};
+    static const struct option options[] = {{"json", no_argument, NULL, 'j'}, CLI_COMMON_OPTIONS};
+    cli_parser p = {.command = "cpu", .usage = usage};
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
-        switch (opt) {
-        case 'j': json = 1; break;
-        case 'h': usage(stdout); return WHET_EXIT_OK;
-        default: usage(stderr); return WHET_EXIT_USAGE;
-        }
-    }
+    while ((opt = cli_next_option(&p, argc, argv, "", options)) != -1)
+        if (opt == 'j')
+            json = 1;
+    if (p.exit >= 0)
+        return p.exit;
     if (optind < argc) {
         whet_error("cpu: unexpected argument '%s'", argv[optind]);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     const whet_kernels *k = whet_kernels_from_env();
     if (!k)

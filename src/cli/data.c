@@ -20,6 +20,8 @@
 #define DEFAULT_SHOW 3
 #define DEFAULT_NGRAM 13
 
+enum { WHET_EXIT_CHECK_FAILED = 2 }; /* data check found errors (whet(1) EXIT STATUS) */
+
 static void usage(FILE *out)
 {
     fputs("usage: whet data check FILE... [--model M] [--chat-template N] [--seq-len T] [--json]\n"
@@ -29,7 +31,7 @@ static void usage(FILE *out)
           "       whet data dedup FILE --out OUT\n"
           "       whet data overlap TRAIN EVAL... [--n N] [--json]\n"
           "Check and inspect training data (JSONL chat, prompt/completion or text; .txt).\n"
-          "  check    every problem as file:line:column: class: message; exit 1 on errors\n"
+          "  check    every problem as file:line:column: class: message; exit 2 on errors\n"
           "  stats    examples, tokens per example, trained share, truncations, steps per epoch\n"
           "  show     examples as the model sees them, trained tokens marked\n"
           "  dedup    copy FILE to OUT without duplicate examples\n"
@@ -46,6 +48,7 @@ static void usage(FILE *out)
           "  --out OUT           dedup: the file to write (may be FILE itself)\n"
           "  --n N               overlap: words per n-gram (default 13)\n"
           "  --json              print one JSON object\n"
+          "  --version           print whet's version\n"
           "  --help              this text\n",
           out);
 }
@@ -61,53 +64,24 @@ typedef struct data_args {
 
 /* ---- the model's tokenizer and template ---- */
 
-typedef struct data_model {
-    whet_tokenizer *tok;
-    whet_chat_template tmpl;
-    int have_template;
-} data_model;
-
-static int open_data_model(data_model *dm, const data_args *a)
+static int open_data_model(cli_model *dm, const data_args *a)
 {
-    memset(dm, 0, sizeof *dm);
-    dm->tok = cli_open_tokenizer(a->model);
-    if (!dm->tok)
-        return -1;
-    whet_err e = {{0}};
-    dm->have_template = cli_chat_template(a->model, a->chat_template, &dm->tmpl, &e) == 0;
-    if (!dm->have_template && a->chat_template) {
-        whet_error("%s", e.msg);
-        whet_tokenizer_free(dm->tok);
-        return -1;
-    }
-    return 0;
+    cli_model_options o = {.model = a->model, .chat_template = a->chat_template};
+    return cli_open_model(dm, &o, CLI_LOAD_TOKENIZER | CLI_LOAD_TEMPLATE);
 }
 
-static whet_data_options data_options(const data_model *dm, const data_args *a)
+static whet_data_options data_options(const cli_model *dm, const data_args *a)
 {
     whet_data_options o = {.tok = dm->tok, .tmpl = dm->have_template ? &dm->tmpl : NULL,
                            .train_on_prompt = a->train_on_prompt, .add_eos = 1};
     return o;
 }
 
-static int print_json(whet_json_writer *w)
-{
-    const char *text;
-    size_t len;
-    whet_err e = {{0}};
-    if (whet_json_writer_finish(w, "the report", &text, &len, &e) != 0) {
-        whet_error("%s", e.msg);
-        return -1;
-    }
-    fwrite(text, 1, len, stdout);
-    return 0;
-}
-
 /* ---- check ---- */
 
 static int run_check(const data_args *a)
 {
-    data_model dm = {0};
+    cli_model dm = {0};
     if (a->model && open_data_model(&dm, a) != 0)
         return WHET_EXIT_ERROR;
     whet_data_check_options co = {.seq_len = a->model ? a->seq_len : 0};
@@ -116,7 +90,7 @@ static int run_check(const data_args *a)
     whet_data_report rep;
     whet_err e = {{0}};
     int rc = whet_data_check((const char *const *)a->files, a->n_files, &co, &rep, &e);
-    whet_tokenizer_free(dm.tok);
+    cli_close_model(&dm);
     if (rc != 0) {
         whet_error("%s", e.msg);
         return WHET_EXIT_ERROR;
@@ -157,8 +131,7 @@ static int run_check(const data_args *a)
         }
         whet_json_end_array(&w);
         whet_json_end_object(&w);
-        int bad = print_json(&w);
-        whet_json_writer_free(&w);
+        int bad = cli_print_json(&w, "the report");
         if (bad) {
             whet_data_report_free(&rep);
             return WHET_EXIT_ERROR;
@@ -176,7 +149,7 @@ static int run_check(const data_args *a)
                 rep.n_files == 1 ? "" : "s", rep.errors, rep.errors == 1 ? "" : "s", rep.warnings,
                 rep.warnings == 1 ? "" : "s");
     }
-    int status = rep.errors ? WHET_EXIT_ERROR : WHET_EXIT_OK;
+    int status = rep.errors ? WHET_EXIT_CHECK_FAILED : WHET_EXIT_OK;
     whet_data_report_free(&rep);
     return status;
 }
@@ -185,7 +158,7 @@ static int run_check(const data_args *a)
 
 static int run_stats(const data_args *a)
 {
-    data_model dm;
+    cli_model dm;
     if (open_data_model(&dm, a) != 0)
         return WHET_EXIT_ERROR;
     whet_data_options o = data_options(&dm, a);
@@ -222,8 +195,7 @@ static int run_stats(const data_args *a)
         whet_json_key(&w, "packed");
         whet_json_write_bool(&w, a->pack);
         whet_json_end_object(&w);
-        int bad = print_json(&w);
-        whet_json_writer_free(&w);
+        int bad = cli_print_json(&w, "the report");
         if (bad)
             goto done;
     } else {
@@ -242,7 +214,7 @@ static int run_stats(const data_args *a)
     status = WHET_EXIT_OK;
 done:
     whet_dataset_close(ds);
-    whet_tokenizer_free(dm.tok);
+    cli_close_model(&dm);
     return status;
 }
 
@@ -262,7 +234,7 @@ static void put_bytes(cli_utf8_stream *u, const char *bytes, size_t len)
 
 static int run_show(const data_args *a)
 {
-    data_model dm;
+    cli_model dm;
     if (open_data_model(&dm, a) != 0)
         return WHET_EXIT_ERROR;
     whet_data_options o = data_options(&dm, a);
@@ -317,7 +289,7 @@ static int run_show(const data_args *a)
     status = WHET_EXIT_OK;
 done:
     whet_dataset_close(ds);
-    whet_tokenizer_free(dm.tok);
+    cli_close_model(&dm);
     return status;
 }
 
@@ -377,8 +349,7 @@ static int run_overlap(const data_args *a)
         }
         whet_json_end_array(&w);
         whet_json_end_object(&w);
-        int bad = print_json(&w);
-        whet_json_writer_free(&w);
+        int bad = cli_print_json(&w, "the report");
         if (bad) {
             whet_overlap_report_free(&r);
             return WHET_EXIT_ERROR;
@@ -420,16 +391,14 @@ int cmd_data(int argc, char **argv)
         {"out", required_argument, NULL, OPT_OUT},
         {"n", required_argument, NULL, OPT_NGRAM},
         {"json", no_argument, NULL, OPT_JSON},
-        {"help", no_argument, NULL, 'h'},
-        {0}};
+        CLI_COMMON_OPTIONS};
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         usage(stdout);
         return WHET_EXIT_OK;
     }
     if (argc < 2 || argv[1][0] == '-') {
-        whet_error("data: expected a subcommand: check, stats, show, dedup or overlap");
-        usage(stderr);
-        return WHET_EXIT_USAGE;
+        whet_error("data: expected a subcommand: check, stats, show, dedup or overlap (see 'whet data --help')");
+        return WHET_EXIT_ERROR;
     }
     a.sub = argv[1];
     static const char *const subs[] = {"check", "stats", "show", "dedup", "overlap"};
@@ -438,15 +407,15 @@ int cmd_data(int argc, char **argv)
         known |= strcmp(a.sub, subs[i]) == 0;
     if (!known) {
         whet_error("data: unknown subcommand '%s': expected check, stats, show, dedup or overlap", a.sub);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     argc--;
     argv++;
     char cmd[32];
     snprintf(cmd, sizeof cmd, "data %s", a.sub);
+    cli_parser p = {.command = cmd, .usage = usage};
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "hn:", options, NULL)) != -1) {
+    while ((opt = cli_next_option(&p, argc, argv, "n:", options)) != -1) {
         int bad = 0;
         switch (opt) {
         case 'm': a.model = optarg; break;
@@ -463,12 +432,12 @@ int cmd_data(int argc, char **argv)
         case OPT_OUT: a.out = optarg; break;
         case OPT_NGRAM: bad = cli_parse_size(cmd, "--n", optarg, 1, 64, &a.ngram); break;
         case OPT_JSON: a.json = 1; break;
-        case 'h': usage(stdout); return WHET_EXIT_OK;
-        default: usage(stderr); return WHET_EXIT_USAGE;
         }
         if (bad)
-            return WHET_EXIT_USAGE;
+            return WHET_EXIT_ERROR;
     }
+    if (p.exit >= 0)
+        return p.exit;
     a.files = argv + optind;
     a.n_files = (size_t)(argc - optind);
     int is_check = strcmp(a.sub, "check") == 0, is_overlap = strcmp(a.sub, "overlap") == 0;
@@ -478,15 +447,15 @@ int cmd_data(int argc, char **argv)
                    is_check     ? "one or more data files"
                    : is_overlap ? "a training data file and one or more eval files"
                                 : "one data file");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (!is_check && !is_dedup && !is_overlap && !a.model) {
         whet_error("%s: --model is required", cmd);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (is_dedup && !a.out) {
         whet_error("%s: --out is required", cmd);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (is_check)
         return run_check(&a);

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { EVAL_EXIT_OK = 0, EVAL_EXIT_ERROR = 1, EVAL_EXIT_GATE = 2 };
+enum { WHET_EXIT_GATE = 2 }; /* a gate failed (whet(1) EXIT STATUS) */
 
 static void usage(FILE *out)
 {
@@ -35,6 +35,7 @@ static void usage(FILE *out)
           "  --no-cache          neither read nor write the cache\n"
           "  --json              print results.json to standard output\n"
           "  --threads N         threads to use (default: WHET_THREADS, else every core)\n"
+          "  --version           print whet's version\n"
           "  --help              this text\n",
           out);
 }
@@ -95,16 +96,15 @@ static void print_summary(const whet_eval_results *r, const char *out_dir)
 
 int cmd_eval(int argc, char **argv)
 {
-    const char *model_path = NULL, *adapter_dir = NULL, *template_name = NULL, *out_dir = "eval-out", *baseline_dir = NULL,
-               *junit_path = NULL, *cache_opt = NULL;
-    size_t repeats = 0, threads = 0;
+    const char *out_dir = "eval-out", *baseline_dir = NULL, *junit_path = NULL, *cache_opt = NULL;
+    cli_model_options mo = {0};
+    size_t repeats = 0;
     int json = 0, no_cache = 0;
-    enum { OPT_ADAPTER = 256, OPT_TEMPLATE, OPT_OUT, OPT_BASELINE, OPT_JUNIT, OPT_REPEATS, OPT_CACHE, OPT_NO_CACHE, OPT_JSON,
-           OPT_THREADS };
+    enum { OPT_OUT = 256, OPT_BASELINE, OPT_JUNIT, OPT_REPEATS, OPT_CACHE, OPT_NO_CACHE, OPT_JSON };
     static const struct option options[] = {
-        {"model", required_argument, NULL, 'm'},
-        {"adapter", required_argument, NULL, OPT_ADAPTER},
-        {"chat-template", required_argument, NULL, OPT_TEMPLATE},
+        {"model", required_argument, NULL, CLI_OPT_MODEL},
+        {"adapter", required_argument, NULL, CLI_OPT_ADAPTER},
+        {"chat-template", required_argument, NULL, CLI_OPT_CHAT_TEMPLATE},
         {"out", required_argument, NULL, OPT_OUT},
         {"baseline", required_argument, NULL, OPT_BASELINE},
         {"junit", required_argument, NULL, OPT_JUNIT},
@@ -112,17 +112,13 @@ int cmd_eval(int argc, char **argv)
         {"cache", required_argument, NULL, OPT_CACHE},
         {"no-cache", no_argument, NULL, OPT_NO_CACHE},
         {"json", no_argument, NULL, OPT_JSON},
-        {"threads", required_argument, NULL, OPT_THREADS},
-        {"help", no_argument, NULL, 'h'},
-        {0}};
+        {"threads", required_argument, NULL, CLI_OPT_THREADS},
+        CLI_COMMON_OPTIONS};
+    cli_parser p = {.command = "eval", .usage = usage, .model = &mo};
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+    while ((opt = cli_next_option(&p, argc, argv, "", options)) != -1) {
         int bad = 0;
         switch (opt) {
-        case 'm': model_path = optarg; break;
-        case OPT_ADAPTER: adapter_dir = optarg; break;
-        case OPT_TEMPLATE: template_name = optarg; break;
         case OPT_OUT: out_dir = optarg; break;
         case OPT_BASELINE: baseline_dir = optarg; break;
         case OPT_JUNIT: junit_path = optarg; break;
@@ -130,27 +126,26 @@ int cmd_eval(int argc, char **argv)
         case OPT_CACHE: cache_opt = optarg; break;
         case OPT_NO_CACHE: no_cache = 1; break;
         case OPT_JSON: json = 1; break;
-        case OPT_THREADS: bad = cli_parse_size("eval", "--threads", optarg, 1, 4096, &threads); break;
-        case 'h': usage(stdout); return EVAL_EXIT_OK;
-        default: usage(stderr); return EVAL_EXIT_ERROR;
         }
         if (bad)
-            return EVAL_EXIT_ERROR;
+            return WHET_EXIT_ERROR;
     }
-    if (!model_path) {
+    if (p.exit >= 0)
+        return p.exit;
+    if (!mo.model) {
         whet_error("eval: --model is required");
-        return EVAL_EXIT_ERROR;
+        return WHET_EXIT_ERROR;
     }
     if (optind == argc) {
         whet_error("eval: give at least one SPEC file");
-        return EVAL_EXIT_ERROR;
+        return WHET_EXIT_ERROR;
     }
     if (no_cache && cache_opt) {
         whet_error("eval: --cache and --no-cache exclude each other");
-        return EVAL_EXIT_ERROR;
+        return WHET_EXIT_ERROR;
     }
 
-    int status = EVAL_EXIT_ERROR;
+    int status = WHET_EXIT_ERROR;
     whet_err e = {{0}};
     size_t n_suites = (size_t)(argc - optind);
     whet_eval_suite **suites = calloc(n_suites, sizeof *suites);
@@ -170,23 +165,14 @@ int cmd_eval(int argc, char **argv)
         whet_error("%s", e.msg);
         goto done;
     }
-    if (cli_open_model(&cm, model_path, (int)threads) != 0)
+    if (cli_open_model(&cm, &mo, CLI_LOAD_WEIGHTS | CLI_LOAD_TOKENIZER | CLI_LOAD_TEMPLATE) != 0)
         goto done;
-    if (cli_attach_adapter(&cm, adapter_dir) != 0)
-        goto done;
-    whet_chat_template tmpl;
-    whet_err template_err = {{0}};
-    int have_template = cli_chat_template(model_path, template_name, &tmpl, &template_err) == 0;
-    if (template_name && !have_template) {
-        whet_error("%s", template_err.msg);
-        goto done;
-    }
     whet_eval_env env = {
         .model = cm.model,
         .tok = cm.tok,
-        .tmpl = have_template ? &tmpl : NULL,
-        .model_label = model_path,
-        .adapter_label = adapter_dir,
+        .tmpl = cm.have_template ? &cm.tmpl : NULL,
+        .model_label = mo.model,
+        .adapter_label = mo.adapter,
         .cache_dir = cache_dir,
         .repeats = repeats,
         .progress = whet_stderr_is_terminal(),
@@ -219,7 +205,7 @@ int cmd_eval(int argc, char **argv)
     }
     fprintf(stderr, "whet: eval: %zu cases in %.2f s; cache: %zu hits, %zu misses%s\n", res->n_cases, seconds,
             res->cache_hits, res->cache_misses, cache_dir ? "" : " (off)");
-    status = res->gate_failed ? EVAL_EXIT_GATE : EVAL_EXIT_OK;
+    status = res->gate_failed ? WHET_EXIT_GATE : WHET_EXIT_OK;
 done:
     for (size_t i = 0; suites && i < n_suites; i++)
         whet_eval_suite_free(suites[i]);

@@ -20,7 +20,7 @@
 static void usage(FILE *out)
 {
     fputs("usage: whet export --model M [--adapter DIR] --out PATH --format peft|hf|gguf\n"
-          "                   [--type T] [--merge] [--base-name S] [--threads N]\n"
+          "                   [--type T] [--merge] [--base-name S] [--threads N] [--json]\n"
           "Write a model, an adapter, or the two merged, for other tools.\n"
           "  --model M        HF model directory or GGUF file (the base model)\n"
           "  --adapter DIR    a PEFT adapter directory (whet's or HF PEFT's)\n"
@@ -35,6 +35,8 @@ static void usage(FILE *out)
           "  --base-name S    peft: base_model_name_or_path to record (default: the\n"
           "                   adapter's own, else --model)\n"
           "  --threads N      threads to use (default: WHET_THREADS, else every core)\n"
+          "  --json           print what was written as one JSON object\n"
+          "  --version        print whet's version\n"
           "  --help           this text\n",
           out);
 }
@@ -86,24 +88,22 @@ static char *base_name(const char *option, const char *adapter_dir, const char *
 
 int cmd_export(int argc, char **argv)
 {
-    const char *model_path = NULL, *adapter_dir = NULL, *out_path = NULL, *type_arg = NULL, *base_opt = NULL;
+    const char *out_path = NULL, *type_arg = NULL, *base_opt = NULL;
+    cli_model_options mo = {0};
     export_format format = FORMAT_NONE;
-    int merge = 0;
-    size_t threads = 0;
-    enum { OPT_ADAPTER = 256, OPT_OUT, OPT_FORMAT, OPT_TYPE, OPT_MERGE, OPT_BASE_NAME, OPT_THREADS };
+    int merge = 0, json = 0;
+    enum { OPT_OUT = 256, OPT_FORMAT, OPT_TYPE, OPT_MERGE, OPT_BASE_NAME, OPT_JSON };
     static const struct option options[] = {
-        {"model", required_argument, NULL, 'm'},      {"adapter", required_argument, NULL, OPT_ADAPTER},
+        {"model", required_argument, NULL, CLI_OPT_MODEL}, {"adapter", required_argument, NULL, CLI_OPT_ADAPTER},
         {"out", required_argument, NULL, OPT_OUT},     {"format", required_argument, NULL, OPT_FORMAT},
         {"type", required_argument, NULL, OPT_TYPE},   {"merge", no_argument, NULL, OPT_MERGE},
         {"base-name", required_argument, NULL, OPT_BASE_NAME},
-        {"threads", required_argument, NULL, OPT_THREADS}, {"help", no_argument, NULL, 'h'}, {0}};
+        {"threads", required_argument, NULL, CLI_OPT_THREADS}, {"json", no_argument, NULL, OPT_JSON},
+        CLI_COMMON_OPTIONS};
+    cli_parser p = {.command = "export", .usage = usage, .model = &mo};
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
-        int bad = 0;
+    while ((opt = cli_next_option(&p, argc, argv, "", options)) != -1) {
         switch (opt) {
-        case 'm': model_path = optarg; break;
-        case OPT_ADAPTER: adapter_dir = optarg; break;
         case OPT_OUT: out_path = optarg; break;
         case OPT_FORMAT:
             format = strcmp(optarg, "peft") == 0 ? FORMAT_PEFT
@@ -112,81 +112,72 @@ int cmd_export(int argc, char **argv)
                                                    : FORMAT_NONE;
             if (format == FORMAT_NONE) {
                 whet_error("export: --format: expected peft, hf or gguf, got '%s'", optarg);
-                bad = -1;
+                return WHET_EXIT_ERROR;
             }
             break;
         case OPT_TYPE: type_arg = optarg; break;
         case OPT_MERGE: merge = 1; break;
         case OPT_BASE_NAME: base_opt = optarg; break;
-        case OPT_THREADS: bad = cli_parse_size("export", "--threads", optarg, 1, 4096, &threads); break;
-        case 'h': usage(stdout); return WHET_EXIT_OK;
-        default: usage(stderr); return WHET_EXIT_USAGE;
+        case OPT_JSON: json = 1; break;
         }
-        if (bad)
-            return WHET_EXIT_USAGE;
     }
+    if (p.exit >= 0)
+        return p.exit;
+    const char *model_path = mo.model, *adapter_dir = mo.adapter;
     if (optind < argc) {
         whet_error("export: unexpected argument '%s'", argv[optind]);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (!model_path || !out_path || format == FORMAT_NONE) {
         whet_error("export: --model, --out and --format are required");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     int st_dtype = WHET_ST_F32;
     uint32_t ggml_type = WHET_GGML_F32;
     if (type_arg && format == FORMAT_PEFT) {
         whet_error("export: --type goes with --format hf or gguf (a PEFT adapter is written as F32)");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (type_arg && parse_type(type_arg, format, &st_dtype, &ggml_type))
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     if (format == FORMAT_PEFT && !adapter_dir) {
         whet_error("export: --format peft writes an adapter: give it with --adapter DIR");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (merge && (format != FORMAT_GGUF || !adapter_dir)) {
         whet_error("export: --merge goes with --format gguf and --adapter (--format hf always merges the adapter)");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (base_opt && format != FORMAT_PEFT) {
         whet_error("export: --base-name goes with --format peft");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (same_path(out_path, model_path) || (adapter_dir && same_path(out_path, adapter_dir))) {
         whet_error("export: --out %s is the model or adapter being read; write somewhere else", out_path);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     struct stat st;
     int out_is_dir = stat(out_path, &st) == 0 && S_ISDIR(st.st_mode);
     int out_exists = stat(out_path, &st) == 0;
     if (format == FORMAT_GGUF && out_is_dir) {
         whet_error("export: --out %s is a directory; --format gguf writes one file", out_path);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (format != FORMAT_GGUF && out_exists && !out_is_dir) {
         whet_error("export: --out %s is a file; --format %s writes a directory", out_path,
                    format == FORMAT_PEFT ? "peft" : "hf");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
 
-    const whet_kernels *k = whet_kernels_from_env();
-    if (!k)
+    cli_model cm;
+    if (cli_open_model(&cm, &mo, CLI_LOAD_WEIGHTS) != 0)
         return WHET_EXIT_ERROR;
-    whet_compute *compute = whet_compute_create(k, (int)threads);
-    if (!compute)
-        return WHET_EXIT_ERROR;
+    whet_model *m = cm.model;
+    whet_lora *lora = cm.lora;
     whet_err e = {{0}};
-    whet_model *m = NULL;
-    whet_lora *lora = NULL;
     char *base = NULL;
     int status = WHET_EXIT_ERROR, no_tokenizer = 0;
     const char *what = "";
-    if (whet_model_load(&m, model_path, compute, &e) ||
-        (adapter_dir && whet_adapter_load_peft(m, adapter_dir, &lora, &e))) {
-        whet_error("%s", e.msg);
-        goto done;
-    }
     switch (format) {
     case FORMAT_PEFT:
         base = base_name(base_opt, adapter_dir, model_path);
@@ -218,16 +209,34 @@ int cmd_export(int argc, char **argv)
     }
     if (no_tokenizer)
         whet_warn("export: %s has no tokenizer whet could carry over; %s holds none", model_path, out_path);
-    printf("wrote %s: %s\n", what, out_path);
+    if (json) {
+        whet_json_writer w;
+        whet_json_writer_init(&w, 0);
+        whet_json_begin_object(&w);
+        whet_json_key(&w, "wrote");
+        whet_json_write_string(&w, what);
+        whet_json_key(&w, "path");
+        whet_json_write_string(&w, out_path);
+        whet_json_key(&w, "format");
+        whet_json_write_string(&w, format == FORMAT_PEFT ? "peft" : format == FORMAT_HF ? "hf" : "gguf");
+        whet_json_key(&w, "type");
+        whet_json_write_string(&w, format == FORMAT_PEFT ? "f32" : type_arg ? type_arg : "f32");
+        whet_json_key(&w, "adapter_merged");
+        whet_json_write_bool(&w, lora && (format == FORMAT_HF || merge));
+        whet_json_key(&w, "no_tokenizer"); /* the warning above: a model written without one */
+        whet_json_write_bool(&w, no_tokenizer);
+        whet_json_end_object(&w);
+        if (cli_print_json(&w, "export output") != 0)
+            goto done;
+    } else {
+        printf("wrote %s: %s\n", what, out_path);
+    }
     status = WHET_EXIT_OK;
     goto done;
 fail:
     whet_error("%s", e.msg[0] ? e.msg : "export: out of memory");
 done:
     free(base);
-    if (lora)
-        whet_lora_free(m, lora);
-    whet_model_free(m);
-    whet_compute_destroy(compute);
+    cli_close_model(&cm);
     return status;
 }

@@ -41,6 +41,9 @@ static void usage(FILE *out)
           "  --seed S            random seed; the same seed gives the same text (default: random)\n"
           "  --stop S            stop before the text S (not printed); may be repeated\n"
           "  --threads N         threads to use (default: WHET_THREADS, else every core)\n"
+          "  --json              print one JSON object when done (the text, token counts,\n"
+          "                      speeds, why it stopped) instead of streaming the text\n"
+          "  --version           print whet's version\n"
           "  --help              this text\n",
           out);
 }
@@ -110,14 +113,31 @@ typedef struct printer {
     size_t n_stops;
     int stopped; /* a stop string was found */
     int ends_with_newline;
+    int keep;    /* --json: the text is kept in `text`, not streamed */
+    char *text;
+    size_t text_len, text_cap;
 } printer;
 
-static void emit(printer *p, const char *s, size_t n)
+static int emit(printer *p, const char *s, size_t n)
 {
-    if (n) {
+    if (!n)
+        return 0;
+    if (p->keep) {
+        if (p->text_len + n + 1 > p->text_cap) {
+            size_t cap = (p->text_len + n + 1) * 2;
+            char *t = realloc(p->text, cap);
+            if (!t)
+                return -1;
+            p->text = t, p->text_cap = cap;
+        }
+        memcpy(p->text + p->text_len, s, n);
+        p->text_len += n;
+    } else {
         fwrite(s, 1, n, stdout);
-        p->ends_with_newline = s[n - 1] == '\n';
+        fflush(stdout);
     }
+    p->ends_with_newline = s[n - 1] == '\n';
+    return 0;
 }
 
 /* Appends the token's bytes; prints what can be printed. -1 when out of memory. */
@@ -138,7 +158,8 @@ static int printer_add(printer *p, const char *bytes, size_t n, int final)
     size_t safe = cli_stop_scan(p->held, p->len, p->stops, p->n_stops, &stop_at);
     if (final && stop_at < 0)
         safe = p->len;
-    emit(p, p->held, safe);
+    if (emit(p, p->held, safe) != 0)
+        return -1;
     if (stop_at >= 0) {
         p->stopped = 1;
         p->len = 0;
@@ -146,54 +167,91 @@ static int printer_add(printer *p, const char *bytes, size_t n, int final)
         memmove(p->held, p->held + safe, p->len - safe);
         p->len -= safe;
     }
-    fflush(stdout);
     return 0;
+}
+
+static double per_second(size_t n, double seconds)
+{
+    return seconds > 0 ? (double)n / seconds : 0.0;
+}
+
+/* --json: the text and the figures the terminal line gives. */
+static int print_json(const printer *p, const char *model_path, size_t prompt_tokens, double prompt_seconds,
+                      size_t generated, double generate_seconds, const char *reason, uint64_t seed, int threads)
+{
+    whet_json_writer w;
+    whet_json_writer_init(&w, 0);
+    whet_json_begin_object(&w);
+    whet_json_key(&w, "model");
+    whet_json_write_string(&w, model_path);
+    whet_json_key(&w, "text");
+    whet_json_write_string_len(&w, p->text ? p->text : "", p->text_len);
+    whet_json_key(&w, "stop_reason");
+    whet_json_write_string(&w, reason);
+    whet_json_key(&w, "prompt_tokens");
+    whet_json_write_int(&w, (int64_t)prompt_tokens);
+    whet_json_key(&w, "generated_tokens");
+    whet_json_write_int(&w, (int64_t)generated);
+    const struct { const char *key; double v; } figures[] = {
+        {"prompt_seconds", prompt_seconds},
+        {"prompt_tokens_per_second", per_second(prompt_tokens, prompt_seconds)},
+        {"generate_seconds", generate_seconds},
+        {"generated_tokens_per_second", per_second(generated, generate_seconds)}};
+    for (size_t i = 0; i < sizeof figures / sizeof *figures; i++) {
+        whet_json_key(&w, figures[i].key);
+        whet_json_write_double(&w, figures[i].v);
+    }
+    /* a string: a 64-bit seed may not fit the doubles JSON readers use */
+    char seed_text[24];
+    snprintf(seed_text, sizeof seed_text, "%llu", (unsigned long long)seed);
+    whet_json_key(&w, "seed");
+    whet_json_write_string(&w, seed_text);
+    whet_json_key(&w, "threads");
+    whet_json_write_int(&w, threads);
+    whet_json_end_object(&w);
+    return cli_print_json(&w, "generate output");
 }
 
 int cmd_generate(int argc, char **argv)
 {
-    const char *model_path = NULL, *adapter_dir = NULL, *prompt = NULL, *chat = NULL, *system_msg = NULL;
-    const char *messages_path = NULL;
-    const char *template_name = NULL;
-    size_t max_tokens = DEFAULT_MAX_TOKENS, top_k = DEFAULT_TOP_K, threads = 0;
+    const char *prompt = NULL, *chat = NULL, *system_msg = NULL, *messages_path = NULL;
+    cli_model_options mo = {0};
+    size_t max_tokens = DEFAULT_MAX_TOKENS, top_k = DEFAULT_TOP_K;
     double temperature = DEFAULT_TEMPERATURE, top_p = DEFAULT_TOP_P;
     uint64_t seed = 0;
-    int have_seed = 0;
+    int have_seed = 0, json = 0;
     char *stops[MAX_STOPS];
     size_t n_stops = 0;
     enum {
-        OPT_PROMPT = 256, OPT_CHAT, OPT_SYSTEM, OPT_MESSAGES, OPT_TEMPLATE, OPT_MAX_TOKENS, OPT_TEMPERATURE,
-        OPT_TOP_K, OPT_TOP_P, OPT_SEED, OPT_STOP, OPT_THREADS, OPT_ADAPTER
+        OPT_PROMPT = 256, OPT_CHAT, OPT_SYSTEM, OPT_MESSAGES, OPT_MAX_TOKENS, OPT_TEMPERATURE, OPT_TOP_K, OPT_TOP_P,
+        OPT_SEED, OPT_STOP, OPT_JSON
     };
     static const struct option options[] = {
-        {"model", required_argument, NULL, 'm'},
-        {"adapter", required_argument, NULL, OPT_ADAPTER},
+        {"model", required_argument, NULL, CLI_OPT_MODEL},
+        {"adapter", required_argument, NULL, CLI_OPT_ADAPTER},
         {"prompt", required_argument, NULL, OPT_PROMPT},
         {"chat", required_argument, NULL, OPT_CHAT},
         {"system", required_argument, NULL, OPT_SYSTEM},
         {"messages", required_argument, NULL, OPT_MESSAGES},
-        {"chat-template", required_argument, NULL, OPT_TEMPLATE},
+        {"chat-template", required_argument, NULL, CLI_OPT_CHAT_TEMPLATE},
         {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
         {"temperature", required_argument, NULL, OPT_TEMPERATURE},
         {"top-k", required_argument, NULL, OPT_TOP_K},
         {"top-p", required_argument, NULL, OPT_TOP_P},
         {"seed", required_argument, NULL, OPT_SEED},
         {"stop", required_argument, NULL, OPT_STOP},
-        {"threads", required_argument, NULL, OPT_THREADS},
-        {"help", no_argument, NULL, 'h'},
-        {0}};
+        {"threads", required_argument, NULL, CLI_OPT_THREADS},
+        {"json", no_argument, NULL, OPT_JSON},
+        CLI_COMMON_OPTIONS};
+    cli_parser p = {.command = "generate", .usage = usage, .model = &mo};
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+    while ((opt = cli_next_option(&p, argc, argv, "", options)) != -1) {
         int bad = 0;
         switch (opt) {
-        case 'm': model_path = optarg; break;
-        case OPT_ADAPTER: adapter_dir = optarg; break;
         case OPT_PROMPT: prompt = optarg; break;
         case OPT_CHAT: chat = optarg; break;
         case OPT_SYSTEM: system_msg = optarg; break;
         case OPT_MESSAGES: messages_path = optarg; break;
-        case OPT_TEMPLATE: template_name = optarg; break;
         case OPT_MAX_TOKENS: bad = cli_parse_size("generate", "--max-tokens", optarg, 1, 1u << 24, &max_tokens); break;
         case OPT_TEMPERATURE:
             bad = cli_parse_double("generate", "--temperature", optarg, 0, 1e6, &temperature);
@@ -221,32 +279,33 @@ int cmd_generate(int argc, char **argv)
                 stops[n_stops++] = optarg;
             }
             break;
-        case OPT_THREADS: bad = cli_parse_size("generate", "--threads", optarg, 1, 4096, &threads); break;
-        case 'h': usage(stdout); return WHET_EXIT_OK;
-        default: usage(stderr); return WHET_EXIT_USAGE;
+        case OPT_JSON: json = 1; break;
         }
         if (bad)
-            return WHET_EXIT_USAGE;
+            return WHET_EXIT_ERROR;
     }
+    if (p.exit >= 0)
+        return p.exit;
+    const char *model_path = mo.model, *template_name = mo.chat_template;
     if (optind < argc) {
         whet_error("generate: unexpected argument '%s'", argv[optind]);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (!model_path) {
         whet_error("generate: --model is required");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if ((prompt != NULL) + (chat != NULL) + (messages_path != NULL) != 1) {
         whet_error("generate: give exactly one of --prompt, --chat and --messages");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (system_msg && !chat) {
         whet_error("generate: --system goes with --chat (put a system message in the --messages file instead)");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (template_name && prompt) {
         whet_error("generate: --chat-template goes with --chat or --messages");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (!have_seed)
         seed = (uint64_t)time(NULL) * 6364136223846793005ULL ^ (uint64_t)getpid();
@@ -263,22 +322,16 @@ int cmd_generate(int argc, char **argv)
     whet_acts *acts = NULL;
     float *logits = NULL;
     whet_sampler sampler = {0};
-    printer pr = {.stops = stops, .n_stops = n_stops};
+    printer pr = {.stops = stops, .n_stops = n_stops, .keep = json};
     size_t n_messages = 0;
     if (messages_path && read_messages(messages_path, &messages_doc, &messages, &n_messages) != 0) {
         free(messages);
         whet_json_free(messages_doc);
         return WHET_EXIT_ERROR;
     }
-    if (cli_open_model(&cm, model_path, (int)threads) != 0) {
+    if (cli_open_model(&cm, &mo, CLI_LOAD_WEIGHTS | CLI_LOAD_TOKENIZER | CLI_LOAD_TEMPLATE) != 0) {
         free(messages);
         whet_json_free(messages_doc);
-        return WHET_EXIT_ERROR;
-    }
-    if (cli_attach_adapter(&cm, adapter_dir) != 0) {
-        free(messages);
-        whet_json_free(messages_doc);
-        cli_close_model(&cm);
         return WHET_EXIT_ERROR;
     }
     whet_model *m = cm.model;
@@ -288,14 +341,12 @@ int cmd_generate(int argc, char **argv)
         add_stop_id(&stop, cfg->eos_token_ids[i]);
     add_stop_id(&stop, whet_tokenizer_eos_id(cm.tok));
 
-    whet_chat_template tmpl;
-    int have_template = cli_chat_template(model_path, template_name, &tmpl, &e) == 0;
     if (prompt) {
         if (cli_encode_prompt(cm.tok, prompt, strlen(prompt), 1, &ids, &n_ids) != 0)
             goto done;
     } else {
-        if (!have_template) {
-            whet_error("%s", e.msg);
+        if (!cm.have_template) {
+            whet_error("%s", cm.template_err.msg);
             goto done;
         }
         whet_chat_message two[2];
@@ -308,15 +359,15 @@ int cmd_generate(int argc, char **argv)
             n_msgs = n_messages;
         }
         whet_chat_options copt = {.add_generation_prompt = 1};
-        if (whet_chat_render(&tmpl, chat ? two : messages, n_msgs, &copt, &rendered, &e) != 0) {
+        if (whet_chat_render(&cm.tmpl, chat ? two : messages, n_msgs, &copt, &rendered, &e) != 0) {
             whet_error("%s", e.msg);
             goto done;
         }
         if (cli_encode_prompt(cm.tok, rendered.text, rendered.len, !rendered.starts_with_bos, &ids, &n_ids) != 0)
             goto done;
     }
-    if (have_template) {
-        const char *eot = cli_end_of_turn_text(&tmpl);
+    if (cm.have_template) {
+        const char *eot = cli_end_of_turn_text(&cm.tmpl);
         add_stop_id(&stop, whet_tokenizer_token_to_id(cm.tok, eot, strlen(eot)));
     }
     if (n_ids == 0) {
@@ -388,8 +439,12 @@ int cmd_generate(int argc, char **argv)
         goto done;
     }
     double t_gen = whet_now() - t0;
-    if (isatty(STDOUT_FILENO) && !pr.ends_with_newline)
+    if (json) {
+        if (print_json(&pr, model_path, n_ids, t_prefill, generated, t_gen, reason, seed, cm.compute->threads) != 0)
+            goto done;
+    } else if (isatty(STDOUT_FILENO) && !pr.ends_with_newline) {
         putchar('\n');
+    }
     fflush(stdout);
     if (strcmp(reason, "context full") == 0)
         whet_warn("generate: stopped at the model's %zu positions after %zu tokens", limit, generated);
@@ -397,11 +452,11 @@ int cmd_generate(int argc, char **argv)
         fprintf(stderr,
                 "whet: prompt %zu tokens in %.2f s (%.1f tokens/s); generated %zu tokens in %.2f s (%.1f tokens/s); "
                 "stopped by %s; seed %llu; %d threads\n",
-                n_ids, t_prefill, t_prefill > 0 ? (double)n_ids / t_prefill : 0.0, generated, t_gen,
-                t_gen > 0 ? (double)generated / t_gen : 0.0, reason, (unsigned long long)seed, cm.compute->threads);
+                n_ids, t_prefill, per_second(n_ids, t_prefill), generated, t_gen, per_second(generated, t_gen), reason, (unsigned long long)seed, cm.compute->threads);
     status = WHET_EXIT_OK;
 done:
     free(pr.held);
+    free(pr.text);
     free(logits);
     whet_sampler_free(&sampler);
     whet_acts_free(acts);

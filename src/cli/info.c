@@ -30,6 +30,7 @@ static void usage(FILE *out)
           "                  (default: the model's positions, at most 2048)\n"
           "  --batch-size B  sequences per training step for the training figures (default 1)\n"
           "  --json          print one JSON object\n"
+          "  --version       print whet's version\n"
           "  --help          this text\n",
           out);
 }
@@ -173,11 +174,15 @@ done:
 
 typedef struct memory_plan {
     size_t seq_len, batch;
-    whet_memory_estimate run;           /* B = 1, T = seq_len, one layer's activations */
-    size_t lora_params;                 /* adapter parameters at LORA_RANK */
+    whet_memory_estimate run;   /* B = 1, T = seq_len: one layer's activations reused, and a KV cache */
     double run_total;
-    double lora_weights, lora_state, lora_acts, lora_total;
-    double full_state, full_acts, full_total;
+    /* training at B × T: every layer's activations kept for the backward pass
+     * (its gradient buffers included), or with gradient checkpointing */
+    double acts_kept, acts_checkpointed;
+    size_t lora_params;         /* adapter parameters at LORA_RANK */
+    double lora_weights, lora_state, lora_products; /* frozen weights; adapter state; its rank-r products */
+    double lora_kept, lora_checkpointed;
+    double full_state, full_kept, full_checkpointed;
 } memory_plan;
 
 /* r·(in + out) summed over every linear layer of every block (not the LM head). */
@@ -194,23 +199,25 @@ static size_t linears_per_layer(const whet_model_config *c)
     return c->info->act == WHET_ACT_SWIGLU ? 7 : 6;
 }
 
+/* The figures whet train's plan gives (src/train/trainer.c) for a LoRA run
+ * on every linear layer and for a full fine-tune. */
 static memory_plan plan_memory(const whet_model_config *c, size_t T, size_t B)
 {
     memory_plan p = {.seq_len = T, .batch = B};
-    p.run = whet_model_memory(c, 1, T, 0);
+    p.run = whet_model_memory(c, 1, T, WHET_ACTS_REUSE);
     p.run_total = (double)p.run.weights + (double)p.run.activations + (double)p.run.kv_cache;
-    whet_memory_estimate keep = whet_model_memory(c, B, T, 1), one = whet_model_memory(c, B, T, 0);
-    /* training activations: every layer's kept for the backward pass, plus
-     * gradient buffers the size of one layer's set */
-    double train_acts = (double)keep.activations + (double)one.activations;
+    whet_memory_estimate train = whet_model_memory(c, B, T, WHET_ACTS_KEEP);
+    p.acts_kept = (double)train.activations_kept;
+    p.acts_checkpointed = (double)train.activations_checkpointed;
     p.lora_params = lora_param_count(c, LORA_RANK);
-    p.lora_weights = (double)keep.weights;
+    p.lora_weights = (double)train.weights;
     p.lora_state = 4.0 * 4.0 * (double)p.lora_params; /* parameters, gradients, 2 AdamW moments */
-    p.lora_acts = train_acts + 4.0 * (double)(B * T * LORA_RANK * linears_per_layer(c) * c->layers);
-    p.lora_total = p.lora_weights + p.lora_state + p.lora_acts;
-    p.full_state = 4.0 * (double)keep.weights; /* weights, gradients, 2 moments */
-    p.full_acts = train_acts;
-    p.full_total = p.full_state + p.full_acts;
+    p.lora_products = 4.0 * (double)(B * T * LORA_RANK * linears_per_layer(c) * c->layers);
+    p.lora_kept = p.lora_weights + p.lora_state + p.lora_products + p.acts_kept;
+    p.lora_checkpointed = p.lora_weights + p.lora_state + p.lora_products + p.acts_checkpointed;
+    p.full_state = 4.0 * (double)train.weights; /* weights, gradients, 2 moments */
+    p.full_kept = p.full_state + p.acts_kept;
+    p.full_checkpointed = p.full_state + p.acts_checkpointed;
     return p;
 }
 
@@ -280,17 +287,21 @@ static void print_text(const char *path, const model_info *mi, const memory_plan
     printf("tied embeddings   %s\n", c->tied ? "yes" : "no");
     printf("chat template     %s\n", mi->chat);
     printf("\nmemory, fp32 (T = %zu tokens; training: batch %zu)\n", p->seq_len, p->batch);
-    printf("  run             %s: weights %s, activations %s,\n", human(p->run_total, a, sizeof a),
+    printf("  inference       %s: weights %s, activations %s,\n", human(p->run_total, a, sizeof a),
            human((double)p->run.weights, b, sizeof b), human((double)p->run.activations, d, sizeof d));
     printf("                  KV cache %s\n", human((double)p->run.kv_cache, f, sizeof f));
-    printf("  LoRA r=%-2d       %s (estimate): frozen weights %s,\n", LORA_RANK, human(p->lora_total, a, sizeof a),
-           human(p->lora_weights, b, sizeof b));
-    printf("                  adapters %s (%s parameters with gradients and\n", human(p->lora_state, d, sizeof d),
-           count_human((double)p->lora_params, f, sizeof f));
-    printf("                  2 AdamW moments), activations %s\n", human(p->lora_acts, a, sizeof a));
-    printf("  full fine-tune  %s (estimate): weights, gradients and 2 moments\n", human(p->full_total, a, sizeof a));
-    printf("                  %s, activations %s\n", human(p->full_state, b, sizeof b),
-           human(p->full_acts, d, sizeof d));
+    printf("  training        activations %s kept for the backward pass,\n", human(p->acts_kept, a, sizeof a));
+    printf("                  %s with gradient checkpointing\n", human(p->acts_checkpointed, b, sizeof b));
+    printf("  LoRA r=%-2d       %s (estimate; %s checkpointed):\n", LORA_RANK, human(p->lora_kept, a, sizeof a),
+           human(p->lora_checkpointed, b, sizeof b));
+    printf("                  frozen weights %s, training activations,\n", human(p->lora_weights, a, sizeof a));
+    printf("                  adapters %s (%s parameters with gradients\n", human(p->lora_state, a, sizeof a),
+           count_human((double)p->lora_params, b, sizeof b));
+    printf("                  and 2 AdamW moments), their activations %s\n", human(p->lora_products, a, sizeof a));
+    printf("  full fine-tune  %s (estimate; %s checkpointed):\n", human(p->full_kept, a, sizeof a),
+           human(p->full_checkpointed, b, sizeof b));
+    printf("                  training activations, and weights, gradients and\n");
+    printf("                  2 AdamW moments %s\n", human(p->full_state, a, sizeof a));
 }
 
 static int print_json(const char *path, const model_info *mi, const memory_plan *p)
@@ -364,26 +375,23 @@ static int print_json(const char *path, const model_info *mi, const memory_plan 
     whet_json_write_int(&w, (int64_t)p->run.activations);
     whet_json_key(&w, "run_kv_cache_bytes");
     whet_json_write_int(&w, (int64_t)p->run.kv_cache);
-    whet_json_key(&w, "lora_rank");
-    whet_json_write_int(&w, LORA_RANK);
-    whet_json_key(&w, "lora_parameters");
-    whet_json_write_int(&w, (int64_t)p->lora_params);
-    whet_json_key(&w, "lora_bytes");
-    whet_json_write_int(&w, (int64_t)p->lora_total);
-    whet_json_key(&w, "full_bytes");
-    whet_json_write_int(&w, (int64_t)p->full_total);
+    const struct { const char *k; double v; } training[] = {
+        {"train_activations_bytes", p->acts_kept},
+        {"train_activations_checkpointed_bytes", p->acts_checkpointed},
+        {"lora_rank", LORA_RANK},
+        {"lora_parameters", (double)p->lora_params},
+        {"lora_activations_bytes", p->lora_products},
+        {"lora_bytes", p->lora_kept},
+        {"lora_checkpointed_bytes", p->lora_checkpointed},
+        {"full_bytes", p->full_kept},
+        {"full_checkpointed_bytes", p->full_checkpointed}};
+    for (size_t i = 0; i < sizeof training / sizeof *training; i++) {
+        whet_json_key(&w, training[i].k);
+        whet_json_write_int(&w, (int64_t)training[i].v);
+    }
     whet_json_end_object(&w);
     whet_json_end_object(&w);
-    const char *text;
-    size_t len;
-    whet_err e = {{0}};
-    int rc = whet_json_writer_finish(&w, "info output", &text, &len, &e);
-    if (rc == 0)
-        fwrite(text, 1, len, stdout);
-    else
-        whet_error("%s", e.msg);
-    whet_json_writer_free(&w);
-    return rc;
+    return cli_print_json(&w, "info output");
 }
 
 int cmd_info(int argc, char **argv)
@@ -394,29 +402,28 @@ int cmd_info(int argc, char **argv)
     static const struct option options[] = {{"seq-len", required_argument, NULL, OPT_SEQ_LEN},
                                             {"batch-size", required_argument, NULL, OPT_BATCH},
                                             {"json", no_argument, NULL, OPT_JSON},
-                                            {"help", no_argument, NULL, 'h'},
-                                            {0}};
+                                            CLI_COMMON_OPTIONS};
+    cli_parser p = {.command = "info", .usage = usage};
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+    while ((opt = cli_next_option(&p, argc, argv, "", options)) != -1) {
         int bad = 0;
         switch (opt) {
         case OPT_SEQ_LEN: bad = cli_parse_size("info", "--seq-len", optarg, 1, (size_t)1 << 24, &seq_len); break;
         case OPT_BATCH: bad = cli_parse_size("info", "--batch-size", optarg, 1, 1 << 16, &batch); break;
         case OPT_JSON: json = 1; break;
-        case 'h': usage(stdout); return WHET_EXIT_OK;
-        default: usage(stderr); return WHET_EXIT_USAGE;
         }
         if (bad)
-            return WHET_EXIT_USAGE;
+            return WHET_EXIT_ERROR;
     }
+    if (p.exit >= 0)
+        return p.exit;
     if (optind >= argc) {
         whet_error("info: expected a MODEL (an HF model directory or a GGUF file)");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (optind + 1 < argc) {
         whet_error("info: unexpected argument '%s'", argv[optind + 1]);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     const char *path = argv[optind];
     model_info mi;
@@ -430,9 +437,9 @@ int cmd_info(int argc, char **argv)
         return WHET_EXIT_ERROR;
     if (!seq_len)
         seq_len = mi.cfg.max_positions < DEFAULT_SEQ_LEN ? mi.cfg.max_positions : DEFAULT_SEQ_LEN;
-    memory_plan p = plan_memory(&mi.cfg, seq_len, batch);
+    memory_plan plan = plan_memory(&mi.cfg, seq_len, batch);
     if (json)
-        return print_json(path, &mi, &p) == 0 ? WHET_EXIT_OK : WHET_EXIT_ERROR;
-    print_text(path, &mi, &p);
+        return print_json(path, &mi, &plan) == 0 ? WHET_EXIT_OK : WHET_EXIT_ERROR;
+    print_text(path, &mi, &plan);
     return WHET_EXIT_OK;
 }

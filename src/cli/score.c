@@ -29,6 +29,7 @@ static void usage(FILE *out)
           "  --json         print one JSON object\n"
           "  --per-token    also list every token: position, id, log-probability, text\n"
           "  --threads N    threads to use (default: WHET_THREADS, else every core)\n"
+          "  --version      print whet's version\n"
           "  --help         this text\n",
           out);
 }
@@ -136,18 +137,7 @@ static int print_json(const cli_model *cm, const char *model_path, const char *s
         whet_json_end_array(&w);
     }
     whet_json_end_object(&w);
-    const char *text;
-    size_t len;
-    whet_err e = {{0}};
-    int rc = whet_json_writer_finish(&w, "score output", &text, &len, &e);
-    if (rc == 0) {
-        fwrite(text, 1, len, stdout);
-        putchar('\n');
-    } else {
-        whet_error("%s", e.msg);
-    }
-    whet_json_writer_free(&w);
-    return rc;
+    return cli_print_json(&w, "score output");
 }
 
 static void print_text(const cli_model *cm, const char *source, const int32_t *ids, const score_result *r,
@@ -180,52 +170,51 @@ static void print_text(const cli_model *cm, const char *source, const int32_t *i
 
 int cmd_score(int argc, char **argv)
 {
-    const char *model_path = NULL, *adapter_dir = NULL, *file = NULL, *text = NULL;
-    size_t ctx = 0, stride = 0, threads = 0;
+    const char *file = NULL, *text = NULL;
+    cli_model_options mo = {0};
+    size_t ctx = 0, stride = 0;
     int json = 0, per_token = 0;
-    enum { OPT_CTX = 256, OPT_STRIDE, OPT_JSON, OPT_PER_TOKEN, OPT_THREADS, OPT_ADAPTER };
+    enum { OPT_CTX = 256, OPT_STRIDE, OPT_JSON, OPT_PER_TOKEN };
     static const struct option options[] = {
-        {"model", required_argument, NULL, 'm'}, {"file", required_argument, NULL, 'f'},
+        {"model", required_argument, NULL, CLI_OPT_MODEL}, {"file", required_argument, NULL, 'f'},
         {"text", required_argument, NULL, 't'},  {"ctx", required_argument, NULL, OPT_CTX},
         {"stride", required_argument, NULL, OPT_STRIDE}, {"json", no_argument, NULL, OPT_JSON},
-        {"per-token", no_argument, NULL, OPT_PER_TOKEN}, {"threads", required_argument, NULL, OPT_THREADS},
-        {"adapter", required_argument, NULL, OPT_ADAPTER}, {"help", no_argument, NULL, 'h'}, {0}};
+        {"per-token", no_argument, NULL, OPT_PER_TOKEN}, {"threads", required_argument, NULL, CLI_OPT_THREADS},
+        {"adapter", required_argument, NULL, CLI_OPT_ADAPTER}, CLI_COMMON_OPTIONS};
+    cli_parser p = {.command = "score", .usage = usage, .model = &mo};
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+    while ((opt = cli_next_option(&p, argc, argv, "", options)) != -1) {
         int bad = 0;
         switch (opt) {
-        case 'm': model_path = optarg; break;
-        case OPT_ADAPTER: adapter_dir = optarg; break;
         case 'f': file = optarg; break;
         case 't': text = optarg; break;
         case OPT_CTX: bad = cli_parse_size("score", "--ctx", optarg, 2, 1u << 24, &ctx); break;
         case OPT_STRIDE: bad = cli_parse_size("score", "--stride", optarg, 1, 1u << 24, &stride); break;
         case OPT_JSON: json = 1; break;
         case OPT_PER_TOKEN: per_token = 1; break;
-        case OPT_THREADS: bad = cli_parse_size("score", "--threads", optarg, 1, 4096, &threads); break;
-        case 'h': usage(stdout); return WHET_EXIT_OK;
-        default: usage(stderr); return WHET_EXIT_USAGE;
         }
         if (bad)
-            return WHET_EXIT_USAGE;
+            return WHET_EXIT_ERROR;
     }
+    if (p.exit >= 0)
+        return p.exit;
+    const char *model_path = mo.model;
     if (optind < argc) {
         whet_error("score: unexpected argument '%s'", argv[optind]);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (!model_path) {
         whet_error("score: --model is required");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if ((text != NULL) == (file != NULL)) {
         whet_error("score: give exactly one of --file and --text");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (ctx && stride && stride >= ctx) {
         whet_error("score: --stride %zu must be less than --ctx %zu (windows must overlap so that every token but "
                    "the first is scored)", stride, ctx);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
 
     char *input = NULL;
@@ -233,13 +222,8 @@ int cmd_score(int argc, char **argv)
     if (cli_read_input("score", text, file, &input, &len) != 0)
         return WHET_EXIT_ERROR;
     cli_model cm;
-    if (cli_open_model(&cm, model_path, (int)threads) != 0) {
+    if (cli_open_model(&cm, &mo, CLI_LOAD_WEIGHTS | CLI_LOAD_TOKENIZER) != 0) {
         free(input);
-        return WHET_EXIT_ERROR;
-    }
-    if (cli_attach_adapter(&cm, adapter_dir) != 0) {
-        free(input);
-        cli_close_model(&cm);
         return WHET_EXIT_ERROR;
     }
     int status = WHET_EXIT_ERROR;

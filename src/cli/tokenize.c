@@ -20,6 +20,7 @@ static void usage(FILE *out)
           "  --no-special   add no BOS/EOS (special tokens written in the text are still\n"
           "                 recognised); with --decode, leave special tokens out\n"
           "  --decode       the input is a JSON array of ids: print the text they decode to\n"
+          "  --version      print whet's version\n"
           "  --help         this text\n",
           out);
 }
@@ -72,31 +73,31 @@ int cmd_tokenize(int argc, char **argv)
     static const struct option options[] = {
         {"model", required_argument, NULL, 'm'}, {"text", required_argument, NULL, 't'},
         {"file", required_argument, NULL, 'f'},  {"no-special", no_argument, NULL, OPT_NO_SPECIAL},
-        {"decode", no_argument, NULL, OPT_DECODE}, {"help", no_argument, NULL, 'h'}, {0}};
+        {"decode", no_argument, NULL, OPT_DECODE}, CLI_COMMON_OPTIONS};
+    cli_parser p = {.command = "tokenize", .usage = usage};
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+    while ((opt = cli_next_option(&p, argc, argv, "", options)) != -1) {
         switch (opt) {
         case 'm': model = optarg; break;
         case 't': text = optarg; break;
         case 'f': file = optarg; break;
         case OPT_NO_SPECIAL: no_special = 1; break;
         case OPT_DECODE: decode = 1; break;
-        case 'h': usage(stdout); return WHET_EXIT_OK;
-        default: usage(stderr); return WHET_EXIT_USAGE;
         }
     }
+    if (p.exit >= 0)
+        return p.exit;
     if (optind < argc) {
         whet_error("tokenize: unexpected argument '%s'", argv[optind]);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (!model) {
         whet_error("tokenize: --model is required");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if ((text != NULL) == (file != NULL)) {
         whet_error("tokenize: give exactly one of --text and --file");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     char *input = NULL;
     size_t len = 0;

@@ -8,15 +8,15 @@ run 0 --help
 stdout_has '^usage: whet'
 stdout_has '^  cpu '
 
-run 2
+run 1
 stderr_has '^usage: whet'
 stdout_empty
 
-run 2 no-such-command
+run 1 no-such-command
 stderr_has "^whet: unknown command 'no-such-command'"
 stdout_empty
 
-run 2 help no-such-command
+run 1 help no-such-command
 stderr_has "^whet: no command 'no-such-command'"
 
 finish

@@ -37,8 +37,8 @@ stdout_has '^threads: +3 \(WHET_THREADS\)'
 WHET_THREADS=zero run 1 cpu
 stderr_has "^whet: WHET_THREADS='zero': expected a whole number"
 
-run 2 cpu --no-such-option
-run 2 cpu extra-argument
+run 1 cpu --no-such-option
+run 1 cpu extra-argument
 stderr_has "unexpected argument 'extra-argument'"
 run 0 cpu --help
 stdout_has '^usage: whet cpu'

@@ -1,5 +1,6 @@
 # whet data check: every problem as file:line:column: class: message, exit
-# status 1 on errors and 0 with warnings only, --json, directories, usage.
+# status 2 when it finds errors, 0 with warnings only, 1 when it cannot run
+# (an unreadable file, bad usage); --json, directories.
 . "$(dirname "$0")/lib.inc"
 top=$(cd "$(dirname "$0")/../.." && pwd)
 ds="$top/tests/data/datasets"
@@ -7,7 +8,7 @@ tok="$top/tests/data/tokenizers"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp" "$out" "$err"' EXIT
 
-run 1 data check "$ds/errors.jsonl" --model "$tok/qwen3" --chat-template chatml --seq-len 40
+run 2 data check "$ds/errors.jsonl" --model "$tok/qwen3" --chat-template chatml --seq-len 40
 stdout_has "^$ds/errors.jsonl:2:88: invalid-json: expected ',' or '\]', found end of input$"
 stdout_has "^$ds/errors.jsonl:3:47: invalid-utf8: byte 0xE9 is not valid UTF-8$"
 stdout_has "^$ds/errors.jsonl:4:1: unknown-format: "
@@ -33,20 +34,20 @@ stdout_empty
 stderr_has "^whet: 11 examples in 4 files: 0 errors, 0 warnings$"
 
 # without --model: no tokenizing, the format checks still run
-run 1 data check "$ds/errors.jsonl"
+run 2 data check "$ds/errors.jsonl"
 stdout_has ":7:24: unrecognised-role: "
 grep -q too-long "$out" && fail "too-long reported without a tokenizer"
 
 # chat data and a model without a template
-run 1 data check "$ds/chat.jsonl" --model "$tok/gpt2"
+run 2 data check "$ds/chat.jsonl" --model "$tok/gpt2"
 stdout_has "^$ds/chat.jsonl:1:1: no-chat-template: "
 
 # a template that refuses a conversation
-run 1 data check "$ds/chat.jsonl" --model "$tok/spm_legacy" --chat-template mistral
+run 2 data check "$ds/chat.jsonl" --model "$tok/spm_legacy" --chat-template mistral
 stdout_has "^$ds/chat.jsonl:2:1: template-error: .*alternate"
 
 # JSON
-run 1 data check "$ds/errors.jsonl" --model "$tok/qwen3" --chat-template chatml --seq-len 40 --json
+run 2 data check "$ds/errors.jsonl" --model "$tok/qwen3" --chat-template chatml --seq-len 40 --json
 python3 - "$out" <<'PY' || fail "--json report"
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -70,11 +71,11 @@ stderr_has "train.jsonl"
 # unreadable file, usage
 run 1 data check "$tmp/none.jsonl"
 stderr_has "none.jsonl: cannot open"
-run 2 data check
-run 2 data frobnicate x
+run 1 data check
+run 1 data frobnicate x
 stderr_has "unknown subcommand 'frobnicate'"
-run 2 data
-run 2 data check "$ds/chat.jsonl" --seq-len 0
-run 2 data check "$ds/chat.jsonl" --no-such-option
+run 1 data
+run 1 data check "$ds/chat.jsonl" --seq-len 0
+run 1 data check "$ds/chat.jsonl" --no-such-option
 run 1 data check "$ds/chat.jsonl" --model "$tok/qwen3" --chat-template nonesuch
 finish

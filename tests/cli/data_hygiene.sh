@@ -18,7 +18,7 @@ rm "$tmp/expected.jsonl"
 run 0 data dedup "$tmp/once.jsonl" --out "$tmp/once.jsonl"
 stdout_has "kept 3 examples, removed 0 duplicates$"
 [ "$(ls "$tmp" | wc -l)" -eq 2 ] || fail "files left in $tmp: $(ls "$tmp")"
-run 2 data dedup "$tmp/once.jsonl"
+run 1 data dedup "$tmp/once.jsonl"
 stderr_has -- "--out is required"
 run 1 data dedup "$tmp/none.jsonl" --out "$tmp/x.jsonl"
 
@@ -46,7 +46,7 @@ assert (r["n"], r["eval_cases"], r["short_cases"]) == (2, 3, 0), r
 ids = [c["id"] for c in r["overlapping"]]
 assert ids == ["leak", "tiny"], ids
 PY
-run 2 data overlap "$tmp/train.jsonl"
-run 2 data overlap "$tmp/train.jsonl" "$tmp/suite.jsonl" --n 0
+run 1 data overlap "$tmp/train.jsonl"
+run 1 data overlap "$tmp/train.jsonl" "$tmp/suite.jsonl" --n 0
 run 1 data overlap "$tmp/train.jsonl" "$tmp/none.jsonl"
 finish

@@ -38,9 +38,9 @@ stdout_has "^== .*example 0, 18 tokens, 17 trained$"
 run 0 data show "$ds/prompt_completion.jsonl" --model "$tok/gpt2" -n 1
 stdout_has "^The capital of France is« Paris.<\|endoftext\|>»$"
 
-run 2 data stats "$ds/text.jsonl"
+run 1 data stats "$ds/text.jsonl"
 stderr_has -- "--model is required"
-run 2 data show "$ds/text.jsonl" "$ds/chat.jsonl" --model "$tok/gpt2"
+run 1 data show "$ds/text.jsonl" "$ds/chat.jsonl" --model "$tok/gpt2"
 run 1 data stats "$ds/errors.jsonl" --model "$tok/qwen3" --chat-template chatml
 stderr_has "errors.jsonl:2:88: invalid-json: "
 run 1 data show "$ds/chat.jsonl" --model "$tok/gpt2"

@@ -178,24 +178,24 @@ if script -qec true /dev/null >/dev/null 2>&1; then
 fi
 
 # 9. Errors.
-run 2 generate --prompt hi
+run 1 generate --prompt hi
 stderr_has -- '^whet: generate: --model is required'
-run 2 generate --model "$m"
+run 1 generate --model "$m"
 stderr_has 'exactly one of --prompt, --chat and --messages'
-run 2 generate --model "$m" --prompt a --chat b
+run 1 generate --model "$m" --prompt a --chat b
 stderr_has 'exactly one of --prompt, --chat and --messages'
-run 2 generate --model "$m" --prompt a --system b
+run 1 generate --model "$m" --prompt a --system b
 stderr_has -- '--system goes with --chat'
-run 2 generate --model "$m" --prompt a --top-p 0
+run 1 generate --model "$m" --prompt a --top-p 0
 stderr_has -- "^whet: generate: --top-p: expected a number in \(0, 1\], got '0'"
-run 2 generate --model "$m" --prompt a --top-p 1.5
+run 1 generate --model "$m" --prompt a --top-p 1.5
 stderr_has -- '--top-p: expected a number from 0 to 1'
-run 2 generate --model "$m" --prompt a --top-k -1
+run 1 generate --model "$m" --prompt a --top-k -1
 stderr_has -- '--top-k: expected a whole number'
-run 2 generate --model "$m" --prompt a --temperature -0.5
+run 1 generate --model "$m" --prompt a --temperature -0.5
 stderr_has -- '--temperature: expected a number from 0'
-run 2 generate --model "$m" --prompt a --seed -1
-run 2 generate --model "$m" --prompt a --bogus
+run 1 generate --model "$m" --prompt a --seed -1
+run 1 generate --model "$m" --prompt a --bogus
 run 1 generate --model /no/such/model --prompt a
 stderr_has '^whet: /no/such/model'
 run 1 generate --model "$m" --chat hi

@@ -25,9 +25,11 @@ stdout_has '^rope scaling +none$'
 stdout_has '^tied embeddings +no$'
 stdout_has '^chat template +none$'
 stdout_has '^memory, fp32 \(T = 128 tokens; training: batch 1\)$'
-stdout_has '^  run +[0-9.]+ MiB: weights 0\.144 MiB, activations [0-9.]+ MiB,$'
-stdout_has '^  LoRA r=8 +[0-9.]+ MiB \(estimate\)'
-stdout_has '^  full fine-tune +[0-9.]+ MiB \(estimate\)'
+stdout_has '^  inference +[0-9.]+ MiB: weights 0\.144 MiB, activations [0-9.]+ MiB,$'
+stdout_has '^  training +activations [0-9.]+ MiB kept for the backward pass,$'
+stdout_has '^ +[0-9.]+ MiB with gradient checkpointing$'
+stdout_has '^  LoRA r=8 +[0-9.]+ MiB \(estimate; [0-9.]+ MiB checkpointed\):$'
+stdout_has '^  full fine-tune +[0-9.]+ MiB \(estimate; [0-9.]+ MiB checkpointed\):$'
 # every line fits a terminal
 awk 'length > 80 { exit 1 }' "$out" || fail "info prints lines longer than 80 columns"
 
@@ -68,11 +70,19 @@ for name in llama llama3_rope mistral qwen2 qwen3; do
     [ "$(jf run_bytes)" = $(($(jf run_weights_bytes) + $(jf run_activations_bytes) + kv)) ] ||
         fail "$name: run total is not weights + activations + KV cache"
     [ "$(jf seq_len)" = 32 ] && [ "$(jf batch_size)" = 2 ] || fail "$name: --seq-len / --batch-size not taken"
-    # full = 16P + A; LoRA = 4P + 16·lora + A + 4·B·T·r·7·L, with the same A
-    acts_full=$(($(jf full_bytes) - 16 * params))
-    acts_lora=$(($(jf lora_bytes) - 4 * params - 16 * lora - 4 * 2 * 32 * 8 * 7 * L))
-    [ "$acts_full" = "$acts_lora" ] && [ "$acts_full" -gt "$(jf run_activations_bytes)" ] ||
-        fail "$name: training figures do not follow the formulas (activations $acts_full vs $acts_lora)"
+    # full = 16P + A; LoRA = 4P + 16·lora + A + 4·B·T·r·7·L, with A the
+    # training activations kept (or checkpointed, which are fewer but more
+    # than inference's one layer at batch 1)
+    A=$(jf train_activations_bytes) Ac=$(jf train_activations_checkpointed_bytes)
+    products=$((4 * 2 * 32 * 8 * 7 * L))
+    [ "$(jf lora_activations_bytes)" = "$products" ] || fail "$name: adapter activations $(jf lora_activations_bytes)"
+    [ "$(jf full_bytes)" = $((16 * params + A)) ] && [ "$(jf full_checkpointed_bytes)" = $((16 * params + Ac)) ] ||
+        fail "$name: full fine-tune figures are not 16P + activations"
+    [ "$(jf lora_bytes)" = $((4 * params + 16 * lora + A + products)) ] &&
+        [ "$(jf lora_checkpointed_bytes)" = $((4 * params + 16 * lora + Ac + products)) ] ||
+        fail "$name: LoRA figures are not 4P + 16·lora + activations + adapter activations"
+    [ "$Ac" -lt "$A" ] && [ "$Ac" -gt "$(jf run_activations_bytes)" ] ||
+        fail "$name: activations: checkpointed $Ac, kept $A, inference $(jf run_activations_bytes)"
 done
 run 0 info "$models_dir/qwen2" --json
 [ "$(jf architecture)" = '"qwen2"' ] || fail "qwen2 --json architecture: $(jf architecture)"
@@ -118,12 +128,12 @@ stderr_has "^whet: $tmp/empty.gguf: key 'general.architecture' not found"
 printf 'not a model' >"$tmp/file.txt"
 run 1 info "$tmp/file.txt"
 stderr_has "^whet: $tmp/file.txt: expected an HF model directory or a GGUF file"
-run 2 info
+run 1 info
 stderr_has '^whet: info: expected a MODEL'
-run 2 info "$models_dir/llama" --seq-len 0
+run 1 info "$models_dir/llama" --seq-len 0
 stderr_has -- '^whet: info: --seq-len: expected a whole number from 1 to'
-run 2 info "$models_dir/llama" --batch-size x
-run 2 info "$models_dir/llama" extra
+run 1 info "$models_dir/llama" --batch-size x
+run 1 info "$models_dir/llama" extra
 stderr_has "unexpected argument 'extra'"
 run 1 info /no/such/model
 stderr_has '^whet: /no/such/model'

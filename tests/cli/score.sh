@@ -102,15 +102,15 @@ run 0 score --model "$tmp/llama" --text "$(cat "$tmp/llama.row0.txt")" --json
 [ "$stdin_nll" = "$(json_field mean_nll)" ] || fail "standard input and --text differ"
 
 # errors
-run 2 score --file "$tmp/llama.row0.txt"
+run 1 score --file "$tmp/llama.row0.txt"
 stderr_has -- '^whet: score: --model is required'
-run 2 score --model "$tmp/llama"
+run 1 score --model "$tmp/llama"
 stderr_has 'exactly one of --file and --text'
-run 2 score --model "$tmp/llama" --file "$tmp/llama.row0.txt" --ctx 8 --stride 8
+run 1 score --model "$tmp/llama" --file "$tmp/llama.row0.txt" --ctx 8 --stride 8
 stderr_has -- '--stride 8 must be less than --ctx 8'
-run 2 score --model "$tmp/llama" --file "$tmp/llama.row0.txt" --ctx 1
+run 1 score --model "$tmp/llama" --file "$tmp/llama.row0.txt" --ctx 1
 stderr_has -- '^whet: score: --ctx: expected a whole number from 2 to'
-run 2 score --model "$tmp/llama" --file "$tmp/llama.row0.txt" --stride x
+run 1 score --model "$tmp/llama" --file "$tmp/llama.row0.txt" --stride x
 run 1 score --model "$tmp/llama" --file "$tmp/llama.row0.txt" --ctx 4096
 stderr_has -- '--ctx 4096 is more than the 128 positions'
 run 1 score --model "$tmp/llama" --text "<t9>"

@@ -26,9 +26,9 @@ run 1 tokenize --model "$data/gpt2" --decode --text '{"a": 1}'
 stderr_has 'expected a JSON array of token ids'
 run 1 tokenize --model /no/such/model --text hi
 stderr_has '^whet: /no/such/model'
-run 2 tokenize --text hi
+run 1 tokenize --text hi
 stderr_has -- '--model is required'
-run 2 tokenize --model "$data/gpt2"
+run 1 tokenize --model "$data/gpt2"
 stderr_has 'exactly one of --text and --file'
-run 2 tokenize --model "$data/gpt2" --text a --file b
+run 1 tokenize --model "$data/gpt2" --text a --file b
 finish
