@@ -3,6 +3,7 @@
  * error (bad usage included), 2 a gate or a check failed. */
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "eval/eval.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -53,31 +54,6 @@ static const command *find_command(const char *name)
     return NULL;
 }
 
-/* Levenshtein distance between a and b (both short: command names). */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t n = strlen(b), row[64];
-    if (n >= sizeof row / sizeof row[0])
-        return SIZE_MAX;
-    for (size_t j = 0; j <= n; j++)
-        row[j] = j;
-    for (size_t i = 1; a[i - 1]; i++) {
-        size_t diagonal = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= n; j++) {
-            size_t above = row[j];
-            size_t best = diagonal + (a[i - 1] != b[j - 1]);
-            if (above + 1 < best)
-                best = above + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diagonal = above;
-        }
-    }
-    return row[n];
-}
-
 /* The command a mistyped name most likely meant: one it begins (gen →
  * generate), else the nearest within a third of its length (at least 2
  * edits); NULL when none is close. */
@@ -88,8 +64,8 @@ static const char *closest_command(const char *name)
     for (int i = 0; i < NCOMMANDS && len >= 2; i++)
         if (strncmp(commands[i].name, name, len) == 0)
             return commands[i].name;
-    for (int i = 0; i < NCOMMANDS && len < 64; i++) {
-        size_t d = edit_distance(name, commands[i].name);
+    for (int i = 0; i < NCOMMANDS; i++) {
+        size_t d = whet_eval_levenshtein(name, len, commands[i].name, strlen(commands[i].name));
         if (d < best)
             best = d, found = commands[i].name;
     }
