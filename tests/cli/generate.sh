@@ -177,7 +177,22 @@ if script -qec true /dev/null >/dev/null 2>&1; then
         fail "no stats line on a terminal: $(cat "$out")"
 fi
 
-# 9. Errors.
+# 9. --json: the text streamed otherwise, the counts and the seed, in one object.
+run 0 generate --model "$tmp/bytes" --prompt "<t9>" --seed 7 --temperature 1 --max-tokens 12
+cp "$out" "$tmp/streamed"
+run 0 generate --model "$tmp/bytes" --prompt "<t9>" --seed 7 --temperature 1 --max-tokens 12 --json
+[ "$(wc -l <"$out")" -eq 1 ] || fail "--json printed more than one line"
+python3 - "$out" "$tmp/streamed" <<'PY' || fail "--json does not hold the streamed text and counts"
+import json, sys
+o = json.load(open(sys.argv[1], encoding="utf-8"))
+streamed = open(sys.argv[2], encoding="utf-8").read()
+assert o["text"] == streamed, (o["text"], streamed)
+assert o["prompt_tokens"] == 1 and o["generated_tokens"] <= 12 and o["seed"] == "7", o
+assert o["stop_reason"] in ("max-tokens", "end of sequence"), o
+assert o["generated_tokens_per_second"] >= 0 and o["threads"] >= 1, o
+PY
+
+# 10. Errors.
 run 1 generate --prompt hi
 stderr_has -- '^whet: generate: --model is required'
 run 1 generate --model "$m"
