@@ -35,8 +35,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Options that are about this invocation, not the run (never in run.conf). */
-enum { OPT_CONFIG = 1000, OPT_RESUME, OPT_FORCE, OPT_JSON, OPT_HELP };
+/* getopt values: the run options' table index + OPT_RUN (their --no- forms
+ * + OPT_NEGATED), clear of cli_next_option's ':', '?', 'h' and CLI_OPT_*;
+ * then the options about this invocation, not the run (never in run.conf). */
+enum { OPT_RUN = 0x2000, OPT_NEGATED = 0x3000, OPT_CONFIG = 0x4000, OPT_RESUME, OPT_FORCE, OPT_JSON };
 
 static void usage(FILE *out)
 {
@@ -67,6 +69,7 @@ static void usage(FILE *out)
           "  --resume DIR               continue the run in DIR from its newest checkpoint\n"
           "  --force                    start even when the memory estimate exceeds what is available\n"
           "  --json                     print the summary as one JSON object\n"
+          "  --version                  print whet's version\n"
           "  --help                     this text\n",
           out);
 }
@@ -356,6 +359,7 @@ static int parse_options(train_cli *tc, int argc, char **argv)
     size_t n;
     const whet_run_option *opts = whet_run_options(&n);
     struct option *longopts = calloc(2 * n + 8, sizeof *longopts);
+    static const struct option common[] = {CLI_COMMON_OPTIONS};
     char(*neg_names)[80] = calloc(n, sizeof *neg_names);
     cli_setting *settings = calloc((size_t)argc + 1, sizeof *settings);
     int status = -1;
@@ -367,25 +371,26 @@ static int parse_options(train_cli *tc, int argc, char **argv)
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         longopts[k++] = (struct option){opts[i].key, opts[i].kind == WHET_RUN_BOOL ? no_argument : required_argument,
-                                        NULL, (int)i};
+                                        NULL, OPT_RUN + (int)i};
         if (opts[i].kind == WHET_RUN_BOOL && opts[i].negatable) {
             snprintf(neg_names[i], sizeof neg_names[i], "no-%s", opts[i].key);
-            longopts[k++] = (struct option){neg_names[i], no_argument, NULL, (int)(500 + i)};
+            longopts[k++] = (struct option){neg_names[i], no_argument, NULL, OPT_NEGATED + (int)i};
         }
     }
     longopts[k++] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
     longopts[k++] = (struct option){"resume", required_argument, NULL, OPT_RESUME};
     longopts[k++] = (struct option){"force", no_argument, NULL, OPT_FORCE};
     longopts[k++] = (struct option){"json", no_argument, NULL, OPT_JSON};
-    longopts[k++] = (struct option){"help", no_argument, NULL, OPT_HELP};
+    for (size_t i = 0; i < sizeof common / sizeof common[0]; i++)
+        longopts[k++] = common[i]; /* --help, --version and the end */
     size_t n_settings = 0;
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (opt >= 0 && opt < (int)n) {
-            settings[n_settings++] = (cli_setting){opts[opt].key, optarg, NULL};
-        } else if (opt >= 500 && opt < 500 + (int)n) {
-            settings[n_settings++] = (cli_setting){neg_names[opt - 500], NULL, NULL};
+    cli_parser parser = {.command = "train", .usage = usage};
+    while ((opt = cli_next_option(&parser, argc, argv, "", longopts)) != -1) {
+        if (opt >= OPT_RUN && opt < OPT_RUN + (int)n) {
+            settings[n_settings++] = (cli_setting){opts[opt - OPT_RUN].key, optarg, NULL};
+        } else if (opt >= OPT_NEGATED && opt < OPT_NEGATED + (int)n) {
+            settings[n_settings++] = (cli_setting){neg_names[opt - OPT_NEGATED], NULL, NULL};
         } else if (opt == OPT_CONFIG) {
             snprintf(tc->config_path, sizeof tc->config_path, "%s", optarg);
         } else if (opt == OPT_RESUME) {
@@ -394,19 +399,15 @@ static int parse_options(train_cli *tc, int argc, char **argv)
             tc->force = 1;
         } else if (opt == OPT_JSON) {
             tc->json = 1;
-        } else if (opt == OPT_HELP || opt == 'h') {
-            usage(stdout);
-            status = WHET_EXIT_OK;
-            goto done;
-        } else {
-            usage(stderr);
-            status = WHET_EXIT_USAGE;
-            goto done;
         }
+    }
+    if (parser.exit >= 0) {
+        status = parser.exit;
+        goto done;
     }
     if (optind < argc) {
         whet_error("train: unexpected argument '%s'", argv[optind]);
-        status = WHET_EXIT_USAGE;
+        status = WHET_EXIT_ERROR;
         goto done;
     }
     whet_run_config_defaults(&tc->cfg);
@@ -414,7 +415,7 @@ static int parse_options(train_cli *tc, int argc, char **argv)
     if (tc->resume[0]) {
         if (tc->config_path[0]) {
             whet_error("train: --resume continues a run as its run.conf says; --config cannot go with it");
-            status = WHET_EXIT_USAGE;
+            status = WHET_EXIT_ERROR;
             goto done;
         }
         /* the run directory, or one of its checkpoints ("DIR/" as "DIR") */
@@ -442,7 +443,7 @@ static int parse_options(train_cli *tc, int argc, char **argv)
     if (tc->config_path[0]) {
         if (whet_run_config_load(&tc->cfg, tc->config_path, &e) != 0) {
             whet_error("train: %s", e.msg);
-            status = WHET_EXIT_USAGE;
+            status = WHET_EXIT_ERROR;
             goto done;
         }
         mark_file_keys(tc, tc->config_path);
@@ -459,7 +460,7 @@ static int parse_options(train_cli *tc, int argc, char **argv)
         }
         if (whet_run_config_set(&tc->cfg, settings[i].key, settings[i].value, origin, &e) != 0) {
             whet_error("train: %s", e.msg);
-            status = WHET_EXIT_USAGE;
+            status = WHET_EXIT_ERROR;
             goto done;
         }
         int idx = option_index(settings[i].key);
@@ -1101,35 +1102,35 @@ static int check_config(train_session *s)
     whet_run_config *c = &tc->cfg;
     if (!c->model[0] == !c->init[0]) {
         whet_error("train: give exactly one of --model and --init");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (c->init[0] && !c->tokenizer[0]) {
         whet_error("train: --init starts a new model and needs --tokenizer (a tokenizer.json or a directory with one)");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (!c->data[0] || !c->out[0]) {
         whet_error("train: --%s is required", !c->data[0] ? "data" : "out");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (c->steps && c->epochs) {
         whet_error("train: give --steps or --epochs, not both (steps %zu, epochs %zu)", c->steps, c->epochs);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (c->method == 0 && (c->train_layers || c->freeze_embeddings)) {
         whet_error("train: --train-layers and --freeze-embeddings go with --method full");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (c->method == 1 && c->base_dtype == 1) {
         whet_error("train: --base-dtype bf16 holds frozen base weights; with --method full every weight trains");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (c->gate && !c->eval[0]) {
         whet_error("train: --gate chooses among checkpoints by their evals; give --eval SPEC too");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (c->min_lr > c->lr) {
         whet_error("train: --min-lr %g is above --lr %g", c->min_lr, c->lr);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     return -1;
 }
@@ -1201,7 +1202,7 @@ int cmd_train(int argc, char **argv)
         if (was_set(tc, "seq-len")) {
             whet_error("train: --seq-len %zu is more than the %zu positions of %s", c->seq_len, limit,
                        c->model[0] ? c->model : c->init);
-            status = WHET_EXIT_USAGE;
+            status = WHET_EXIT_ERROR;
             goto out;
         }
         c->seq_len = limit;
@@ -1261,7 +1262,7 @@ int cmd_train(int argc, char **argv)
     };
     if (c->lora_targets[0] && whet_lora_parse_targets(c->lora_targets, &to.lora.targets, &e) != 0) {
         whet_error("train: --lora-targets: %s", e.msg);
-        status = WHET_EXIT_USAGE;
+        status = WHET_EXIT_ERROR;
         goto out;
     }
     whet_train_plan plan;

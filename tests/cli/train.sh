@@ -86,27 +86,27 @@ stderr_has "has no tokenizer files: .* is a GGUF file \(give --tokenizer"
 [ -f "$tmp/g2/final/config.json" ] && [ -f "$tmp/g2/final/model.safetensors" ] || fail "GGUF full: no HF directory"
 
 # errors
-run 2 train --data "$tmp/train.jsonl" --out "$tmp/x"
+run 1 train --data "$tmp/train.jsonl" --out "$tmp/x"
 stderr_has "give exactly one of --model and --init"
 # shellcheck disable=SC2086
-run 2 train $base --out "$tmp/x" --steps 3 --epochs 2
+run 1 train $base --out "$tmp/x" --steps 3 --epochs 2
 stderr_has "give --steps or --epochs, not both"
-run 2 train --init "$models_dir/llama/config.json" --data "$tmp/train.jsonl" --out "$tmp/x"
+run 1 train --init "$models_dir/llama/config.json" --data "$tmp/train.jsonl" --out "$tmp/x"
 stderr_has "--init starts a new model and needs --tokenizer"
 # shellcheck disable=SC2086
-run 2 train $base --out "$tmp/x" --lr-schedule exp
+run 1 train $base --out "$tmp/x" --lr-schedule exp
 stderr_has "--lr-schedule: lr-schedule: expected constant\|linear\|cosine, got 'exp'"
 # shellcheck disable=SC2086
-run 2 train $base --out "$tmp/x" --seq-len 4096
+run 1 train $base --out "$tmp/x" --seq-len 4096
 stderr_has "--seq-len 4096 is more than the 128 positions of"
 # shellcheck disable=SC2086
-run 2 train $base --out "$tmp/x" --train-layers 1
+run 1 train $base --out "$tmp/x" --train-layers 1
 stderr_has "--train-layers and --freeze-embeddings go with --method full"
 # shellcheck disable=SC2086
 run 1 train $base --out "$tmp/a" --steps 2
 stderr_has "already holds a run \(run.conf\); continue it with --resume"
 printf 'model = %s\nbatch-size = 4\nlearning-rate = 1e-3\n' "$tmp/llama" >"$tmp/bad.conf"
-run 2 train --config "$tmp/bad.conf" --data "$tmp/train.jsonl" --out "$tmp/x"
+run 1 train --config "$tmp/bad.conf" --data "$tmp/train.jsonl" --out "$tmp/x"
 stderr_has "bad.conf:3: unknown option 'learning-rate'"
 run 1 train --resume "$tmp/nowhere"
 stderr_has "no run.conf there"

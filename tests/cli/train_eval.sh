@@ -100,8 +100,14 @@ stdout_has "; last checkpoint $tmp/f/checkpoint-10"
 grep -q '"gate_enforced":true' "$tmp/f/checkpoint-5/gate.json" || fail "gate.json: not enforced"
 run 2 train $base --out "$tmp/f2" --steps 2 --eval "$tmp/never.jsonl" --gate --json
 stdout_has '"output":null,"eval":\{"baseline_pass_rate":0.5,"pass_rate":0.5,"checkpoints":1,"gate_failed":1,"gate":"failed","selected_step":null,'
-run 2 train $base --out "$tmp/x" --steps 2 --gate
+run 1 train $base --out "$tmp/x" --steps 2 --gate
 stderr_has "give --eval SPEC too"
+# bad usage is 1, never 2 (which says that the gate failed)
+run 1 train $base --out "$tmp/x" --steps 2 --no-such-option
+stderr_has "^whet: train: unknown option '--no-such-option'"
+stdout_empty
+run 1 train $base --out "$tmp/x" --steps
+stderr_has "^whet: train: --steps needs a value"
 
 # 5. --gate, passing only at step 5: final/ is checkpoint-5, kept past --keep-checkpoints 2
 # shellcheck disable=SC2086
