@@ -137,9 +137,11 @@ static int page_beside_program(const char *page, char *out, size_t size)
     return 0;
 }
 
+enum { MAN_NO_PAGE = 16 }; /* man-db: no such page */
+
 /* man -l on the page next to this program when there is one (a build shows
- * its own pages), else man PAGE; with neither man nor mandoc, the command's
- * --help text. */
+ * its own pages), else man PAGE; with neither man nor mandoc, or no page,
+ * the command's --help text. */
 static int help(const char *topic)
 {
     const command *cmd = NULL;
@@ -157,11 +159,12 @@ static int help(const char *topic)
     }
     if (rc == 0)
         return WHET_EXIT_OK;
-    if (rc != 127) {
-        whet_error("help: man could not show %s (exit status %d)", page, rc);
-        return WHET_EXIT_ERROR;
-    }
-    whet_warn("help: no man or mandoc to show %s; here is the --help text", page);
+    if (rc == 127)
+        whet_warn("help: no man or mandoc to show %s; here is the --help text", page);
+    else if (rc == MAN_NO_PAGE)
+        whet_warn("help: no manual page %s installed; here is the --help text", page);
+    else
+        return WHET_EXIT_ERROR; /* man said why */
     if (!cmd) {
         usage(stdout);
         return WHET_EXIT_OK;

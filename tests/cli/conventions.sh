@@ -128,5 +128,15 @@ if [ -z "${EMULATOR:-}" ]; then
     PATH=$saved_path
     stdout_has '^usage: whet train'
     stderr_has '^whet: warning: help: no man or mandoc'
+    # a whet with no pages beside it and none installed (an empty MANPATH)
+    if command -v man >/dev/null 2>&1; then
+        set -- $WHET
+        mkdir "$tmp/bin" "$tmp/no-pages"
+        cp "$1" "$tmp/bin/whet"
+        MANPATH="$tmp/no-pages" "$tmp/bin/whet" help cpu >"$out" 2>"$err"
+        [ $? -eq 0 ] || fail "whet help cpu without pages: exit status not 0"
+        stdout_has '^usage: whet cpu'
+        stderr_has '^whet: warning: help: no manual page whet-cpu installed'
+    fi
 fi
 finish
