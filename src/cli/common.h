@@ -43,9 +43,9 @@ int cli_parse_double(const char *command, const char *option, const char *arg, d
  *
  * cli_next_option handles --help (usage on standard output, exit 0),
  * --version (exit 0), the model options when p.model is set, and bad
- * options: "whet: COMMAND: ..." on standard error, exit 1. A command sets
- * p.exit = WHET_EXIT_ERROR itself (and breaks out) when one of its own
- * option values is bad. */
+ * options and missing values: "whet: COMMAND: ..." on standard error, exit 1
+ * (WHET_EXIT_ERROR, as a command returns for a bad value of its own options).
+ * shortopts are the command's short options besides -h. */
 enum {
     CLI_OPT_HELP = 'h',
     CLI_OPT_VERSION = 0x1000,
