@@ -511,6 +511,7 @@ typedef struct train_eval {
     uint64_t also_keep;      /* run->also_keep: the best, with --gate */
     size_t checkpoints, failed;
     double seconds;          /* spent evaluating */
+    double started;          /* whet_now() when whet train started */
     double last_rate;
     uint64_t last_step;
     int have_last, last_passed;
@@ -973,7 +974,7 @@ static void eval_summary_json(whet_json_writer *w, const train_eval *ev, const w
     whet_json_end_object(w);
 }
 
-static void eval_summary_text(const train_eval *ev, const whet_train_result *r, int gating, int output)
+static void eval_summary_text(const train_eval *ev, int gating, int output)
 {
     char base[32] = "n/a", last[32] = "n/a";
     if (!isnan(ev->base_rate))
@@ -981,9 +982,9 @@ static void eval_summary_text(const train_eval *ev, const whet_train_result *r, 
     if (ev->have_last && !isnan(ev->last_rate))
         snprintf(last, sizeof last, "%.1f%%", 100 * ev->last_rate);
     printf("evals: pass rate %s at the baseline, %s at step %" PRIu64 "; gate passed at %zu of %zu checkpoints; "
-           "%.2fs evaluating (%.0f%% of this session)\n",
+           "%.2fs evaluating (%.0f%% of this invocation's time)\n",
            base, last, ev->last_step, ev->checkpoints - ev->failed, ev->checkpoints, ev->seconds,
-           r->session_s > 0 ? 100 * ev->seconds / r->session_s : 0.0);
+           whet_now() > ev->started ? 100 * ev->seconds / (whet_now() - ev->started) : 0.0);
     if (gating && ev->have_best && output) {
         char best[32] = "n/a";
         if (ev->best_rate >= 0)
@@ -1051,7 +1052,7 @@ static void print_summary(const train_session *s, const whet_train_result *r, co
     else
         printf("; last checkpoint %s\n", r->last_checkpoint[0] ? r->last_checkpoint : "(none)");
     if (s->ev.n_suites)
-        eval_summary_text(&s->ev, r, gating, final_dir != NULL);
+        eval_summary_text(&s->ev, gating, final_dir != NULL);
 }
 
 /* ---- the data checks at the start ------------------------------------------------- */
@@ -1152,6 +1153,7 @@ int cmd_train(int argc, char **argv)
     whet_run_config *c = &tc->cfg;
     whet_err e = {{0}};
     int resuming = tc->resume[0] != 0;
+    s->ev.started = whet_now();
     FILE *info = tc->json ? stderr : stdout;
 
     /* where the run lives */
