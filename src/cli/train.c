@@ -512,6 +512,7 @@ typedef struct train_eval {
     size_t checkpoints, failed;
     double seconds;          /* spent evaluating */
     double started;          /* whet_now() when whet train started */
+    uint64_t total_steps, save_every; /* which checkpoints are regular */
     double last_rate;
     uint64_t last_step;
     int have_last, last_passed;
@@ -567,6 +568,13 @@ static int train_eval_load(train_eval *ev, const whet_run_config *c)
             whet_error("train: --eval: %s", e.msg);
             return -1;
         }
+        const whet_eval_suite *suite = ev->suites[ev->n_suites];
+        for (size_t i = 0; i < suite->n_cases && !ev->tmpl; i++)
+            if (suite->cases[i].messages) {
+                whet_error("train: --eval: %s:%zu: case \"%s\" is a chat, and the model has no chat template "
+                           "(give --chat-template)", v, suite->cases[i].line, suite->cases[i].id);
+                return -1;
+            }
         for (size_t i = 0; i < ev->n_suites; i++)
             if (strcmp(ev->suites[i]->name, ev->suites[ev->n_suites]->name) == 0) {
                 whet_error("train: --eval: %s and %s are both suite \"%s\" (names join runs with the baseline)",
@@ -734,12 +742,26 @@ static int eval_at(train_eval *ev, whet_model *m, uint64_t step, int baseline, w
     return rc;
 }
 
+/* A checkpoint the run writes anyway (every --save-every and the last), not
+ * one of an interruption: only these are evaluated. */
+static int eval_regular(const train_eval *ev, uint64_t step)
+{
+    return step == ev->total_steps || (ev->save_every && step % ev->save_every == 0);
+}
+
 static int eval_after_checkpoint(void *ctx, whet_model *m, uint64_t step, const char *checkpoint_dir,
                                  const whet_valid_stats *last_valid, struct whet_metrics *metrics, whet_err *e)
 {
     (void)checkpoint_dir;
     (void)last_valid;
     progress_ctx *pc = ctx;
+    if (stop_requested) {
+        /* interrupted: exit soon; a regular checkpoint's eval runs when the run resumes, as it would have */
+        end_line(pc);
+        fprintf(stderr, "eval at step %" PRIu64 ": not now (interrupted)%s\n", step,
+                eval_regular(pc->ev, step) ? "; it runs on --resume" : "");
+        return 0;
+    }
     return eval_at(pc->ev, m, step, 0, metrics, e) != 0 ? -1 : 0;
 }
 
@@ -812,10 +834,11 @@ static int eval_on_start(void *ctx, whet_model *m, uint64_t step, struct whet_me
     fprintf(stderr, "eval baseline reloaded from %s\n", base_dir);
     if (eval_reload_gates(ev, step, e) != 0)
         return -1;
-    /* the checkpoint resumed from was saved but not evaluated (the run stopped in between): evaluate it now */
+    /* the checkpoint resumed from was saved but not evaluated (the run stopped in between): evaluate it now,
+     * unless it is an interruption's, which an uninterrupted run would not have had */
     char gate[WHET_RUN_PATH_MAX + 64];
     snprintf(gate, sizeof gate, "%s/checkpoint-%" PRIu64 "/gate.json", ev->run_dir, step);
-    if (!is_file(gate)) {
+    if (!is_file(gate) && eval_regular(ev, step)) {
         double valid = valid_loss_at(ev->run_dir, step);
         if (!isnan(valid))
             eval_saw_validation(ev, step, valid);
@@ -1318,6 +1341,8 @@ int cmd_train(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    s->ev.total_steps = steps;
+    s->ev.save_every = c->save_every;
     progress_ctx pc = {.tty = whet_stderr_is_terminal(), .every = steps >= 100 ? steps / 50 : 1,
                        .ev = s->ev.n_suites ? &s->ev : NULL};
     s->ev.pc = &pc;

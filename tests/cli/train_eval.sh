@@ -53,6 +53,13 @@ run 0 train $base --out "$tmp/w" --steps 1 --seq-len 8
 stderr_has "^$tmp/train.jsonl:1:1: warning: too-long: 9 tokens: --seq-len 8 cuts the last 1"
 stderr_has "^\.\.\. and 20 more problems \(whet data check $tmp/train.jsonl lists them\)"
 
+# a chat case without a chat template is refused before the run starts
+printf '%s\n' '{"suite": "chat"}' '{"id": "c", "messages": [{"role": "user", "content": "<t9>"}], "assert": [{"type": "not_equals", "value": "z"}]}' >"$tmp/chat.jsonl"
+make_model llama "$tmp/plain"
+run 1 train --model "$tmp/plain" --data "$tmp/train.jsonl" --out "$tmp/x" --steps 2 --eval "$tmp/chat.jsonl"
+stderr_has "chat.jsonl:2: case \"c\" is a chat, and the model has no chat template \(give --chat-template\)"
+[ ! -e "$tmp/x" ] || fail "a refused suite left $tmp/x"
+
 # 2. an eval case that is in the training data is warned about; the other is not
 # shellcheck disable=SC2086
 run 0 train $base --out "$tmp/l" --steps 2 --eval "$tmp/leak.jsonl"
@@ -158,6 +165,29 @@ cmp -s "$tmp/m1" "$tmp/m2" || fail "metrics.jsonl of the resumed run differs fro
 [ "$(grep -c '"baseline":true' "$tmp/r2/metrics.jsonl")" -eq 1 ] || fail "not one baseline record after resume"
 cmp -s "$tmp/r1/final/adapter_model.safetensors" "$tmp/r2/final/adapter_model.safetensors" ||
     fail "the resumed run's output differs"
+# SIGTERM: the checkpoint of the interruption is not evaluated (an uninterrupted
+# run has none there); resumed, the run has the uninterrupted run's records
+# shellcheck disable=SC2086
+run 0 train $long --out "$tmp/s1" --steps 400 --save-every 50 --eval-every 50
+# shellcheck disable=SC2086
+$WHET train $long --out "$tmp/s2" --steps 400 --save-every 50 --eval-every 50 >"$out" 2>"$err" &
+pid=$!
+while kill -0 $pid 2>/dev/null && [ ! -d "$tmp/s2/checkpoint-50" ]; do sleep 0.01; done
+kill -TERM $pid
+wait $pid
+status=$?
+if [ -d "$tmp/s2/final" ]; then
+    echo "skip: the run ended before SIGTERM reached it"
+else
+    [ "$status" -eq 1 ] || fail "SIGTERM: exit $status, expected 1"
+    stderr_has "interrupted at step"
+    grep -q "^eval at step [0-9]*: not now (interrupted)" "$err" || grep -q "^eval at step 50: " "$err" ||
+        fail "SIGTERM: no eval line for the interruption's checkpoint"
+    run 0 train --resume "$tmp/s2"
+    without_timing "$tmp/s1/metrics.jsonl" >"$tmp/m1"
+    without_timing "$tmp/s2/metrics.jsonl" >"$tmp/m2"
+    cmp -s "$tmp/m1" "$tmp/m2" || fail "metrics.jsonl after SIGTERM and --resume differs from the uninterrupted run's"
+fi
 # --eval added on --resume to a run that had none: no baseline to compare with
 # shellcheck disable=SC2086
 run 0 train $base --out "$tmp/n" --steps 2
