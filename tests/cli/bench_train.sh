@@ -22,6 +22,7 @@ run 2 bench train --hidden 30 --heads 4
 stderr_has "head size"
 run 2 bench train --heads 4 --kv-heads 3 --hidden 32
 run 2 bench train --lora-rank x
+run 2 bench train --peak 0
 
 case "$WHET" in
 *qemu*) ;; # an emulated training step would take long and measure nothing
@@ -43,7 +44,9 @@ case "$WHET" in
         fail "full fine-tuning's step did not lower the loss ($firsts -> $full_last)"
 
     # shellcheck disable=SC2086
-    run 0 bench train $tiny --base-dtype bf16 --threads 2 --torch /nonexistent/torch_llama.py --profile --json
+    run 0 bench train $tiny --base-dtype bf16 --threads 2 --torch /nonexistent/torch_llama.py --profile --json \
+        --peak 100
+    stdout_has '"fma_peak_gflops_per_core":100(\.0)?,"fma_peak_source":"option",'
     stdout_has '"base_dtype":"bf16"'
     stdout_has '"base_bf16":[0-9.]*[1-9]'
     stdout_has '"torch":null,"torch_note":"skipped: no baseline script at /nonexistent/torch_llama.py'
@@ -53,12 +56,12 @@ case "$WHET" in
     stdout_has '"lora_gemm":[0-9.e+-]*[1-9]'
 
     # shellcheck disable=SC2086
-    run 0 bench train $tiny --threads 1 --no-torch --profile
+    run 0 bench train $tiny --threads 1 --no-torch --profile --peak 100
     stdout_has '^  layers forward '
     stdout_has '^  total '
 
     # shellcheck disable=SC2086
-    run 0 bench train $tiny --threads 1 --sweep --json
+    run 0 bench train $tiny --threads 1 --sweep --json --peak 100
     for t in 128 256 512 1024 2048; do
         stdout_has "\"seq_len\":$t,\"batch_size\":1,"
     done
