@@ -6,7 +6,8 @@
 # output the best checkpoint that passed (an earlier one is spared by the
 # rotation) or, when none did, exit 2 without final/; --resume reloads the
 # baseline instead of running it again and gives the records of a run never
-# stopped (also when the resumed checkpoint's eval had not happened yet).
+# stopped (also when the resumed checkpoint's eval had not happened yet, and
+# after SIGTERM); evals leave the trained bits as they are.
 . "$(dirname "$0")/lib.inc"
 . "$(dirname "$0")/models.inc"
 tmp=$(mktemp -d)
@@ -97,6 +98,15 @@ sed 's/"seconds":[0-9.]*//' "$tmp/a2/checkpoint-10/gate.json" >"$tmp/g2"
 cmp -s "$tmp/g1" "$tmp/g2" || fail "the repeated run's eval at step 10 differs (2 threads against 1)"
 run 0 train --config "$tmp/a/run.conf" --out "$tmp/a3" --steps 2 --eval "$tmp/pass.jsonl"
 [ "$(grep -c '^eval = ' "$tmp/a3/run.conf")" -eq 1 ] || fail "--eval on the command line did not replace the file's"
+
+# evals change nothing in training: with LoRA dropout, the same adapter with and without them
+# shellcheck disable=SC2086
+run 0 train $base --out "$tmp/d1" --steps 12 --save-every 4 --lr 5e-3 --lora-dropout 0.2
+# shellcheck disable=SC2086
+run 0 train $base --out "$tmp/d2" --steps 12 --save-every 4 --lr 5e-3 --lora-dropout 0.2 --eval "$tmp/pass.jsonl" \
+    --eval "$tmp/drift.jsonl"
+cmp -s "$tmp/d1/final/adapter_model.safetensors" "$tmp/d2/final/adapter_model.safetensors" ||
+    fail "evals at checkpoints changed the trained adapter"
 
 # 4. --gate, a gate no checkpoint passes (a critical case fails): exit 2, no final/
 # shellcheck disable=SC2086
