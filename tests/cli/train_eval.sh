@@ -43,6 +43,7 @@ printf '%s\n' '{"suite": "leak", "max_tokens": 2}' \
 
 # 1. the data checks: errors stop the run before anything is written, positioned
 { sed -n 1,2p "$tmp/train.jsonl"; echo '{"text": 5}'; echo '{"prompt": "a", "completion": "b"}'; } >"$tmp/bad.jsonl"
+# shellcheck disable=SC2086
 run 1 train $base --data "$tmp/bad.jsonl" --out "$tmp/x" --steps 2
 stderr_has "^$tmp/bad.jsonl:3:10: invalid-value: expected \"text\" to be a string, found number$"
 stderr_has "^$tmp/bad.jsonl:4:1: missing-key: "
@@ -115,14 +116,18 @@ stderr_has "the eval gate failed at every checkpoint \(2 of them; at step 10: ne
 stdout_has "; last checkpoint $tmp/f/checkpoint-10"
 [ ! -e "$tmp/f/final" ] || fail "a failed gate wrote final/"
 grep -q '"gate_enforced":true' "$tmp/f/checkpoint-5/gate.json" || fail "gate.json: not enforced"
+# shellcheck disable=SC2086
 run 2 train $base --out "$tmp/f2" --steps 2 --eval "$tmp/never.jsonl" --gate --json
 stdout_has '"output":null,"eval":\{"baseline_pass_rate":0.5,"pass_rate":0.5,"checkpoints":1,"gate_failed":1,"gate":"failed","selected_step":null,'
+# shellcheck disable=SC2086
 run 1 train $base --out "$tmp/x" --steps 2 --gate
 stderr_has "give --eval SPEC too"
 # bad usage is 1, never 2 (which says that the gate failed)
+# shellcheck disable=SC2086
 run 1 train $base --out "$tmp/x" --steps 2 --no-such-option
 stderr_has "^whet: train: unknown option '--no-such-option'"
 stdout_empty
+# shellcheck disable=SC2086
 run 1 train $base --out "$tmp/x" --steps
 stderr_has "^whet: train: --steps needs a value"
 
@@ -133,7 +138,7 @@ run 0 train $base --out "$tmp/g" --steps 30 --lr 1e-2 --save-every 5 --keep-chec
 stderr_has "^eval at step 5: .*gate passed$"
 stderr_has "^eval at step 10: .*gate FAILED: drift: perplexity rose by "
 stdout_has "^gate: the output is checkpoint-5 \(pass rate 100.0%\), the best whose gate passed"
-ls -d "$tmp/g"/checkpoint-* | sed 's|.*/||' | sort >"$tmp/kept"
+for c in "$tmp/g"/checkpoint-*; do echo "${c##*/}"; done | sort >"$tmp/kept"
 printf 'checkpoint-25\ncheckpoint-30\ncheckpoint-5\n' | cmp -s - "$tmp/kept" || fail "kept: $(cat "$tmp/kept")"
 cmp -s "$tmp/g/final/adapter_model.safetensors" "$tmp/g/checkpoint-5/adapter_model.safetensors" ||
     fail "final/ is not checkpoint-5's adapter"
@@ -144,7 +149,7 @@ run 0 train $base --out "$tmp/h" --steps 20 --lr 1e-2 --save-every 2 --method fu
 stdout_has "^gate: the output is checkpoint-10 \(pass rate n/a\)"
 want=$(sed -n 's/.*"type":"eval","step":10,.*"perplexity":\([0-9.]*\),.*/\1/p' "$tmp/h/metrics.jsonl")
 run 0 score --model "$tmp/h/final" --text "<t200><t150><t250><t120><t180><t90><t270><t110>" --threads 1 --json
-stdout_has "\"perplexity\":$want[,}]"
+stdout_has "\"perplexity\":${want}[,}]"
 # the same run with the gate passing everywhere: the later checkpoint of equal pass rate
 # shellcheck disable=SC2086
 run 0 train $base --out "$tmp/p" --steps 10 --save-every 5 --eval "$tmp/pass.jsonl" --gate
