@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -327,6 +328,60 @@ static double seconds_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Starts `sh -c 'cd "$1" && eval "$2"'` with stdin/stdout on the pipes, an
+ * empty signal mask, SIGPIPE at its default and WHET_CASE in the
+ * environment. Returns 0 or an errno value. */
+static int spawn_validator(pid_t *pid, const char *command, const char *dir, const char *case_json,
+                           const int in_pipe[2], const int out_pipe[2])
+{
+    extern char **environ;
+    size_t n_env = 0;
+    while (environ[n_env])
+        n_env++;
+    char **envp = malloc((n_env + 2) * sizeof *envp);
+    size_t case_len = strlen(case_json);
+    char *case_var = malloc(case_len + sizeof "WHET_CASE=");
+    if (!envp || !case_var) {
+        free(envp), free(case_var);
+        return ENOMEM;
+    }
+    memcpy(case_var, "WHET_CASE=", 10);
+    memcpy(case_var + 10, case_json, case_len + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n_env; i++)
+        if (strncmp(environ[i], "WHET_CASE=", 10) != 0)
+            envp[k++] = environ[i];
+    envp[k++] = case_var;
+    envp[k] = NULL;
+
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    posix_spawn_file_actions_adddup2(&fa, in_pipe[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
+    posix_spawn_file_actions_addclose(&fa, in_pipe[0]);
+    posix_spawn_file_actions_addclose(&fa, in_pipe[1]);
+    posix_spawn_file_actions_addclose(&fa, out_pipe[0]);
+    posix_spawn_file_actions_addclose(&fa, out_pipe[1]);
+    sigset_t none, pipe_only;
+    sigemptyset(&none);
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &pipe_only);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    char *argv[] = {"sh", "-c", "cd \"$1\" || exit 126; eval \"$2\"", "sh", (char *)(dir ? dir : "."),
+                    (char *)command, NULL};
+    fflush(NULL);
+    int rc = posix_spawn(pid, "/bin/sh", &fa, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    free(envp);
+    free(case_var);
+    return rc;
+}
+
 /* Runs `sh -c value` in dir with the output on its stdin and the case in
  * WHET_CASE; its exit status and what it printed decide the score. A
  * validator that stops reading early must not kill us with SIGPIPE: the
@@ -348,26 +403,15 @@ static int score_exec(const whet_eval_assert *a, const whet_eval_case *c, const 
         close(in_pipe[0]), close(in_pipe[1]), close(out_pipe[0]), close(out_pipe[1]);
         return whet_fail(e, "out of memory");
     }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
+    /* posix_spawn, not fork: a trainer holding gigabytes would copy its page
+     * tables for every case (measured: 0.8 s per validator run inside
+     * whet train against 0.02 s from whet eval). */
+    pid_t pid = -1;
+    int rc = spawn_validator(&pid, a->value, dir, case_json, in_pipe, out_pipe);
+    if (rc != 0) {
         free(case_json);
         close(in_pipe[0]), close(in_pipe[1]), close(out_pipe[0]), close(out_pipe[1]);
-        return whet_fail(e, "exec: fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        dup2(in_pipe[0], 0);
-        dup2(out_pipe[1], 1);
-        close(in_pipe[0]), close(in_pipe[1]), close(out_pipe[0]), close(out_pipe[1]);
-        sigset_t none;
-        sigemptyset(&none);
-        pthread_sigmask(SIG_SETMASK, &none, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        setenv("WHET_CASE", case_json, 1);
-        if (dir && chdir(dir) != 0)
-            _exit(126);
-        execl("/bin/sh", "sh", "-c", a->value, (char *)NULL);
-        _exit(127);
+        return whet_fail(e, "exec: cannot start /bin/sh: %s", strerror(rc));
     }
     free(case_json);
     close(in_pipe[0]);
