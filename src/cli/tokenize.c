@@ -12,7 +12,7 @@
 
 static void usage(FILE *out)
 {
-    fputs("usage: whet tokenize --model M (--text S | --file F) [--no-special] [--decode]\n"
+    fputs("usage: whet tokenize --model M (--text S | --file F) [--no-special] [--decode] [--json]\n"
           "Encode text with a model's tokenizer and print the ids as a JSON array.\n"
           "  --model M      HF model directory, tokenizer.json, or GGUF file\n"
           "  --text S       the text to encode\n"
@@ -20,12 +20,15 @@ static void usage(FILE *out)
           "  --no-special   add no BOS/EOS (special tokens written in the text are still\n"
           "                 recognised); with --decode, leave special tokens out\n"
           "  --decode       the input is a JSON array of ids: print the text they decode to\n"
+          "  --json         print one JSON object: {\"ids\":[...],\"count\":N}, or with\n"
+          "                 --decode {\"text\":\"...\"}\n"
           "  --version      print whet's version\n"
           "  --help         this text\n",
           out);
 }
 
-static int decode_ids(const whet_tokenizer *t, const char *input, size_t len, const char *name, int skip_special)
+static int decode_ids(const whet_tokenizer *t, const char *input, size_t len, const char *name, int skip_special,
+                      int json)
 {
     whet_err e = {{0}};
     whet_json_doc *doc = NULL;
@@ -57,8 +60,18 @@ static int decode_ids(const whet_tokenizer *t, const char *input, size_t len, co
         whet_error("%s", e.msg);
         status = WHET_EXIT_ERROR;
     }
-    if (status == WHET_EXIT_OK)
+    if (status == WHET_EXIT_OK && json) {
+        whet_json_writer w;
+        whet_json_writer_init(&w, 0);
+        whet_json_begin_object(&w);
+        whet_json_key(&w, "text");
+        whet_json_write_string_len(&w, text, text_len);
+        whet_json_end_object(&w);
+        if (cli_print_json(&w, "tokenize output") != 0)
+            status = WHET_EXIT_ERROR;
+    } else if (status == WHET_EXIT_OK) {
         fwrite(text, 1, text_len, stdout);
+    }
     free(text);
     free(ids);
     whet_json_free(doc);
@@ -68,12 +81,12 @@ static int decode_ids(const whet_tokenizer *t, const char *input, size_t len, co
 int cmd_tokenize(int argc, char **argv)
 {
     const char *model = NULL, *text = NULL, *file = NULL;
-    int no_special = 0, decode = 0;
-    enum { OPT_NO_SPECIAL = 256, OPT_DECODE };
+    int no_special = 0, decode = 0, json = 0;
+    enum { OPT_NO_SPECIAL = 256, OPT_DECODE, OPT_JSON };
     static const struct option options[] = {
         {"model", required_argument, NULL, 'm'}, {"text", required_argument, NULL, 't'},
         {"file", required_argument, NULL, 'f'},  {"no-special", no_argument, NULL, OPT_NO_SPECIAL},
-        {"decode", no_argument, NULL, OPT_DECODE}, CLI_COMMON_OPTIONS};
+        {"decode", no_argument, NULL, OPT_DECODE}, {"json", no_argument, NULL, OPT_JSON}, CLI_COMMON_OPTIONS};
     cli_parser p = {.command = "tokenize", .usage = usage};
     int opt;
     while ((opt = cli_next_option(&p, argc, argv, "", options)) != -1) {
@@ -83,6 +96,7 @@ int cmd_tokenize(int argc, char **argv)
         case 'f': file = optarg; break;
         case OPT_NO_SPECIAL: no_special = 1; break;
         case OPT_DECODE: decode = 1; break;
+        case OPT_JSON: json = 1; break;
         }
     }
     if (p.exit >= 0)
@@ -110,7 +124,7 @@ int cmd_tokenize(int argc, char **argv)
     }
     int status = WHET_EXIT_OK;
     if (decode) {
-        status = decode_ids(t, input, len, file ? file : "--text", no_special);
+        status = decode_ids(t, input, len, file ? file : "--text", no_special, json);
     } else {
         whet_err e = {{0}};
         int32_t *ids = NULL;
@@ -118,6 +132,20 @@ int cmd_tokenize(int argc, char **argv)
         if (whet_tokenizer_encode(t, input, len, !no_special, &ids, &n, &e) != 0) {
             whet_error("%s", e.msg);
             status = WHET_EXIT_ERROR;
+        } else if (json) {
+            whet_json_writer w;
+            whet_json_writer_init(&w, 0);
+            whet_json_begin_object(&w);
+            whet_json_key(&w, "ids");
+            whet_json_begin_array(&w);
+            for (size_t i = 0; i < n; i++)
+                whet_json_write_int(&w, ids[i]);
+            whet_json_end_array(&w);
+            whet_json_key(&w, "count");
+            whet_json_write_int(&w, (int64_t)n);
+            whet_json_end_object(&w);
+            if (cli_print_json(&w, "tokenize output") != 0)
+                status = WHET_EXIT_ERROR;
         } else {
             putchar('[');
             for (size_t i = 0; i < n; i++)

@@ -1,4 +1,4 @@
-# whet tokenize: ids as a JSON array, --no-special, --decode, stdin, errors.
+# whet tokenize: ids as a JSON array, --no-special, --decode, --json, stdin, errors.
 . "$(dirname "$0")/lib.inc"
 data="$(cd "$(dirname "$0")/.." && pwd)/data/tokenizers"
 
@@ -19,6 +19,12 @@ rm -f "$out.in"
 echo '[15496, 995, 11]' | $WHET tokenize --model "$data/gpt2" --decode --file - >"$out" 2>"$err" ||
     fail "decode from stdin failed"
 [ "$(cat "$out")" = "Hello world," ] || fail "decode gave '$(cat "$out")'"
+
+# --json: the same ids and their count; decoded text as a JSON string
+run 0 tokenize --model "$data/gpt2" --text "Hello world" --json
+stdout_has '^\{"ids":\[15496,995\],"count":2\}$'
+run 0 tokenize --model "$data/gpt2" --decode --text '[15496, 995, 198]' --json
+stdout_has '^\{"text":"Hello world\\n"\}$'
 
 run 1 tokenize --model "$data/gpt2" --decode --text '[15496, -3]'
 stderr_has '^whet: --text: line 1, column 9 \(byte 8\): expected an integer'
