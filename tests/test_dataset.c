@@ -831,6 +831,128 @@ static void overlap_finds_shared_ngrams(void **state)
     unlink(suite);
 }
 
+/* Training examples that all start with the same 16-word instruction (a
+ * template), each followed by a ticket and a reply of their own words. */
+#define TEMPLATE "Read the support ticket and answer with a JSON object with the keys category and priority."
+
+static void ticket_words(char *out, size_t cap, const char *stem, unsigned k)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (unsigned j = 0; j < 14 && used < cap; j++)
+        used += (size_t)snprintf(out + used, cap - used, "%s%s%ux%u", j ? " " : "", stem, k, j);
+}
+
+static void write_ticket_train(const char *path, unsigned examples)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    for (unsigned k = 0; k < examples; k++) {
+        char ticket[512], reply[512];
+        ticket_words(ticket, sizeof ticket, "t", k);
+        ticket_words(reply, sizeof reply, "r", k);
+        fprintf(f, "{\"prompt\": \"" TEMPLATE "\\n\\nTicket: %s\", \"completion\": \" %s\"}\n", ticket, reply);
+    }
+    fclose(f);
+}
+
+static void overlap_leaves_out_templates_and_meta(void **state)
+{
+    (void)state;
+    char train[128], text_train[128], suite[128];
+    tmp_path(train, sizeof train, "tickets.jsonl");
+    tmp_path(text_train, sizeof text_train, "text.jsonl");
+    tmp_path(suite, sizeof suite, "tickets.evalspec.jsonl");
+    write_ticket_train(train, 20);
+    write_text(text_train, "{\"text\": \"Which of the planets in our solar system has the most moons of all? Saturn.\"}\n");
+    char ticket7[512], fresh[512], reply3[512], ticket4[512];
+    ticket_words(ticket7, sizeof ticket7, "t", 7);
+    ticket_words(fresh, sizeof fresh, "new", 1);
+    ticket_words(reply3, sizeof reply3, "r", 3);
+    ticket_words(ticket4, sizeof ticket4, "t", 4);
+    FILE *f = fopen(suite, "wb");
+    assert_non_null(f);
+    /* training example 7 verbatim: 31 words, 19 13-grams, of which the 5
+     * inside "<template> Ticket" are in every training example */
+    fprintf(f, "{\"id\": \"copy\", \"messages\": [{\"role\": \"user\", \"content\": \"" TEMPLATE "\\n\\nTicket: %s\"}], "
+               "\"assert\": [{\"type\": \"contains\", \"value\": \"x\"}]}\n", ticket7);
+    /* the template with a ticket of its own: not a leak */
+    fprintf(f, "{\"id\": \"templated\", \"prompt\": \"" TEMPLATE "\\n\\nTicket: %s\"}\n", fresh);
+    /* training text only where the model is not given it */
+    fprintf(f, "{\"id\": \"meta\", \"prompt\": \"%s\", \"tags\": [\"%s\"], \"meta\": {\"expected\": \"%s\"}, "
+               "\"assert\": [{\"type\": \"equals\", \"value\": \"%s\"}]}\n", fresh, ticket4, reply3, reply3);
+    /* 10 + 4 words: 13-grams only across the prompt and its gold choice */
+    fputs("{\"id\": \"joined\", \"kind\": \"choice\", \"prompt\": \"Which of the planets in our solar system has the\", "
+          "\"choices\": [\" fewest\", \" most moons of all\"], \"gold\": 1}\n", f);
+    fclose(f);
+
+    const char *trains[] = {train, text_train}, *evals[] = {suite};
+    whet_overlap_report r;
+    whet_err e;
+    assert_int_equal(whet_data_overlap(trains, 2, evals, 1, 13, &r, &e), 0);
+    assert_int_equal(r.eval_cases, 4);
+    assert_int_equal(r.short_cases, 0);
+    assert_int_equal(r.train_examples, 21);
+    assert_int_equal(r.common_ngrams, 5);
+    assert_int_equal(r.template_cases, 1);
+    assert_int_equal(r.n_cases, 2);
+    assert_string_equal(r.cases[0].id, "copy");
+    assert_int_equal(r.cases[0].ngrams, 19);
+    assert_int_equal(r.cases[0].overlapping, 14);
+    assert_int_equal(r.cases[0].common, 5);
+    assert_string_equal(r.cases[0].train_file, train);
+    assert_int_equal(r.cases[0].train_line, 8);
+    assert_string_equal(r.cases[1].id, "joined");
+    assert_int_equal(r.cases[1].ngrams, 2);
+    assert_int_equal(r.cases[1].overlapping, 2);
+    assert_string_equal(r.cases[1].train_file, text_train);
+    assert_int_equal(r.cases[1].train_line, 1);
+    whet_overlap_report_free(&r);
+
+    /* max_common 1: nothing is common, the template counts */
+    whet_overlap_options all = {.n = 13, .max_common = 1};
+    assert_int_equal(whet_data_overlap_with(trains, 2, evals, 1, &all, &r, &e), 0);
+    assert_int_equal(r.common_ngrams, 0);
+    assert_int_equal(r.template_cases, 0);
+    assert_int_equal(r.n_cases, 3);
+    assert_string_equal(r.cases[0].id, "copy");
+    assert_int_equal(r.cases[0].overlapping, 19);
+    assert_int_equal(r.cases[0].train_line, 1); /* the template is in the first example */
+    assert_string_equal(r.cases[1].id, "templated");
+    assert_int_equal(r.cases[1].overlapping, 5);
+    whet_overlap_report_free(&r);
+    /* a share below 1 / 21: common once in more than 10 examples */
+    whet_overlap_options low = {.n = 13, .max_common = 0.01};
+    assert_int_equal(whet_data_overlap_with(trains, 2, evals, 1, &low, &r, &e), 0);
+    assert_int_equal(r.common_ngrams, 5);
+    assert_int_equal(r.n_cases, 2);
+    whet_overlap_report_free(&r);
+
+    /* in 10 of 11 examples: too few to be a template whatever the share */
+    write_ticket_train(train, 10);
+    assert_int_equal(whet_data_overlap(trains, 2, evals, 1, 13, &r, &e), 0);
+    assert_int_equal(r.train_examples, 11);
+    assert_int_equal(r.common_ngrams, 0);
+    assert_int_equal(r.n_cases, 3);
+    assert_string_equal(r.cases[1].id, "templated");
+    whet_overlap_report_free(&r);
+    /* in 11 of 12 examples: a template */
+    write_ticket_train(train, 11);
+    assert_int_equal(whet_data_overlap(trains, 2, evals, 1, 13, &r, &e), 0);
+    assert_int_equal(r.common_ngrams, 5);
+    assert_int_equal(r.n_cases, 2);
+    whet_overlap_report_free(&r);
+
+    whet_overlap_options bad = {.n = 13, .max_common = 0};
+    assert_int_equal(whet_data_overlap_with(trains, 2, evals, 1, &bad, &r, &e), -1);
+    assert_non_null(strstr(e.msg, "expected more than 0 and at most 1"));
+    bad.max_common = 1.5;
+    assert_int_equal(whet_data_overlap_with(trains, 2, evals, 1, &bad, &r, &e), -1);
+    unlink(train);
+    unlink(text_train);
+    unlink(suite);
+}
+
 /* ---- batches ---- */
 
 static whet_batcher *batcher(whet_dataset *ds, size_t B, size_t T, int shuffle, int pack, uint64_t seed)
@@ -1067,6 +1189,7 @@ int main(void)
         cmocka_unit_test(stats_count_tokens_and_rows),
         cmocka_unit_test(dedup_removes_normalised_duplicates),
         cmocka_unit_test(overlap_finds_shared_ngrams),
+        cmocka_unit_test(overlap_leaves_out_templates_and_meta),
         cmocka_unit_test(straddling_token_is_trained),
         cmocka_unit_test(valid_split_is_stable),
         cmocka_unit_test(data_directories),

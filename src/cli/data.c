@@ -29,7 +29,7 @@ static void usage(FILE *out)
           "                       [--pack] [--train-on-prompt] [--json]\n"
           "       whet data show FILE --model M [--chat-template N] [-n N] [--start K] [--train-on-prompt]\n"
           "       whet data dedup FILE --out OUT\n"
-          "       whet data overlap TRAIN EVAL... [--n N] [--json]\n"
+          "       whet data overlap TRAIN EVAL... [--n N] [--max-common F] [--json]\n"
           "Check and inspect training data (JSONL chat, prompt/completion or text; .txt).\n"
           "  check    every problem as file:line:column: class: message; exit 2 on errors\n"
           "  stats    examples, tokens per example, trained share, truncations, steps per epoch\n"
@@ -47,6 +47,9 @@ static void usage(FILE *out)
           "  --start K           show from example K (from 0; default 0)\n"
           "  --out OUT           dedup: the file to write (may be FILE itself)\n"
           "  --n N               overlap: words per n-gram (default 13)\n"
+          "  --max-common F      overlap: n-grams in more than F of the training examples\n"
+          "                      (and in more than 10) are a template and not counted\n"
+          "                      (default 0.1; 1 counts them all)\n"
           "  --json              print one JSON object\n"
           "  --version           print whet's version\n"
           "  --help              this text\n",
@@ -59,6 +62,7 @@ typedef struct data_args {
     size_t n_files;
     const char *model, *chat_template, *out;
     size_t seq_len, batch_size, show_n, start, ngram;
+    double max_common;
     int pack, train_on_prompt, json, seq_len_given;
 } data_args;
 
@@ -311,8 +315,9 @@ static int run_overlap(const data_args *a)
 {
     whet_overlap_report r;
     whet_err e = {{0}};
-    if (whet_data_overlap((const char *const *)a->files, 1, (const char *const *)a->files + 1, a->n_files - 1,
-                          a->ngram, &r, &e) != 0) {
+    whet_overlap_options o = {.n = a->ngram, .max_common = a->max_common};
+    if (whet_data_overlap_with((const char *const *)a->files, 1, (const char *const *)a->files + 1, a->n_files - 1,
+                               &o, &r, &e) != 0) {
         whet_error("%s", e.msg);
         return WHET_EXIT_ERROR;
     }
@@ -326,6 +331,14 @@ static int run_overlap(const data_args *a)
         whet_json_write_int(&w, (int64_t)r.eval_cases);
         whet_json_key(&w, "short_cases");
         whet_json_write_int(&w, (int64_t)r.short_cases);
+        whet_json_key(&w, "train_examples");
+        whet_json_write_int(&w, (int64_t)r.train_examples);
+        whet_json_key(&w, "max_common");
+        whet_json_write_double(&w, r.max_common);
+        whet_json_key(&w, "common_ngrams");
+        whet_json_write_int(&w, (int64_t)r.common_ngrams);
+        whet_json_key(&w, "template_cases");
+        whet_json_write_int(&w, (int64_t)r.template_cases);
         whet_json_key(&w, "overlapping");
         whet_json_begin_array(&w);
         for (size_t i = 0; i < r.n_cases; i++) {
@@ -341,6 +354,8 @@ static int run_overlap(const data_args *a)
             whet_json_write_int(&w, (int64_t)c->ngrams);
             whet_json_key(&w, "overlapping");
             whet_json_write_int(&w, (int64_t)c->overlapping);
+            whet_json_key(&w, "common");
+            whet_json_write_int(&w, (int64_t)c->common);
             whet_json_key(&w, "train_file");
             whet_json_write_string(&w, c->train_file);
             whet_json_key(&w, "train_line");
@@ -365,6 +380,12 @@ static int run_overlap(const data_args *a)
             printf(" (%zu case%s fewer than %zu words and %s not checked)", r.short_cases,
                    r.short_cases == 1 ? " has" : "s have", r.n, r.short_cases == 1 ? "was" : "were");
         printf("\n");
+        if (r.common_ngrams)
+            printf("%zu %zu-gram%s in more than %g %% of the %zu training examples %s left out as a shared "
+                   "template (%zu case%s only those)\n",
+                   r.common_ngrams, r.n, r.common_ngrams == 1 ? "" : "s", r.max_common * 100, r.train_examples,
+                   r.common_ngrams == 1 ? "was" : "were", r.template_cases,
+                   r.template_cases == 1 ? " shares" : "s share");
     }
     whet_overlap_report_free(&r);
     return WHET_EXIT_OK;
@@ -375,10 +396,10 @@ static int run_overlap(const data_args *a)
 int cmd_data(int argc, char **argv)
 {
     data_args a = {.seq_len = DEFAULT_SEQ_LEN, .batch_size = DEFAULT_BATCH, .show_n = DEFAULT_SHOW,
-                   .ngram = DEFAULT_NGRAM};
+                   .ngram = DEFAULT_NGRAM, .max_common = WHET_OVERLAP_MAX_COMMON};
     enum {
         OPT_TEMPLATE = 256, OPT_SEQ_LEN, OPT_BATCH, OPT_PACK, OPT_TRAIN_ON_PROMPT, OPT_START, OPT_OUT, OPT_NGRAM,
-        OPT_JSON
+        OPT_MAX_COMMON, OPT_JSON
     };
     static const struct option options[] = {
         {"model", required_argument, NULL, 'm'},
@@ -390,6 +411,7 @@ int cmd_data(int argc, char **argv)
         {"start", required_argument, NULL, OPT_START},
         {"out", required_argument, NULL, OPT_OUT},
         {"n", required_argument, NULL, OPT_NGRAM},
+        {"max-common", required_argument, NULL, OPT_MAX_COMMON},
         {"json", no_argument, NULL, OPT_JSON},
         CLI_COMMON_OPTIONS};
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
@@ -431,6 +453,13 @@ int cmd_data(int argc, char **argv)
         case OPT_START: bad = cli_parse_size(cmd, "--start", optarg, 0, SIZE_MAX / 2, &a.start); break;
         case OPT_OUT: a.out = optarg; break;
         case OPT_NGRAM: bad = cli_parse_size(cmd, "--n", optarg, 1, 64, &a.ngram); break;
+        case OPT_MAX_COMMON:
+            bad = cli_parse_double(cmd, "--max-common", optarg, 0, 1, &a.max_common);
+            if (!bad && a.max_common <= 0) {
+                whet_error("%s: --max-common %s: expected more than 0 and at most 1", cmd, optarg);
+                bad = 1;
+            }
+            break;
         case OPT_JSON: a.json = 1; break;
         }
         if (bad)

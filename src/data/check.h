@@ -92,8 +92,9 @@ typedef struct whet_overlap_case {
     size_t line;
     char *id;             /* the case's "id", or "line N" */
     size_t ngrams;        /* its distinct n-grams */
-    size_t overlapping;   /* of them, found in the training data */
-    char *train_file;     /* where the first one was found */
+    size_t overlapping;   /* of them, found in the training data and not common there */
+    size_t common;        /* of them, common in the training data (a template): not counted */
+    char *train_file;     /* the first training example holding an overlapping one */
     size_t train_line;
 } whet_overlap_case;
 
@@ -102,17 +103,39 @@ typedef struct whet_overlap_report {
     size_t n_cases;
     size_t eval_cases;        /* cases read */
     size_t short_cases;       /* cases with fewer than n words: not checked */
+    size_t template_cases;    /* cases whose only n-grams in the training data are common ones */
+    size_t common_ngrams;     /* distinct eval n-grams left out as common */
+    size_t train_examples;    /* training examples read */
     size_t n;                 /* the n-gram length */
+    double max_common;
 } whet_overlap_report;
 
+/* An n-gram held by more than max_common of the training examples (and by
+ * more than WHET_OVERLAP_MIN_COMMON of them, as GPT-3's decontamination
+ * ignored 13-grams in more than 10 training documents) is the training data's
+ * template (an instruction every prompt starts with, a system prompt), not a
+ * leaked case: it is left out. */
+#define WHET_OVERLAP_MAX_COMMON 0.1
+#define WHET_OVERLAP_MIN_COMMON 10
+
+typedef struct whet_overlap_options {
+    size_t n;          /* words per n-gram, 1 to 64 */
+    double max_common; /* more than 0, at most 1 (1: nothing is common) */
+} whet_overlap_options;
+
 /* Word n-grams (words: runs of letters and digits, ASCII lowercased, bytes
- * of non-ASCII characters kept as letters), hashed with XXH3-64, of every
- * string field of every eval case (except "id"; an eval file's first line is
- * its settings when it has no "prompt", "messages", "text" or "choices";
- * blank lines and lines starting with '#' are skipped) against those of
- * every training example's content (message contents, prompt, completion,
- * text), field by field. Memory: the eval n-grams only; training files are
- * streamed. */
+ * of non-ASCII characters kept as letters), hashed with XXH3-64, of what each
+ * eval case gives the model (its prompt, messages' contents, text, choices,
+ * and prompt followed by the gold choice; not "meta", assertions, "id" or
+ * "tags"; an eval file's first line is its settings when it has no "prompt",
+ * "messages", "text" or "choices"; blank lines and lines starting with '#'
+ * are skipped) against those of every training example's content (message
+ * contents, prompt, completion, text), field by field, less the common ones.
+ * Memory: the distinct eval n-grams (with their training document
+ * frequencies) and (n-gram, case) pairs; training files are streamed once. */
+int whet_data_overlap_with(const char *const *train, size_t n_train, const char *const *evals, size_t n_evals,
+                           const whet_overlap_options *opt, whet_overlap_report *out, whet_err *e);
+/* The same with max_common WHET_OVERLAP_MAX_COMMON. */
 int whet_data_overlap(const char *const *train, size_t n_train, const char *const *evals, size_t n_evals, size_t n,
                       whet_overlap_report *out, whet_err *e);
 void whet_overlap_report_free(whet_overlap_report *r);

@@ -182,33 +182,40 @@ int whet_data_dedup(const char *in, const char *out, size_t *kept, size_t *remov
     return whet_atomic_commit(&a, e);
 }
 
-/* ---- n-gram overlap ---- */
+/* ---- n-gram overlap ----
+ * Two tables keyed by an n-gram's hash. `grams` holds every distinct eval
+ * n-gram once, with the number of training examples that hold it (its
+ * document frequency) and the first of them; the training data streams
+ * through it. `pairs` holds every (n-gram, case) once, so that a case counts
+ * its distinct n-grams. An n-gram that many training examples share is their
+ * template (an instruction, a system prompt), not a leaked case: it is left
+ * out once the whole training data has been counted. */
 
 /* Calls fn with the hash of every word n-gram of s[0..len). */
 typedef void (*ngram_fn)(void *ctx, uint64_t hash);
 
 enum { MAX_N = 64, WORD_BYTES = 256 };
 
+static int is_word_byte(unsigned char c)
+{
+    return c >= 0x80 || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+}
+
 static void for_each_ngram(const char *s, size_t len, size_t n, ngram_fn fn, void *ctx)
 {
     uint64_t ring[MAX_N], ordered[MAX_N];
     size_t words = 0, i = 0;
     while (i < len) {
-        unsigned char c = (unsigned char)s[i];
-        int word = c >= 0x80 || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
-        if (!word) {
+        if (!is_word_byte((unsigned char)s[i])) {
             i++;
             continue;
         }
         char lower[WORD_BYTES];
         size_t w = 0, start = i;
-        while (i < len) {
-            c = (unsigned char)s[i];
-            if (!(c >= 0x80 || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')))
-                break;
+        for (; i < len && is_word_byte((unsigned char)s[i]); i++) {
+            unsigned char c = (unsigned char)s[i];
             if (w < WORD_BYTES)
                 lower[w++] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
-            i++;
         }
         uint64_t h = XXH3_64bits_withSeed(lower, w, i - start);
         ring[words % n] = h;
@@ -221,46 +228,104 @@ static void for_each_ngram(const char *s, size_t len, size_t n, ngram_fn fn, voi
     }
 }
 
-/* The eval n-grams: (hash, case) pairs, one per distinct pair. */
-typedef struct ngram_entry {
+typedef struct gram_entry {
+    uint64_t hash;
+    size_t examples;      /* training examples that hold it */
+    size_t last_example;  /* the last one counted, + 1 (one count per example) */
+    size_t first_example; /* the first one, + 1; 0: in no training example */
+    size_t first_file;    /* index into the training files */
+    size_t first_line;
+    int used;
+} gram_entry;
+
+typedef struct gram_table {
+    gram_entry *slots;
+    size_t mask, count;
+} gram_table;
+
+typedef struct pair_entry {
     uint64_t hash;
     uint32_t case_index; /* + 1; 0: empty */
-    uint8_t found;
-} ngram_entry;
+} pair_entry;
 
-typedef struct ngram_table {
-    ngram_entry *slots;
+typedef struct pair_table {
+    pair_entry *slots;
     size_t mask, count;
-} ngram_table;
+} pair_table;
 
 typedef struct eval_case {
     char *file, *id;
-    size_t line, ngrams, overlapping;
-    char *train_file;
-    size_t train_line;
+    size_t line, ngrams, overlapping, common;
+    size_t first_example, first_file, first_line; /* of its first overlapping n-gram; example + 1 */
 } eval_case;
 
 typedef struct overlap_state {
-    ngram_table table;
+    gram_table grams;
+    pair_table pairs;
     eval_case *cases;
     size_t n_cases, cap_cases;
     uint32_t current; /* the case being added, + 1 */
     /* the training example being read */
-    const char *train_file;
-    size_t train_line;
+    size_t train_example; /* + 1, counted over all training files */
+    size_t train_file, train_line;
     int oom;
 } overlap_state;
 
-static int table_grow(ngram_table *t)
+static int gram_table_grow(gram_table *t)
 {
     size_t cap = t->slots ? (t->mask + 1) * 2 : 4096;
-    ngram_entry *slots = calloc(cap, sizeof *slots);
+    gram_entry *slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return -1;
+    for (size_t i = 0; t->slots && i <= t->mask; i++) {
+        if (!t->slots[i].used)
+            continue;
+        size_t k = (size_t)t->slots[i].hash & (cap - 1);
+        while (slots[k].used)
+            k = (k + 1) & (cap - 1);
+        slots[k] = t->slots[i];
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->mask = cap - 1;
+    return 0;
+}
+
+static gram_entry *gram_find(const gram_table *t, uint64_t hash)
+{
+    if (!t->slots)
+        return NULL;
+    for (size_t k = (size_t)hash & t->mask; t->slots[k].used; k = (k + 1) & t->mask)
+        if (t->slots[k].hash == hash)
+            return &t->slots[k];
+    return NULL;
+}
+
+/* 0, or -1 out of memory. */
+static int gram_add(gram_table *t, uint64_t hash)
+{
+    if (gram_find(t, hash))
+        return 0;
+    if ((!t->slots || (t->count + 1) * 2 > t->mask + 1) && gram_table_grow(t) != 0)
+        return -1;
+    size_t k = (size_t)hash & t->mask;
+    while (t->slots[k].used)
+        k = (k + 1) & t->mask;
+    t->slots[k] = (gram_entry){.hash = hash, .used = 1};
+    t->count++;
+    return 0;
+}
+
+static int pair_table_grow(pair_table *t)
+{
+    size_t cap = t->slots ? (t->mask + 1) * 2 : 4096;
+    pair_entry *slots = calloc(cap, sizeof *slots);
     if (!slots)
         return -1;
     for (size_t i = 0; t->slots && i <= t->mask; i++) {
         if (!t->slots[i].case_index)
             continue;
-        size_t k = (size_t)t->slots[i].hash & (cap - 1);
+        size_t k = (size_t)(t->slots[i].hash ^ t->slots[i].case_index) & (cap - 1);
         while (slots[k].case_index)
             k = (k + 1) & (cap - 1);
         slots[k] = t->slots[i];
@@ -271,66 +336,91 @@ static int table_grow(ngram_table *t)
     return 0;
 }
 
+/* 1 if the pair was new, 0 if it was there, -1 out of memory. */
+static int pair_add(pair_table *t, uint64_t hash, uint32_t case_index)
+{
+    if ((!t->slots || (t->count + 1) * 2 > t->mask + 1) && pair_table_grow(t) != 0)
+        return -1;
+    size_t k = (size_t)(hash ^ case_index) & t->mask;
+    for (; t->slots[k].case_index; k = (k + 1) & t->mask)
+        if (t->slots[k].hash == hash && t->slots[k].case_index == case_index)
+            return 0;
+    t->slots[k] = (pair_entry){hash, case_index};
+    t->count++;
+    return 1;
+}
+
 static void add_eval_ngram(void *ctx, uint64_t hash)
 {
     overlap_state *st = ctx;
-    ngram_table *t = &st->table;
     if (st->oom)
         return;
-    if ((!t->slots || (t->count + 1) * 2 > t->mask + 1) && table_grow(t) != 0) {
+    int added = pair_add(&st->pairs, hash, st->current);
+    if (added < 0 || (added && gram_add(&st->grams, hash) != 0)) {
         st->oom = 1;
         return;
     }
-    size_t k = (size_t)hash & t->mask;
-    while (t->slots[k].case_index) {
-        if (t->slots[k].hash == hash && t->slots[k].case_index == st->current)
-            return; /* this case has it already */
-        k = (k + 1) & t->mask;
-    }
-    t->slots[k] = (ngram_entry){hash, st->current, 0};
-    t->count++;
-    st->cases[st->current - 1].ngrams++;
+    st->cases[st->current - 1].ngrams += (size_t)added;
 }
 
-static void find_train_ngram(void *ctx, uint64_t hash)
+static void count_train_ngram(void *ctx, uint64_t hash)
 {
     overlap_state *st = ctx;
-    ngram_table *t = &st->table;
-    if (!t->slots)
+    gram_entry *g = gram_find(&st->grams, hash);
+    if (!g || g->last_example == st->train_example)
         return;
-    size_t k = (size_t)hash & t->mask;
-    while (t->slots[k].case_index) {
-        ngram_entry *en = &t->slots[k];
-        if (en->hash == hash && !en->found) {
-            en->found = 1;
-            eval_case *c = &st->cases[en->case_index - 1];
-            if (c->overlapping++ == 0) {
-                c->train_file = strdup(st->train_file);
-                c->train_line = st->train_line;
-            }
-        }
-        k = (k + 1) & t->mask;
+    g->last_example = st->train_example;
+    if (g->examples++ == 0) {
+        g->first_example = st->train_example;
+        g->first_file = st->train_file;
+        g->first_line = st->train_line;
     }
 }
 
-/* Every string in v (arrays and objects walked; the top level's "id" left out). */
-static void eval_strings(overlap_state *st, const whet_json *v, size_t n, int top)
+static void eval_string(overlap_state *st, const whet_json *v, size_t n)
 {
-    switch (v->type) {
-    case WHET_JSON_STRING:
+    if (v && v->type == WHET_JSON_STRING)
         for_each_ngram(v->u.string.chars, v->u.string.len, n, add_eval_ngram, st);
-        break;
-    case WHET_JSON_ARRAY:
-        for (size_t i = 0; i < v->u.array.count; i++)
-            eval_strings(st, &v->u.array.items[i], n, 0);
-        break;
-    case WHET_JSON_OBJECT:
-        for (size_t i = 0; i < v->u.object.count; i++)
-            if (!(top && strcmp(v->u.object.members[i].key, "id") == 0))
-                eval_strings(st, &v->u.object.members[i].value, n, 0);
-        break;
-    default: break;
+}
+
+/* What the model is given: the prompt, the messages' contents, the text and
+ * the choices, and the prompt followed by the gold choice (the text a choice
+ * case scores, whose n-grams may span both). Not "meta", assertion values,
+ * ids or tags: they are not the model's input, and expected answers sharing
+ * words with training answers is what training is for. */
+static void eval_case_text(overlap_state *st, const whet_json *root, size_t n)
+{
+    const whet_json *prompt = whet_json_get(root, "prompt"), *messages = whet_json_get(root, "messages");
+    const whet_json *choices = whet_json_get(root, "choices"), *gold = whet_json_get(root, "gold");
+    eval_string(st, prompt, n);
+    eval_string(st, whet_json_get(root, "text"), n);
+    if (messages && messages->type == WHET_JSON_ARRAY)
+        for (size_t i = 0; i < messages->u.array.count; i++) {
+            const whet_json *m = &messages->u.array.items[i];
+            if (m->type == WHET_JSON_OBJECT)
+                eval_string(st, whet_json_get(m, "content"), n);
+        }
+    if (!choices || choices->type != WHET_JSON_ARRAY)
+        return;
+    for (size_t i = 0; i < choices->u.array.count; i++)
+        eval_string(st, &choices->u.array.items[i], n);
+    if (!prompt || prompt->type != WHET_JSON_STRING || !gold || gold->type != WHET_JSON_NUMBER ||
+        gold->u.number.int_status != WHET_JSON_INT_EXACT || gold->u.number.integer < 0 ||
+        (uint64_t)gold->u.number.integer >= choices->u.array.count)
+        return;
+    const whet_json *answer = &choices->u.array.items[gold->u.number.integer];
+    if (answer->type != WHET_JSON_STRING)
+        return;
+    size_t len = prompt->u.string.len + answer->u.string.len;
+    char *joined = malloc(len ? len : 1);
+    if (!joined) {
+        st->oom = 1;
+        return;
     }
+    memcpy(joined, prompt->u.string.chars, prompt->u.string.len);
+    memcpy(joined + prompt->u.string.len, answer->u.string.chars, answer->u.string.len);
+    for_each_ngram(joined, len, n, add_eval_ngram, st);
+    free(joined);
 }
 
 static int is_case(const whet_json *root)
@@ -396,7 +486,7 @@ static int read_eval_file(overlap_state *st, const char *path, size_t n, whet_er
             if (!c->file || !c->id)
                 st->oom = 1;
             st->current = (uint32_t)st->n_cases;
-            eval_strings(st, root, n, 1);
+            eval_case_text(st, root, n);
         }
         whet_json_free(doc);
         if (st->oom)
@@ -406,37 +496,71 @@ static int read_eval_file(overlap_state *st, const char *path, size_t n, whet_er
     return rc;
 }
 
-static void train_field(overlap_state *st, const char *s, size_t len, size_t n)
-{
-    for_each_ngram(s, len, n, find_train_ngram, st);
-}
-
-static int read_train_file(overlap_state *st, const char *path, size_t n, whet_err *e)
+static int read_train_file(overlap_state *st, const char *path, size_t file_index, size_t n, whet_err *e)
 {
     data_file *f;
     if (data_file_index(&f, path, e) != 0)
         return -1;
     data_problem ignored;
     data_file_detect(f, &ignored);
-    st->train_file = path;
+    st->train_file = file_index;
     for (size_t i = 0; i < f->n; i++) {
         data_parsed d;
         data_problem p;
         if (data_parse(f, i, f->format, &d, &p) != 0)
             continue; /* `whet data check` reports it */
+        st->train_example++;
         st->train_line = f->lines[i].line;
         if (d.format == WHET_DATA_CHAT)
             for (size_t m = 0; m < d.n_messages; m++)
-                train_field(st, d.messages[m].content, d.messages[m].content_len, n);
+                for_each_ngram(d.messages[m].content, d.messages[m].content_len, n, count_train_ngram, st);
         else if (d.format == WHET_DATA_PROMPT_COMPLETION) {
-            train_field(st, d.prompt, d.prompt_len, n);
-            train_field(st, d.completion, d.completion_len, n);
+            for_each_ngram(d.prompt, d.prompt_len, n, count_train_ngram, st);
+            for_each_ngram(d.completion, d.completion_len, n, count_train_ngram, st);
         } else
-            train_field(st, d.text, d.text_len, n);
+            for_each_ngram(d.text, d.text_len, n, count_train_ngram, st);
         data_parsed_free(&d);
     }
     data_file_release(f);
     return 0;
+}
+
+/* In more than WHET_OVERLAP_MIN_COMMON training examples and in more than
+ * max_common of them. */
+static int is_common(const gram_entry *g, size_t train_examples, double max_common)
+{
+    return g->examples > WHET_OVERLAP_MIN_COMMON && (double)g->examples > max_common * (double)train_examples;
+}
+
+/* Each case's overlapping and common n-grams, and where its first overlapping
+ * one is; the number of distinct common n-grams. */
+static size_t classify_ngrams(overlap_state *st, double max_common)
+{
+    const pair_table *pt = &st->pairs;
+    for (size_t i = 0; pt->slots && i <= pt->mask; i++) {
+        const pair_entry *p = &pt->slots[i];
+        if (!p->case_index)
+            continue;
+        const gram_entry *g = gram_find(&st->grams, p->hash);
+        if (!g || !g->examples)
+            continue;
+        eval_case *c = &st->cases[p->case_index - 1];
+        if (is_common(g, st->train_example, max_common)) {
+            c->common++;
+            continue;
+        }
+        c->overlapping++;
+        if (!c->first_example || g->first_example < c->first_example) {
+            c->first_example = g->first_example;
+            c->first_file = g->first_file;
+            c->first_line = g->first_line;
+        }
+    }
+    size_t common = 0;
+    const gram_table *gt = &st->grams;
+    for (size_t i = 0; gt->slots && i <= gt->mask; i++)
+        common += gt->slots[i].used && gt->slots[i].examples && is_common(&gt->slots[i], st->train_example, max_common);
+    return common;
 }
 
 static void free_cases(eval_case *cases, size_t n)
@@ -444,17 +568,46 @@ static void free_cases(eval_case *cases, size_t n)
     for (size_t i = 0; i < n; i++) {
         free(cases[i].file);
         free(cases[i].id);
-        free(cases[i].train_file);
     }
     free(cases);
 }
 
-int whet_data_overlap(const char *const *train, size_t n_train, const char *const *evals, size_t n_evals, size_t n,
-                      whet_overlap_report *out, whet_err *e)
+static int fill_report(overlap_state *st, char **files, whet_overlap_report *out, whet_err *e)
+{
+    size_t hits = 0;
+    for (size_t i = 0; i < st->n_cases; i++) {
+        out->short_cases += st->cases[i].ngrams == 0;
+        out->template_cases += !st->cases[i].overlapping && st->cases[i].common;
+        hits += st->cases[i].overlapping > 0;
+    }
+    out->cases = calloc(hits ? hits : 1, sizeof *out->cases);
+    if (!out->cases)
+        return whet_fail(e, "out of memory");
+    for (size_t i = 0; i < st->n_cases; i++) {
+        eval_case *c = &st->cases[i];
+        if (!c->overlapping)
+            continue;
+        whet_overlap_case *oc = &out->cases[out->n_cases++];
+        *oc = (whet_overlap_case){.file = c->file, .line = c->line, .id = c->id, .ngrams = c->ngrams,
+                                  .overlapping = c->overlapping, .common = c->common,
+                                  .train_file = strdup(files[c->first_file]), .train_line = c->first_line};
+        c->file = c->id = NULL; /* the report owns them now */
+        if (!oc->train_file)
+            return whet_fail(e, "out of memory");
+    }
+    return 0;
+}
+
+int whet_data_overlap_with(const char *const *train, size_t n_train, const char *const *evals, size_t n_evals,
+                           const whet_overlap_options *opt, whet_overlap_report *out, whet_err *e)
 {
     memset(out, 0, sizeof *out);
+    size_t n = opt->n;
     if (n < 1 || n > MAX_N)
         return whet_fail(e, "n-grams of %zu words: expected 1 to %d", n, MAX_N);
+    if (!(opt->max_common > 0 && opt->max_common <= 1))
+        return whet_fail(e, "a common n-gram's share of the training examples is %g: expected more than 0 and at "
+                            "most 1", opt->max_common);
     overlap_state st = {0};
     int rc = 0;
     for (size_t i = 0; i < n_evals && rc == 0; i++)
@@ -464,33 +617,29 @@ int whet_data_overlap(const char *const *train, size_t n_train, const char *cons
     if (rc == 0)
         rc = data_expand_paths(train, n_train, &files, &n_files, e);
     for (size_t i = 0; i < n_files && rc == 0; i++)
-        rc = read_train_file(&st, files[i], n, e);
+        rc = read_train_file(&st, files[i], i, n, e);
     if (rc == 0) {
         out->n = n;
+        out->max_common = opt->max_common;
         out->eval_cases = st.n_cases;
-        for (size_t i = 0; i < st.n_cases; i++)
-            out->short_cases += st.cases[i].ngrams == 0;
-        size_t hits = 0;
-        for (size_t i = 0; i < st.n_cases; i++)
-            hits += st.cases[i].overlapping > 0;
-        out->cases = calloc(hits ? hits : 1, sizeof *out->cases);
-        if (!out->cases)
-            rc = whet_fail(e, "out of memory");
-        for (size_t i = 0; i < st.n_cases && rc == 0; i++) {
-            eval_case *c = &st.cases[i];
-            if (!c->overlapping)
-                continue;
-            out->cases[out->n_cases++] =
-                (whet_overlap_case){c->file, c->line, c->id, c->ngrams, c->overlapping, c->train_file, c->train_line};
-            c->file = c->id = c->train_file = NULL; /* the report owns them now */
-        }
+        out->train_examples = st.train_example;
+        out->common_ngrams = classify_ngrams(&st, opt->max_common);
+        rc = fill_report(&st, files, out, e);
     }
     data_free_paths(files, n_files);
     free_cases(st.cases, st.n_cases);
-    free(st.table.slots);
+    free(st.grams.slots);
+    free(st.pairs.slots);
     if (rc != 0)
         whet_overlap_report_free(out);
     return rc;
+}
+
+int whet_data_overlap(const char *const *train, size_t n_train, const char *const *evals, size_t n_evals, size_t n,
+                      whet_overlap_report *out, whet_err *e)
+{
+    whet_overlap_options opt = {.n = n, .max_common = WHET_OVERLAP_MAX_COMMON};
+    return whet_data_overlap_with(train, n_train, evals, n_evals, &opt, out, e);
 }
 
 void whet_overlap_report_free(whet_overlap_report *r)
