@@ -224,12 +224,12 @@ done:
 
 /* ---- show ---- */
 
-static void put_bytes(cli_utf8_stream *u, const char *bytes, size_t len)
+static void put_bytes(whet_utf8_stream *u, const char *bytes, size_t len)
 {
     while (len > 0) {
         size_t piece = len < 256 ? len : 256;
         char out[3 * (256 + 3)];
-        size_t n = cli_utf8_feed(u, bytes, piece, out);
+        size_t n = whet_utf8_feed(u, bytes, piece, out);
         fwrite(out, 1, n, stdout);
         bytes += piece;
         len -= piece;
@@ -265,14 +265,14 @@ static int run_show(const data_args *a)
         printf("%s== %s:%zu: example %zu, %zu tokens, %zu trained%s\n", i > a->start ? "\n" : "", a->files[0],
                whet_dataset_line(ds, i), i, ex.n, trained,
                ex.n > a->seq_len ? " (longer than --seq-len)" : "");
-        cli_utf8_stream u = {{0}, 0};
+        whet_utf8_stream u = {{0}, 0};
         int in_trained = 0;
         for (size_t k = 0; k < ex.n; k++) {
             /* the first token is never a target: it is shown untrained */
             int t = k > 0 && ex.loss[k];
             if (t != in_trained) {
                 char tail[8];
-                fwrite(tail, 1, cli_utf8_flush(&u, tail), stdout);
+                fwrite(tail, 1, whet_utf8_flush(&u, tail), stdout);
                 fputs(t ? open_mark : close_mark, stdout);
                 in_trained = t;
             }
@@ -282,7 +282,7 @@ static int run_show(const data_args *a)
                 put_bytes(&u, bytes, len);
         }
         char tail[8];
-        fwrite(tail, 1, cli_utf8_flush(&u, tail), stdout);
+        fwrite(tail, 1, whet_utf8_flush(&u, tail), stdout);
         if (in_trained)
             fputs(close_mark, stdout);
         putchar('\n');

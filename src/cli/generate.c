@@ -106,7 +106,7 @@ static int read_messages(const char *path, whet_json_doc **doc, whet_chat_messag
 }
 
 typedef struct printer {
-    cli_utf8_stream utf8;
+    whet_utf8_stream utf8;
     char *held; /* complete characters not printed yet (a stop string may begin there) */
     size_t len, cap;
     char *const *stops;
@@ -151,11 +151,11 @@ static int printer_add(printer *p, const char *bytes, size_t n, int final)
             return -1;
         p->held = h, p->cap = cap;
     }
-    p->len += cli_utf8_feed(&p->utf8, bytes, n, p->held + p->len);
+    p->len += whet_utf8_feed(&p->utf8, bytes, n, p->held + p->len);
     if (final)
-        p->len += cli_utf8_flush(&p->utf8, p->held + p->len);
+        p->len += whet_utf8_flush(&p->utf8, p->held + p->len);
     long stop_at;
-    size_t safe = cli_stop_scan(p->held, p->len, p->stops, p->n_stops, &stop_at);
+    size_t safe = whet_stop_scan(p->held, p->len, p->stops, p->n_stops, &stop_at);
     if (final && stop_at < 0)
         safe = p->len;
     if (emit(p, p->held, safe) != 0)
@@ -342,7 +342,7 @@ int cmd_generate(int argc, char **argv)
     add_stop_id(&stop, whet_tokenizer_eos_id(cm.tok));
 
     if (prompt) {
-        if (cli_encode_prompt(cm.tok, prompt, strlen(prompt), 1, &ids, &n_ids) != 0)
+        if (whet_tokenizer_encode_prompt(cm.tok, prompt, strlen(prompt), 1, &ids, &n_ids) != 0)
             goto done;
     } else {
         if (!cm.have_template) {
@@ -363,11 +363,11 @@ int cmd_generate(int argc, char **argv)
             whet_error("%s", e.msg);
             goto done;
         }
-        if (cli_encode_prompt(cm.tok, rendered.text, rendered.len, !rendered.starts_with_bos, &ids, &n_ids) != 0)
+        if (whet_tokenizer_encode_prompt(cm.tok, rendered.text, rendered.len, !rendered.starts_with_bos, &ids, &n_ids) != 0)
             goto done;
     }
     if (cm.have_template) {
-        const char *eot = cli_end_of_turn_text(&cm.tmpl);
+        const char *eot = whet_chat_end_of_turn_text(&cm.tmpl);
         add_stop_id(&stop, whet_tokenizer_token_to_id(cm.tok, eot, strlen(eot)));
     }
     if (n_ids == 0) {

@@ -45,9 +45,9 @@ static char *token_text(const whet_tokenizer *t, int32_t id, size_t *len)
     char *out = malloc(3 * (n + 4) + 1);
     if (!out)
         return NULL;
-    cli_utf8_stream s = {{0}, 0};
-    size_t o = cli_utf8_feed(&s, b, n, out);
-    o += cli_utf8_flush(&s, out + o);
+    whet_utf8_stream s = {{0}, 0};
+    size_t o = whet_utf8_feed(&s, b, n, out);
+    o += whet_utf8_flush(&s, out + o);
     out[o] = 0;
     *len = o;
     return out;
@@ -263,7 +263,7 @@ int cmd_score(int argc, char **argv)
         whet_error("score: out of memory for %zu tokens", n);
         goto done;
     }
-    if (cli_score_windows(cm.model, ids, n, ctx, stride, r.logprob, &r.total_nll, &r.scored, &r.windows,
+    if (whet_model_score_windows(cm.model, ids, n, ctx, stride, r.logprob, &r.total_nll, &r.scored, &r.windows,
                           whet_stderr_is_terminal() && n > ctx, &e) != 0) {
         whet_error("%s", e.msg);
         goto done;

@@ -29,7 +29,7 @@ typedef struct byte_range {
 } byte_range;
 
 /* The tokens a tokenizer puts before a text on its own (a BOS): encoding "a"
- * with and without special tokens shows them (as cli_encode_prompt does). */
+ * with and without special tokens shows them (as whet_tokenizer_encode_prompt does). */
 static int bos_prefix(const whet_tokenizer *t, int32_t *prefix, size_t cap, size_t *n, whet_err *e)
 {
     int32_t *plain = NULL, *special = NULL;

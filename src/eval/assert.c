@@ -6,7 +6,7 @@
 
 #include "eval/eval.h"
 
-#include "cli/common.h"
+#include "tok/text_stream.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -602,9 +602,9 @@ int whet_eval_assert_score(const whet_eval_assert *a, const whet_eval_case *c, c
         size_t n = strlen(*detail);
         char *valid = malloc(3 * (n + 4) + 1);
         if (valid) {
-            cli_utf8_stream u = {{0}, 0};
-            size_t o = cli_utf8_feed(&u, *detail, n, valid);
-            o += cli_utf8_flush(&u, valid + o);
+            whet_utf8_stream u = {{0}, 0};
+            size_t o = whet_utf8_feed(&u, *detail, n, valid);
+            o += whet_utf8_flush(&u, valid + o);
             valid[o] = 0;
             free(*detail);
             *detail = valid;

@@ -5,7 +5,7 @@
  * order of cases or on which of them came from the cache. */
 #include "eval/eval_internal.h"
 
-#include "cli/common.h"
+#include "tok/text_stream.h"
 #include "model/lora.h"
 #include "model/sample.h"
 #include "util/log.h"
@@ -136,7 +136,7 @@ static int encode_input(const runner *x, const whet_eval_suite *s, const whet_ev
                         size_t *n, char **shown, whet_err *e)
 {
     if (!k->messages) {
-        if (cli_encode_prompt(x->env->tok, k->prompt, k->prompt_len, 1, ids, n) != 0)
+        if (whet_tokenizer_encode_prompt(x->env->tok, k->prompt, k->prompt_len, 1, ids, n) != 0)
             return whet_fail(e, "%s: case \"%s\": cannot encode the prompt", s->path, k->id);
         *shown = strndup(k->prompt, k->prompt_len);
         return *shown ? 0 : whet_fail(e, "out of memory");
@@ -151,7 +151,7 @@ static int encode_input(const runner *x, const whet_eval_suite *s, const whet_ev
         snprintf(why, sizeof why, "%s", e->msg);
         return whet_fail(e, "%s: line %zu: case \"%s\": %s", s->path, k->line, k->id, why);
     }
-    int rc = cli_encode_prompt(x->env->tok, rendered.text, rendered.len, !rendered.starts_with_bos, ids, n);
+    int rc = whet_tokenizer_encode_prompt(x->env->tok, rendered.text, rendered.len, !rendered.starts_with_bos, ids, n);
     *shown = rendered.text;
     rendered.text = NULL;
     whet_chat_rendered_free(&rendered);
@@ -204,7 +204,7 @@ static int generate(runner *x, const whet_eval_suite *s, const int32_t *ids, siz
     size_t cap = 0, raw_len = 0, raw_cap = 0, max_stop = 0;
     char *raw = NULL;
     int rc = -1;
-    cli_utf8_stream utf8 = {{0}, 0};
+    whet_utf8_stream utf8 = {{0}, 0};
     for (size_t i = 0; i < s->n_stops; i++)
         if (strlen(s->stops[i]) > max_stop)
             max_stop = strlen(s->stops[i]);
@@ -238,7 +238,7 @@ static int generate(runner *x, const whet_eval_suite *s, const int32_t *ids, siz
             raw = t;
         }
         size_t before = raw_len;
-        raw_len += cli_utf8_feed(&utf8, bytes, nb, raw + raw_len);
+        raw_len += whet_utf8_feed(&utf8, bytes, nb, raw + raw_len);
         long stop_at = -1;
         if (s->n_stops) {
             size_t from = before > max_stop ? before - max_stop : 0;
@@ -273,7 +273,7 @@ static int generate(runner *x, const whet_eval_suite *s, const int32_t *ids, siz
                 goto oom;
             raw = t;
         }
-        raw_len += cli_utf8_flush(&utf8, raw + raw_len);
+        raw_len += whet_utf8_flush(&utf8, raw + raw_len);
     }
     g->len = 0;
     if (text_append(g, &cap, raw ? raw : "", raw_len) != 0)
@@ -511,7 +511,7 @@ static int run_choice(runner *x, const whet_eval_suite *s, const whet_eval_case 
         memcpy(whole_text, k->prompt, k->prompt_len);
         memcpy(whole_text + k->prompt_len, k->choices[c], k->choices_len[c]);
         whole = NULL;
-        if (cli_encode_prompt(x->env->tok, whole_text, k->prompt_len + k->choices_len[c], 1, &whole, &n_whole) != 0)
+        if (whet_tokenizer_encode_prompt(x->env->tok, whole_text, k->prompt_len + k->choices_len[c], 1, &whole, &n_whole) != 0)
             goto oom_key;
         if (n_whole > n_ctx && memcmp(whole, ctx, n_ctx * sizeof *ctx) == 0) {
             seqs[c] = whole;
@@ -652,7 +652,7 @@ static int run_ppl(runner *x, const whet_eval_suite *s, const whet_eval_case *k,
         x->r->cache_hits++;
     } else {
         size_t windows;
-        if (cli_score_windows(x->m, ids, n, ctx, stride, NULL, &cr->nll, &cr->tokens, &windows, 0, e) != 0) {
+        if (whet_model_score_windows(x->m, ids, n, ctx, stride, NULL, &cr->nll, &cr->tokens, &windows, 0, e) != 0) {
             whet_json_free(hit);
             char why[sizeof e->msg];
             snprintf(why, sizeof why, "%s", e->msg);
@@ -700,7 +700,7 @@ int whet_eval_run(const whet_eval_env *env, whet_eval_suite *const *suites, size
         add_stop_id(&x, cfg->eos_token_ids[i]);
     add_stop_id(&x, whet_tokenizer_eos_id(env->tok));
     if (env->tmpl) {
-        const char *eot = cli_end_of_turn_text(env->tmpl);
+        const char *eot = whet_chat_end_of_turn_text(env->tmpl);
         add_stop_id(&x, whet_tokenizer_token_to_id(env->tok, eot, strlen(eot)));
     }
     /* a trainer may call between steps: no adapter dropout while evaluating */

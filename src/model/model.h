@@ -288,4 +288,14 @@ void whet_kv_cache_reset(whet_kv_cache *kv);
 int whet_model_decode(whet_model *m, whet_kv_cache *kv, whet_acts *a, const int32_t *tokens, size_t B, size_t T,
                       float *logits, whet_err *e);
 
+/* Scores ids[0..n) as whet score does (Hugging Face's strided perplexity):
+ * windows [begin, begin + ctx) for begin = 0, stride, 2·stride, ... until
+ * one reaches the end, each scoring the tokens earlier windows did not, so
+ * every token after the first is scored once with as much left context as
+ * its window gives (stride < ctx). logprob[n] (NULL: not kept) gets
+ * log p(ids[t] | its window before it) at t ≥ 1; *total_nll (nats), *scored
+ * and *windows the totals. progress: a window counter on stderr. */
+int whet_model_score_windows(whet_model *m, const int32_t *ids, size_t n, size_t ctx, size_t stride, float *logprob,
+                      double *total_nll, size_t *scored, size_t *windows, int progress, whet_err *e);
+
 #endif

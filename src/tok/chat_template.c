@@ -988,3 +988,15 @@ int whet_chat_messages_from_json(const whet_json_doc *doc, const whet_json *arra
     *n = count;
     return 0;
 }
+
+const char *whet_chat_end_of_turn_text(const whet_chat_template *t)
+{
+    switch (t->family) {
+    case WHET_CHAT_CHATML:
+    case WHET_CHAT_QWEN2_5:
+    case WHET_CHAT_QWEN3: return "<|im_end|>";
+    case WHET_CHAT_LLAMA3: return "<|eot_id|>";
+    case WHET_CHAT_GEMMA: return "<end_of_turn>";
+    default: return t->eos;
+    }
+}

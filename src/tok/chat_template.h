@@ -176,4 +176,9 @@ void whet_chat_rendered_free(whet_chat_rendered *r);
 int whet_chat_messages_from_json(const whet_json_doc *doc, const whet_json *array, whet_chat_message **out,
                                  size_t *n, whet_err *e);
 
+/* The token text that ends an assistant turn in the template's family
+ * (<|im_end|>, <|eot_id|>, <end_of_turn>; else the template's EOS text):
+ * generation stops there (whet generate, whet eval). */
+const char *whet_chat_end_of_turn_text(const whet_chat_template *t);
+
 #endif

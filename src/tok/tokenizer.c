@@ -15,6 +15,7 @@
 #include "tok/tok_internal.h"
 #include "tok/tok_pipeline.h"
 #include "tok/tokenizer.h"
+#include "util/log.h"
 
 const char tok_gpt2_regex[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
@@ -1145,4 +1146,46 @@ int tok_path_exists(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+int whet_tokenizer_encode_prompt(const whet_tokenizer *t, const char *text, size_t len, int bos, int32_t **ids, size_t *n)
+{
+    whet_err e = {{0}};
+    int32_t *body = NULL, *probe = NULL, *probe_special = NULL;
+    size_t n_body = 0, n_probe = 0, n_special = 0, prefix = 0;
+    int rc = -1;
+    if (whet_tokenizer_encode(t, text, len, 0, &body, &n_body, &e) != 0)
+        goto done;
+    if (bos) {
+        /* what the post-processor writes before a text: "a" with and without it */
+        if (whet_tokenizer_encode(t, "a", 1, 0, &probe, &n_probe, &e) != 0 ||
+            whet_tokenizer_encode(t, "a", 1, 1, &probe_special, &n_special, &e) != 0)
+            goto done;
+        if (n_probe == 0) /* "a" is no token here: only a leading BOS can be told apart */
+            prefix = n_special > 0 && probe_special[0] == whet_tokenizer_bos_id(t);
+        else
+            for (size_t p = 0; p + n_probe <= n_special; p++)
+                if (memcmp(probe_special + p, probe, n_probe * sizeof *probe) == 0) {
+                    prefix = p;
+                    break;
+                }
+    }
+    *ids = malloc((prefix + n_body + 1) * sizeof **ids);
+    if (!*ids) {
+        whet_fail(&e, "out of memory for %zu tokens", prefix + n_body);
+        goto done;
+    }
+    if (prefix)
+        memcpy(*ids, probe_special, prefix * sizeof **ids);
+    if (n_body)
+        memcpy(*ids + prefix, body, n_body * sizeof **ids);
+    *n = prefix + n_body;
+    rc = 0;
+done:
+    if (rc)
+        whet_error("%s", e.msg);
+    free(body);
+    free(probe);
+    free(probe_special);
+    return rc;
 }

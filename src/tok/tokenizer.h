@@ -118,4 +118,11 @@ int whet_tokenizer_is_special(const whet_tokenizer *t, int32_t id);
 double whet_tokenizer_bench(const whet_tokenizer *t, const char *text, size_t len, double min_seconds,
                             size_t *n_tokens, whet_err *e);
 
+/* Tokens of `text` as a prompt: without the tokenizer's special tokens, then
+ * with its BOS in front when the tokenizer adds one on its own (encoding ""
+ * with special tokens shows whether it does) and `bos` is set. Templates that
+ * write the BOS text themselves ask for no BOS; an EOS the tokenizer would
+ * append is never added to a prompt. */
+int whet_tokenizer_encode_prompt(const whet_tokenizer *t, const char *text, size_t len, int bos, int32_t **ids, size_t *n);
+
 #endif

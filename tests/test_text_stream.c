@@ -1,4 +1,4 @@
-/* What whet generate streams (src/cli/common.c): UTF-8 characters split over
+/* What whet generate streams (src/tok/text_stream.c): UTF-8 characters split over
  * pieces are written whole, invalid bytes become U+FFFD exactly as a
  * from_utf8_lossy decode of the whole text would have them, whatever the
  * piece boundaries; stop strings are found across pieces and text that may
@@ -9,7 +9,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "cli/common.h"
+#include "tok/text_stream.h"
+#include "tok/tokenizer.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -18,13 +19,13 @@
 static const char *stream(const char *in, size_t len, size_t step, size_t *out_len)
 {
     static char out[4096];
-    cli_utf8_stream s = {{0}, 0};
+    whet_utf8_stream s = {{0}, 0};
     size_t o = 0;
     for (size_t i = 0; i < len; i += step) {
         size_t n = len - i < step ? len - i : step;
-        o += cli_utf8_feed(&s, in + i, n, out + o);
+        o += whet_utf8_feed(&s, in + i, n, out + o);
     }
-    o += cli_utf8_flush(&s, out + o);
+    o += whet_utf8_flush(&s, out + o);
     out[o] = 0;
     *out_len = o;
     return out;
@@ -60,13 +61,13 @@ static void utf8_pieces(void **state)
     check_all_cuts("\xFF\xC3\xA9\xFE", 4, FFFD "\xC3\xA9" FFFD);
     check_all_cuts("\xE2\x82\xE2\x82\xAC", 5, FFFD "\xE2\x82\xAC");
     /* nothing is written while a character is unfinished */
-    cli_utf8_stream s = {{0}, 0};
+    whet_utf8_stream s = {{0}, 0};
     char out[64];
-    assert_int_equal(cli_utf8_feed(&s, "\xF0\x9F", 2, out), 0);
-    assert_int_equal(cli_utf8_feed(&s, "\x98", 1, out), 0);
-    assert_int_equal(cli_utf8_feed(&s, "\x80x", 2, out), 5);
+    assert_int_equal(whet_utf8_feed(&s, "\xF0\x9F", 2, out), 0);
+    assert_int_equal(whet_utf8_feed(&s, "\x98", 1, out), 0);
+    assert_int_equal(whet_utf8_feed(&s, "\x80x", 2, out), 5);
     assert_memory_equal(out, "\xF0\x9F\x98\x80x", 5);
-    assert_int_equal(cli_utf8_flush(&s, out), 0);
+    assert_int_equal(whet_utf8_flush(&s, out), 0);
 }
 
 static void stop_strings(void **state)
@@ -75,26 +76,26 @@ static void stop_strings(void **state)
     char *stops[] = {"<end>", "\n\n"};
     long at;
     /* nothing that could start a stop string: everything is safe */
-    assert_int_equal(cli_stop_scan("hello", 5, stops, 2, &at), 5);
+    assert_int_equal(whet_stop_scan("hello", 5, stops, 2, &at), 5);
     assert_int_equal(at, -1);
     /* a possible beginning is held back */
-    assert_int_equal(cli_stop_scan("hello <en", 9, stops, 2, &at), 6);
+    assert_int_equal(whet_stop_scan("hello <en", 9, stops, 2, &at), 6);
     assert_int_equal(at, -1);
-    assert_int_equal(cli_stop_scan("line\n", 5, stops, 2, &at), 4);
+    assert_int_equal(whet_stop_scan("line\n", 5, stops, 2, &at), 4);
     /* found: everything before it is printed, the leftmost stop wins */
-    assert_int_equal(cli_stop_scan("a\n\nb<end>", 9, stops, 2, &at), 1);
+    assert_int_equal(whet_stop_scan("a\n\nb<end>", 9, stops, 2, &at), 1);
     assert_int_equal(at, 1);
-    assert_int_equal(cli_stop_scan("ab<end>\n\n", 9, stops, 2, &at), 2);
+    assert_int_equal(whet_stop_scan("ab<end>\n\n", 9, stops, 2, &at), 2);
     assert_int_equal(at, 2);
     /* no stop strings: all safe */
-    assert_int_equal(cli_stop_scan("x<", 2, NULL, 0, &at), 2);
+    assert_int_equal(whet_stop_scan("x<", 2, NULL, 0, &at), 2);
     /* held text that turns out not to be a stop is released on the next scan */
-    assert_int_equal(cli_stop_scan("<enx", 4, stops, 2, &at), 4);
+    assert_int_equal(whet_stop_scan("<enx", 4, stops, 2, &at), 4);
     /* a stop longer than the held text, matching all of it */
-    assert_int_equal(cli_stop_scan("<e", 2, stops, 2, &at), 0);
+    assert_int_equal(whet_stop_scan("<e", 2, stops, 2, &at), 0);
 }
 
-/* cli_encode_prompt: the text without special tokens, after the BOS when
+/* whet_tokenizer_encode_prompt: the text without special tokens, after the BOS when
  * the tokenizer adds one and it is wanted (compared with whet tokenize's own
  * encoding with and without special tokens). */
 static void prompt_bos(void **state)
@@ -119,7 +120,7 @@ static void prompt_bos(void **state)
         assert_int_equal(whet_tokenizer_encode(t, text, strlen(text), 1, &special, &n_special, &e), 0);
         assert_int_equal(n_special, n_plain + (size_t)cases[i].adds_bos);
         for (int bos = 0; bos <= 1; bos++) {
-            assert_int_equal(cli_encode_prompt(t, text, strlen(text), bos, &ids, &n), 0);
+            assert_int_equal(whet_tokenizer_encode_prompt(t, text, strlen(text), bos, &ids, &n), 0);
             if (bos && cases[i].adds_bos) {
                 assert_int_equal(n, n_special);
                 assert_memory_equal(ids, special, n * sizeof *ids);
