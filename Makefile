@@ -60,7 +60,7 @@ MAN_PAGES := $(wildcard man/*.1 man/*.5)
 .SECONDARY:
 
 .PHONY: all check tests check-unit check-cli check-aarch64 check-sanitize bench fuzz fuzz-smoke \
-	install uninstall clean distclean help
+	demo install uninstall clean distclean help
 
 # Programs that ship with the data sets in datasets/ (C11 + libc, no libwhet).
 DATASET_TOOLS := $(BUILD)/datasets/query-dsl-validate
@@ -107,6 +107,13 @@ check-unit: $(TEST_BIN)
 
 check-cli: $(BUILD)/whet $(DATASET_TOOLS)
 	@WHET="$(EMULATOR) $(CURDIR)/$(BUILD)/whet" tests/run.sh $(CLI_TESTS)
+
+# The README's first command: the whole job on what ships in the repository
+# (tests/demo.sh; its output goes to $(BUILD)/demo). whet is built first.
+demo:
+	@echo "make demo: building whet if needed (a minute or two on 2 cores), then the demo"
+	@$(MAKE) --no-print-directory all
+	@WHET="$(EMULATOR) $(CURDIR)/$(BUILD)/whet" DEMO_OUT="$${DEMO_OUT:-$(CURDIR)/$(BUILD)/demo}" tests/demo.sh
 
 # NEON: cross-compile, then run under qemu as a Raspberry Pi 5 core (no BF16)
 # and as qemu's "max" CPU (BF16, I8MM, SVE).
@@ -180,6 +187,7 @@ distclean: clean
 
 help:
 	@echo "make              build build/whet"
+	@echo "make demo         build whet, then fine-tune, eval, gate and export the demo model (tests/demo.sh)"
 	@echo "make check        build and run every test (unit + CLI)"
 	@echo "make check-aarch64  cross-compile and run the tests under qemu-aarch64"
 	@echo "make check-sanitize unit tests under ASan+UBSan"
