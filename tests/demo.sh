@@ -116,9 +116,14 @@ $WHET data check "$data/train.jsonl" "$data/valid.jsonl" --model "$model" || die
 # ---- 3. LoRA fine-tune
 phase "3/6 LoRA fine-tune on $data (train.jsonl, valid.jsonl): $steps steps"
 rm -rf "$out/run"
+# --eval runs both suites on the base model and at each checkpoint (every 200
+# steps), each line with its gate verdict. No --gate: it would keep only a
+# checkpoint that passes every suite's gate, and the task suite's is a bar for
+# shipping that this tiny model does not reach in minutes (step 4 says so).
 $WHET train --model "$model" --data "$data" --out "$out/run" --method lora --lora-rank 32 --lora-alpha 64 \
     --pack --seq-len 256 --batch-size 8 --lr 3e-3 --warmup-steps 20 --steps "$steps" \
-    --eval-every 100 --save-every 0 --keep-checkpoints 1 || die "whet train failed"
+    --eval-every 100 --save-every 200 --keep-checkpoints 1 --eval "$task_spec" --eval "$general_spec" ||
+    die "whet train failed"
 adapter=$out/run/final
 
 # ---- 4. eval with the gate

@@ -62,6 +62,10 @@ stdout_has '^general: [0-9]+ of 8 passed'
 # 3: the adapter; 5: the exports
 [ -f "$tmp/demo/run/final/adapter_config.json" ] || fail "no trained adapter"
 [ -f "$tmp/demo/run/metrics.jsonl" ] || fail "no metrics.jsonl"
+# whet train --eval: the suites on the base model and at the checkpoint
+[ -s "$tmp/demo/run/eval/step-0/results.json" ] && [ -s "$tmp/demo/run/eval/step-2/results.json" ] ||
+    fail "whet train --eval left no baseline or checkpoint eval"
+grep -q '"type":"eval"' "$tmp/demo/run/metrics.jsonl" || fail "no eval record in metrics.jsonl"
 [ -s "$tmp/demo/adapter/adapter_model.safetensors" ] && [ -s "$tmp/demo/adapter/adapter_config.json" ] ||
     fail "no PEFT export"
 [ "$(head -c 4 "$tmp/demo/demo-query-dsl.gguf")" = GGUF ] || fail "the merged export is not a GGUF file"
