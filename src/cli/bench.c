@@ -674,6 +674,7 @@ static void usage(FILE *out)
           "                   tests/data/tokenizers/gpt2, from the source tree)\n"
           "  --json           print one JSON object per benchmark, one per line\n"
           "  --help           this text\n"
+          "  --version        print whet's version\n"
           "train (the ISA: --isa, else the best this CPU runs):\n"
           "  --method M       lora (default), full, or both\n"
           "  --base-dtype D   LoRA's frozen base weights: f32 (default) or bf16\n"
@@ -719,7 +720,6 @@ int cmd_bench(int argc, char **argv)
                                             {"seq-len", required_argument, NULL, 'T'},
                                             {"tokenizer", required_argument, NULL, 'k'},
                                             {"json", no_argument, NULL, 'j'},
-                                            {"help", no_argument, NULL, 'h'},
                                             {"method", required_argument, NULL, OPT_METHOD},
                                             {"base-dtype", required_argument, NULL, OPT_BASE_DTYPE},
                                             {"batch-size", required_argument, NULL, OPT_BATCH},
@@ -738,10 +738,10 @@ int cmd_bench(int argc, char **argv)
                                             {"profile", no_argument, NULL, OPT_PROFILE},
                                             {"grad-checkpoint", no_argument, NULL, OPT_CHECKPOINT},
                                             {"peak", required_argument, NULL, OPT_PEAK},
-                                            {0}};
+                                            CLI_COMMON_OPTIONS};
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+    cli_parser parser = {.command = "bench", .usage = usage};
+    while ((opt = cli_next_option(&parser, argc, argv, "", options)) != -1) {
         char *end = NULL;
         switch (opt) {
         case OPT_METHOD:
@@ -753,33 +753,33 @@ int cmd_bench(int argc, char **argv)
                 tr.methods = BENCH_TRAIN_LORA | BENCH_TRAIN_FULL;
             else {
                 whet_error("bench: --method wants lora, full or both, not '%s'", optarg);
-                return WHET_EXIT_USAGE;
+                return WHET_EXIT_ERROR;
             }
             break;
         case OPT_BASE_DTYPE:
             if (strcmp(optarg, "f32") != 0 && strcmp(optarg, "bf16") != 0) {
                 whet_error("bench: --base-dtype wants f32 or bf16, not '%s'", optarg);
-                return WHET_EXIT_USAGE;
+                return WHET_EXIT_ERROR;
             }
             tr.bf16_base = strcmp(optarg, "bf16") == 0;
             break;
         case OPT_BATCH:
             if (cli_parse_size("bench", "--batch-size", optarg, 1, 65536, &tr.batch))
-                return WHET_EXIT_USAGE;
+                return WHET_EXIT_ERROR;
             break;
         case OPT_STEPS:
             if (cli_parse_size("bench", "--steps", optarg, 1, 100000, &tr.steps))
-                return WHET_EXIT_USAGE;
+                return WHET_EXIT_ERROR;
             break;
         case OPT_RANK:
             if (cli_parse_size("bench", "--lora-rank", optarg, 1, 4096, &tr.rank))
-                return WHET_EXIT_USAGE;
+                return WHET_EXIT_ERROR;
             break;
         case OPT_SHAPE:
             if (strcmp(optarg, "smollm-135m") != 0) {
                 whet_error("bench: --shape wants smollm-135m (other shapes: --hidden, --layers, ...), not '%s'",
                            optarg);
-                return WHET_EXIT_USAGE;
+                return WHET_EXIT_ERROR;
             }
             break;
         case OPT_HIDDEN:
@@ -792,7 +792,7 @@ int cmd_bench(int argc, char **argv)
             const char *names[] = {"--hidden", "--layers", "--heads", "--kv-heads", "--ffn", "--vocab"};
             int i = opt - OPT_HIDDEN;
             if (cli_parse_size("bench", names[i], optarg, 1, (size_t)1 << 24, dims[i]))
-                return WHET_EXIT_USAGE;
+                return WHET_EXIT_ERROR;
             break;
         }
         case OPT_TORCH: tr.torch = optarg; break;
@@ -802,28 +802,28 @@ int cmd_bench(int argc, char **argv)
         case OPT_CHECKPOINT: tr.checkpoint = 1; break;
         case OPT_PEAK:
             if (cli_parse_double("bench", "--peak", optarg, 0.001, 1e6, &tr.peak_gflops))
-                return WHET_EXIT_USAGE;
+                return WHET_EXIT_ERROR;
             break;
         case 'i': isa_name = optarg; break;
         case 't':
             threads = (int)strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 4096) {
                 whet_error("bench: --threads wants a positive integer, not '%s'", optarg);
-                return WHET_EXIT_USAGE;
+                return WHET_EXIT_ERROR;
             }
             break;
         case 'r':
             b.timing.repeat = (int)strtol(optarg, &end, 10);
             if (*end || b.timing.repeat < 1 || b.timing.repeat > 1000) {
                 whet_error("bench: --repeat wants an integer from 1 to 1000, not '%s'", optarg);
-                return WHET_EXIT_USAGE;
+                return WHET_EXIT_ERROR;
             }
             break;
         case 's':
             b.timing.seconds = strtod(optarg, &end);
             if (*end || !(b.timing.seconds >= 0 && b.timing.seconds <= 3600)) {
                 whet_error("bench: --seconds wants a number from 0 to 3600, not '%s'", optarg);
-                return WHET_EXIT_USAGE;
+                return WHET_EXIT_ERROR;
             }
             break;
         case 'c': b.timing.clock = process_cpu_seconds; break;
@@ -831,17 +831,18 @@ int cmd_bench(int argc, char **argv)
             long long n = strtoll(optarg, &end, 10);
             if (*end || n < 1 || n > 1000000) {
                 whet_error("bench: --seq-len wants an integer from 1 to 1000000, not '%s'", optarg);
-                return WHET_EXIT_USAGE;
+                return WHET_EXIT_ERROR;
             }
             b.seq_len = (size_t)n;
             break;
         }
         case 'k': b.tokenizer = optarg; break;
         case 'j': b.json = 1; break;
-        case 'h': usage(stdout); return WHET_EXIT_OK;
-        default: usage(stderr); return WHET_EXIT_USAGE;
+        default: break;
         }
     }
+    if (parser.exit >= 0)
+        return parser.exit;
     enum { RUN_GEMM = 1, RUN_FORWARD = 2, RUN_TOKENIZE = 4, RUN_TRAIN = 8 };
     int run = 0;
     for (; optind < argc; optind++) {
@@ -855,7 +856,7 @@ int cmd_bench(int argc, char **argv)
             run |= RUN_TRAIN;
         else {
             whet_error("bench: no benchmark '%s' (there are: gemm, forward, tokenize, train)", argv[optind]);
-            return WHET_EXIT_USAGE;
+            return WHET_EXIT_ERROR;
         }
     }
     if (!run)
@@ -869,7 +870,7 @@ int cmd_bench(int argc, char **argv)
         int isa = whet_isa_from_name(isa_name);
         if (isa < 0) {
             whet_error("bench: unknown --isa '%s' (expected scalar, avx2, avx512 or neon)", isa_name);
-            return WHET_EXIT_USAGE;
+            return WHET_EXIT_ERROR;
         }
         b.isas[0] = whet_kernels_for((whet_isa)isa);
         if (!b.isas[0]) {
@@ -890,7 +891,7 @@ int cmd_bench(int argc, char **argv)
     if (b.timing.clock != whet_now && b.threads != 1) {
         /* CPU time summed over threads says nothing about how well they scale */
         whet_error("bench: --cpu-time measures one thread; add --threads 1");
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     int status = WHET_EXIT_ERROR;
     for (int i = 0; i < b.nisas && run != RUN_TRAIN; i++) {

@@ -1264,17 +1264,17 @@ int bench_train(const bench_train_options *o)
     if (o->hidden % o->heads || o->heads % o->kv_heads || (o->hidden / o->heads) % 2) {
         whet_error("bench train: --hidden %zu over --heads %zu (over --kv-heads %zu) must divide into an even "
                    "head size and whole groups", o->hidden, o->heads, o->kv_heads);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     if (o->profile && o->threads > PROFILE_SLOTS) {
         whet_error("bench train: --profile times at most %d threads", PROFILE_SLOTS);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     whet_model_config cfg;
     whet_err e;
     if (config_for(o, o->seq_len, &cfg, &e)) {
         whet_error("bench train: %s", e.msg);
-        return WHET_EXIT_USAGE;
+        return WHET_EXIT_ERROR;
     }
     /* the cases: each method (LoRA with the chosen base), at one shape or over the sweep */
     enum { MAX_CASES = 16 };

@@ -20,7 +20,6 @@
 #define DEFAULT_SHOW 3
 #define DEFAULT_NGRAM 13
 
-enum { WHET_EXIT_CHECK_FAILED = 2 }; /* data check found errors (whet(1) EXIT STATUS) */
 
 static void usage(FILE *out)
 {
@@ -153,7 +152,7 @@ static int run_check(const data_args *a)
                 rep.n_files == 1 ? "" : "s", rep.errors, rep.errors == 1 ? "" : "s", rep.warnings,
                 rep.warnings == 1 ? "" : "s");
     }
-    int status = rep.errors ? WHET_EXIT_CHECK_FAILED : WHET_EXIT_OK;
+    int status = rep.errors ? WHET_EXIT_GATE : WHET_EXIT_OK;
     whet_data_report_free(&rep);
     return status;
 }

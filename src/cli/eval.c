@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { WHET_EXIT_GATE = 2 }; /* a gate failed (whet(1) EXIT STATUS) */
 
 static void usage(FILE *out)
 {

@@ -1424,7 +1424,7 @@ int cmd_train(int argc, char **argv)
             whet_error("train: the eval gate failed at every checkpoint (%zu of them; at step %" PRIu64 ": %s); "
                        "no output was written to %s",
                        ev->checkpoints, ev->last_step, ev->last_failures[0] ? ev->last_failures : "?", final_dir);
-            status = 2; /* a gate failed, as for whet eval (whet(1)) */
+            status = WHET_EXIT_GATE; /* whet(1) EXIT STATUS */
         }
         break;
     case WHET_TRAIN_INTERRUPTED:

@@ -11,18 +11,18 @@ tiny="--hidden 32 --layers 2 --heads 4 --kv-heads 2 --ffn 64 --vocab 256 --seq-l
 run 0 bench --help
 stdout_has 'whet bench train'
 stdout_has '--base-dtype'
-run 2 bench train --method half
+run 1 bench train --method half
 stderr_has "--method wants lora, full or both"
-run 2 bench train --base-dtype f16
+run 1 bench train --base-dtype f16
 stderr_has "--base-dtype"
-run 2 bench train --shape llama-70b
+run 1 bench train --shape llama-70b
 stderr_has "smollm-135m"
-run 2 bench train --steps 0
-run 2 bench train --hidden 30 --heads 4
+run 1 bench train --steps 0
+run 1 bench train --hidden 30 --heads 4
 stderr_has "head size"
-run 2 bench train --heads 4 --kv-heads 3 --hidden 32
-run 2 bench train --lora-rank x
-run 2 bench train --peak 0
+run 1 bench train --heads 4 --kv-heads 3 --hidden 32
+run 1 bench train --lora-rank x
+run 1 bench train --peak 0
 
 case "$WHET" in
 *qemu*) ;; # an emulated training step would take long and measure nothing
