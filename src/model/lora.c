@@ -205,16 +205,52 @@ static size_t max_in(const whet_lora *lora)
     return k;
 }
 
+/* The widest output of an adapted projection: B's transposed copies. */
+static size_t max_out(const whet_lora *lora)
+{
+    size_t n = 0;
+    for (int id = 0; id < WHET_LIN_COUNT; id++)
+        if (lora->B[id] && lora->out[id] > n)
+            n = lora->out[id];
+    return n;
+}
+
+/* lora->work, for blocks of work_rows rows (see work_of): per row xs,
+ * d(xs) and a transposed rank-r product, and dropout(x) with dropout; then
+ * two [r, max out] matrices (Bᵀ and dBᵀ). */
 static size_t work_row_floats(const whet_lora *lora)
 {
-    return 2 * lora->opt.rank + (lora->opt.dropout > 0.0f ? max_in(lora) : 0);
+    return 3 * lora->opt.rank + (lora->opt.dropout > 0.0f ? max_in(lora) : 0);
+}
+
+static size_t work_fixed_floats(const whet_lora *lora)
+{
+    return 2 * lora->opt.rank * max_out(lora);
+}
+
+typedef struct lora_work {
+    float *xs, *dxa; /* [work_rows, r] */
+    float *t;        /* [r, work_rows]: xsᵀ or d(xs)ᵀ as the GEMM leaves them */
+    float *Bt, *dBt; /* [r, max out] */
+    float *x;        /* dropout(x) [work_rows, max in] */
+} lora_work;
+
+static lora_work work_of(const whet_lora *lora)
+{
+    size_t r = lora->opt.rank, wr = lora->work_rows, fixed = work_fixed_floats(lora) / 2;
+    float *w = lora->work;
+    lora_work k = {.xs = w, .dxa = w + r * wr, .t = w + 2 * r * wr};
+    k.Bt = w + 3 * r * wr;
+    k.dBt = k.Bt + fixed;
+    k.x = k.dBt + fixed;
+    return k;
 }
 
 int whet_lora_reserve(whet_lora *lora, size_t rows, whet_err *e)
 {
     if (rows <= lora->work_rows)
         return 0;
-    size_t floats = align_floats(rows * work_row_floats(lora));
+    size_t floats = align_floats(rows * work_row_floats(lora) + work_fixed_floats(lora));
     float *w = aligned_alloc(64, floats * sizeof(float));
     if (!w)
         return whet_fail(e, "out of memory for LoRA scratch of %zu rows", rows);
@@ -389,12 +425,34 @@ static void dropout_apply(whet_compute *c, const whet_lora *lora, size_t layer, 
 
 /* ---- forward and backward ---------------------------------------------------- */
 
+/* The rank-r products run as GEMMs whose wide dimension (rows, in or out)
+ * lies along the micro-tile's NR columns and r along its MR rows: with r
+ * along NR (N = r = 8 of NR = 32) three quarters of every tile was padding
+ * and the big operand was streamed through mostly empty tiles. So xs and
+ * d(xs) are computed transposed ([r, rows]) and transposed back, and dB as
+ * dBᵀ = xsᵀ·dout. The transposes are O(rows·r), serial, in a fixed order. */
 static void gemm(whet_compute *c, whet_gemm_layout layout, size_t M, size_t N, size_t K, const float *A, size_t lda,
                  const float *B, size_t ldb, float *C, size_t ldc, int accumulate)
 {
     whet_gemm g = {.layout = layout, .M = M, .N = N, .K = K, .A = A, .lda = lda, .B = B, .ldb = ldb, .C = C,
                    .ldc = ldc, .accumulate = accumulate};
     whet_compute_sgemm(c, &g);
+}
+
+/* dst[n, r] = s · src[r, n]ᵀ */
+static void transpose_scaled(float *dst, const float *src, size_t r, size_t n, float s)
+{
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < r; j++)
+            dst[i * r + j] = s * src[j * n + i];
+}
+
+/* xs[n, r] = s · x[n, K]·Aᵀ, through xsᵀ = A·xᵀ in t [r, n] */
+static void rank_product(whet_compute *c, float *xs, float *t, const float *x, const float *A, size_t n, size_t r,
+                         size_t K, float s)
+{
+    gemm(c, WHET_GEMM_NT, r, n, K, A, K, x, K, t, n, 0);
+    transpose_scaled(xs, t, r, n, s);
 }
 
 void whet_lora_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
@@ -408,19 +466,18 @@ void whet_lora_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id,
     const float *A = lora->A[id] + l * r * K, *B = lora->B[id] + l * N * r;
     int drop = dropping(lora);
     float *saved = saved_xs(m, a, l, id, rows);
-    float *work_xs = lora->work, *work_x = lora->work + 2 * r * lora->work_rows;
-    /* without dropout and with room in the acts, one block: no scratch */
-    size_t block = saved && !drop ? rows : lora->work_rows;
+    lora_work w = work_of(lora);
+    /* rows are independent here: blocks of work_rows change no bit */
+    size_t block = lora->work_rows;
     for (size_t r0 = 0; r0 < rows; r0 += block) {
         size_t n = rows - r0 < block ? rows - r0 : block;
         const float *x = in + r0 * K;
         if (drop) {
-            dropout_apply(c, lora, l, id, r0, work_x, x, n, 0);
-            x = work_x;
+            dropout_apply(c, lora, l, id, r0, w.x, x, n, 0);
+            x = w.x;
         }
-        float *xs = saved ? saved + r0 * r : work_xs;
-        gemm(c, WHET_GEMM_NT, n, r, K, x, K, A, K, xs, r, 0);
-        c->kernels->scale(xs, lora->scale, n * r);
+        float *xs = saved ? saved + r0 * r : w.xs;
+        rank_product(c, xs, w.t, x, A, n, r, K, lora->scale);
         gemm(c, WHET_GEMM_NT, n, N, r, xs, r, B, r, out + r0 * N, N, 1);
     }
 }
@@ -441,35 +498,43 @@ void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id
     int drop = dropping(lora);
     float *saved = saved_xs(m, a, l, id, rows);
     size_t block = lora->work_rows;
-    float *work_xs = lora->work, *dxa = lora->work + r * block, *work_x = lora->work + 2 * r * block;
+    lora_work w = work_of(lora);
+    if (dA || din) /* Bᵀ [r, N]: d(xs)ᵀ = Bᵀ·doutᵀ has rows along NR */
+        for (size_t o = 0; o < N; o++)
+            for (size_t j = 0; j < r; j++)
+                w.Bt[j * N + o] = B[o * r + j];
     for (size_t r0 = 0; r0 < rows; r0 += block) {
         size_t n = rows - r0 < block ? rows - r0 : block;
         const float *x = in + r0 * K, *dy = dout + r0 * N;
         if (drop && (dA || (dB && !saved))) {
-            dropout_apply(c, lora, l, id, r0, work_x, x, n, 0);
-            x = work_x;
+            dropout_apply(c, lora, l, id, r0, w.x, x, n, 0);
+            x = w.x;
         }
-        const float *xs = saved ? saved + r0 * r : work_xs;
-        if (!saved && dB) {
-            gemm(c, WHET_GEMM_NT, n, r, K, x, K, A, K, work_xs, r, 0);
-            c->kernels->scale(work_xs, lora->scale, n * r);
+        const float *xs = saved ? saved + r0 * r : w.xs;
+        if (!saved && dB)
+            rank_product(c, w.xs, w.t, x, A, n, r, K, lora->scale);
+        if (dB) {
+            /* dBᵀ [r, N] = xsᵀ·dy, added to dB [N, r] */
+            gemm(c, WHET_GEMM_TN, r, N, n, xs, r, dy, N, w.dBt, N, 0);
+            for (size_t o = 0; o < N; o++)
+                for (size_t j = 0; j < r; j++)
+                    dB[o * r + j] += w.dBt[j * N + o];
         }
-        if (dB)
-            gemm(c, WHET_GEMM_TN, N, r, n, dy, N, xs, r, dB, r, 1);
         if (!dA && !din)
             continue;
-        gemm(c, WHET_GEMM_NN, n, r, N, dy, N, B, r, dxa, r, 0);
-        c->kernels->scale(dxa, lora->scale, n * r);
+        /* dxa [n, r] = s·dy·B, through dxaᵀ = Bᵀ·dyᵀ */
+        gemm(c, WHET_GEMM_NT, r, n, N, w.Bt, N, dy, N, w.t, n, 0);
+        transpose_scaled(w.dxa, w.t, r, n, lora->scale);
         if (dA)
-            gemm(c, WHET_GEMM_TN, r, K, n, dxa, r, x, K, dA, K, 1);
+            gemm(c, WHET_GEMM_TN, r, K, n, w.dxa, r, x, K, dA, K, 1);
         if (!din)
             continue;
         if (drop) {
             /* dropout(x)'s scratch is free again: d(dropout(x)) goes there */
-            gemm(c, WHET_GEMM_NN, n, K, r, dxa, r, A, K, work_x, K, 0);
-            dropout_apply(c, lora, l, id, r0, din + r0 * K, work_x, n, 1);
+            gemm(c, WHET_GEMM_NN, n, K, r, w.dxa, r, A, K, w.x, K, 0);
+            dropout_apply(c, lora, l, id, r0, din + r0 * K, w.x, n, 1);
         } else {
-            gemm(c, WHET_GEMM_NN, n, K, r, dxa, r, A, K, din + r0 * K, K, 1);
+            gemm(c, WHET_GEMM_NN, n, K, r, w.dxa, r, A, K, din + r0 * K, K, 1);
         }
     }
 }

@@ -77,9 +77,10 @@ typedef struct whet_lora {
     size_t floats;        /* trainable floats (A and B of every target) */
     uint64_t step;        /* the dropout stream's step; the trainer sets it */
     int training;         /* dropout on (training) or off (eval, generation) */
-    /* Scratch for one block of work_rows rows: xs and d(xs) [work_rows, r]
-     * each, and, with dropout, dropout(x) [work_rows, max in]. Calls with
-     * more rows run in blocks of work_rows (whet_lora_reserve avoids that). */
+    /* Scratch for one block of work_rows rows: xs, d(xs) and a transposed
+     * copy [work_rows, r] each, Bᵀ and dBᵀ [r, max out], and, with dropout,
+     * dropout(x) [work_rows, max in]. Calls with more rows run in blocks of
+     * work_rows (whet_lora_reserve avoids that). */
     float *work;
     size_t work_rows;
 } whet_lora;
