@@ -334,10 +334,13 @@ static void block_backward(whet_model *m, whet_acts *a, size_t l, whet_model_gra
 #define LAYER(ptr, n) ((ptr) ? (ptr) + l * (n) : NULL)
 #define GRAD(view, n) (gp ? LAYER(gp->view, n) : NULL)
 
-    /* MLP: x_out = x_mid + down(h);  h = act(gate, up);  gate, up = ln2·W;  ln2 = norm(x_mid) */
+    /* MLP: x_out = x_mid + down(h);  h = act(gate, up);  gate, up = ln2·W;  ln2 = norm(x_mid)
+     * (h, ln2 and ln1 are recomputed just before the projection that takes them as input) */
+    whet_block_recompute_h(m, a, l);
     whet_linear_backward(m, a, l, WHET_LIN_DOWN, d->h, 0, d->res, la->h, BT, g);
     act_bw_job xj = {c->kernels, cfg->info->act, d->gate, d->up, d->h, la->gate, la->up, F};
     whet_compute_for(c, BT, grain_for(F), act_bw_rows, &xj);
+    whet_block_recompute_ln2(m, a, l);
     if (cfg->info->act == WHET_ACT_SWIGLU) {
         whet_linear_backward(m, a, l, WHET_LIN_GATE, d->ln, 0, d->gate, la->ln2, BT, g);
         whet_linear_backward(m, a, l, WHET_LIN_UP, d->ln, 1, d->up, la->ln2, BT, g);
@@ -370,6 +373,7 @@ static void block_backward(whet_model *m, whet_acts *a, size_t l, whet_model_gra
     /* ∂L/∂ln1 is needed below this layer, and for the norm's own weights */
     int need_dln = need_dx || (gp && gp->ln1_w);
     float *dln = need_dln ? d->ln : NULL;
+    whet_block_recompute_ln1(m, a, l);
     whet_linear_backward(m, a, l, WHET_LIN_Q, dln, 0, dq, la->ln1, BT, g);
     whet_linear_backward(m, a, l, WHET_LIN_K, dln, 1, dk, la->ln1, BT, g);
     whet_linear_backward(m, a, l, WHET_LIN_V, dln, 1, d->v, la->ln1, BT, g);

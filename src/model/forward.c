@@ -25,12 +25,16 @@ static size_t take(float **view, float *base, size_t offset, size_t n)
 
 /* One layer slot's views at base + offset; returns the floats one slot takes.
  * Without x_in (checkpointing) the slot's x_in is left NULL: each layer's
- * input lives in its own buffer outside the slot. */
+ * input lives in its own buffer outside the slot. ln1, ln2 and h are not in
+ * the slot either: they are cheap to recompute (a norm, an activation) and
+ * take 2·C + F floats a row, so every layer's views point at shared buffers
+ * (layout_acts) and the backward pass recomputes them (whet_block_recompute_ln1
+ * and the like). */
 static size_t layout_layer(const whet_model_config *c, size_t B, size_t T, int with_x_in, whet_layer_acts *la,
                            float *base)
 {
     const whet_arch_info *info = c->info;
-    size_t BT = B * T, C = c->hidden, F = c->ffn;
+    size_t BT = B * T, F = c->ffn;
     size_t QD = c->heads * c->head_dim, KVD = c->kv_heads * c->head_dim;
     int layer_norm = info->norm == WHET_NORM_LAYER;
     whet_layer_acts dummy;
@@ -39,8 +43,7 @@ static size_t layout_layer(const whet_model_config *c, size_t B, size_t T, int w
     memset(la, 0, sizeof *la);
     size_t o = 0;
     if (with_x_in)
-        o = take(&la->x_in, base, o, BT * C);
-    o = take(&la->ln1, base, o, BT * C);
+        o = take(&la->x_in, base, o, BT * c->hidden);
     if (layer_norm)
         o = take(&la->ln1_mean, base, o, BT);
     o = take(&la->ln1_rstd, base, o, BT);
@@ -55,15 +58,13 @@ static size_t layout_layer(const whet_model_config *c, size_t B, size_t T, int w
     o = take(&la->v, base, o, BT * KVD);
     o = take(&la->att, base, o, BT * QD);
     o = take(&la->att_lse, base, o, BT * c->heads);
-    o = take(&la->x_mid, base, o, BT * C);
-    o = take(&la->ln2, base, o, BT * C);
+    o = take(&la->x_mid, base, o, BT * c->hidden);
     if (layer_norm)
         o = take(&la->ln2_mean, base, o, BT);
     o = take(&la->ln2_rstd, base, o, BT);
     if (info->act == WHET_ACT_SWIGLU)
         o = take(&la->gate, base, o, BT * F);
     o = take(&la->up, base, o, BT * F);
-    o = take(&la->h, base, o, BT * F);
     return o;
 }
 
@@ -104,9 +105,11 @@ static int32_t *take_ints(float *base, size_t *o, size_t n)
 /* The whole activation layout; with a, fills its views from base.
  *   REUSE:      one layer slot, the stream updated in place (inference);
  *   KEEP:       L slots (training: the backward reads every layer's);
- *   CHECKPOINT: L inputs x_in, one slot the backward recomputes layers into.
- * An adapter's scratch is lora_floats per layer (model/lora.h: slot l unless
- * REUSE; under CHECKPOINT too, being small, so each layer keeps its own). */
+ *   CHECKPOINT: L inputs x_in, one slot the backward recomputes layers into;
+ * in every mode one ln [BT, C] (ln1, then ln2) and one h [BT, F] shared by
+ * all layers. An adapter's scratch is lora_floats per layer (model/lora.h:
+ * slot l unless REUSE; under CHECKPOINT too, being small, so each layer keeps
+ * its own). */
 static size_t layout_acts(const whet_model_config *c, size_t B, size_t T, int mode, size_t lora_floats, whet_acts *a,
                           float *base)
 {
@@ -118,7 +121,12 @@ static size_t layout_acts(const whet_model_config *c, size_t B, size_t T, int mo
     if (a)
         for (size_t l = 0; l < L; l++)
             layout_layer(c, B, T, !checkpoint, &a->layers[l], base ? base + (keep ? l : 0) * per_layer : NULL);
-    float *dummy;
+    float *dummy, *ln, *h;
+    o = take(&ln, base, o, BT * C);
+    o = take(&h, base, o, BT * c->ffn);
+    if (a)
+        for (size_t l = 0; l < L; l++)
+            a->layers[l].ln1 = a->layers[l].ln2 = ln, a->layers[l].h = h;
     if (checkpoint)
         for (size_t l = 0; l < L; l++)
             o = take(a ? &a->layers[l].x_in : &dummy, base, o, BT * C);
@@ -468,6 +476,38 @@ void whet_block_recompute(whet_model *m, whet_acts *a, size_t l)
      * write over proj, its own operand) */
     block_forward(m, a, l, a->cur_B, a->cur_T, 0, NULL, a->proj);
     a->slot_layer = l;
+}
+
+/* The norms again from the kept x_in / x_mid, the activation from the kept
+ * gate and up: the forward's calls on the forward's inputs, so the same bits
+ * (the kept mean and rstd are not written: the kernels' y does not depend on
+ * whether they store them). */
+void whet_block_recompute_ln1(whet_model *m, whet_acts *a, size_t l)
+{
+    const whet_model_config *cfg = &m->cfg;
+    const whet_model_params *p = &m->params;
+    whet_layer_acts *la = &a->layers[l];
+    size_t C = cfg->hidden;
+    norm_forward(m->compute, cfg->info->norm, la->ln1, NULL, NULL, la->x_in, p->ln1_w + l * C,
+                 p->ln1_b ? p->ln1_b + l * C : NULL, a->cur_B * a->cur_T, C, cfg->norm_eps);
+}
+
+void whet_block_recompute_ln2(whet_model *m, whet_acts *a, size_t l)
+{
+    const whet_model_config *cfg = &m->cfg;
+    const whet_model_params *p = &m->params;
+    whet_layer_acts *la = &a->layers[l];
+    size_t C = cfg->hidden;
+    norm_forward(m->compute, cfg->info->norm, la->ln2, NULL, NULL, la->x_mid, p->ln2_w + l * C,
+                 p->ln2_b ? p->ln2_b + l * C : NULL, a->cur_B * a->cur_T, C, cfg->norm_eps);
+}
+
+void whet_block_recompute_h(whet_model *m, whet_acts *a, size_t l)
+{
+    whet_compute *c = m->compute;
+    whet_layer_acts *la = &a->layers[l];
+    act_job xj = {c->kernels, m->cfg.info->act, la->h, la->gate, la->up, m->cfg.ffn};
+    whet_compute_for(c, a->cur_B * a->cur_T, grain_for(m->cfg.ffn), act_rows, &xj);
 }
 
 /* Checks a packed batch's positions and example starts and fills the

@@ -16,4 +16,12 @@ void whet_rope_apply(whet_model *m, float *x, size_t rows, size_t heads, const i
  * same kernels on the same inputs: the same bits as the first forward. */
 void whet_block_recompute(whet_model *m, whet_acts *a, size_t l);
 
+/* What no training layout keeps per layer (model/forward.c: layout_layer):
+ * layer l's ln1, ln2 or h, recomputed into its shared buffer — the one ln
+ * buffer holds ln1 or ln2, whichever was recomputed last — from the kept
+ * x_in, x_mid or gate and up, with the same bits as the forward's. */
+void whet_block_recompute_ln1(whet_model *m, whet_acts *a, size_t l);
+void whet_block_recompute_ln2(whet_model *m, whet_acts *a, size_t l);
+void whet_block_recompute_h(whet_model *m, whet_acts *a, size_t l);
+
 #endif

@@ -8,10 +8,12 @@
  *
  * Parameters live in one fp32 allocation with named views (whet_model_params),
  * activations in another (whet_acts), laid out so that the backward pass can
- * find everything it needs: each layer's input, normalised inputs with their
- * rstd (and mean, for LayerNorm), q/k before the per-head norm, the attention
- * output with its per-row log-sum-exp, the MLP's pre-activations, and the LM
- * head's log-sum-exp per row.
+ * find everything it needs: each layer's input, its norms' rstd (and mean,
+ * for LayerNorm), q/k before the per-head norm, the attention output with
+ * its per-row log-sum-exp, the MLP's pre-activations, and the LM head's
+ * log-sum-exp per row. The normalised inputs and the MLP's activation output
+ * are cheap to recompute, so the backward pass does (the same kernels on the
+ * same inputs: the same bits) and one buffer of each serves every layer.
  *
  * Typical use:
  *   whet_model *m;  whet_model_load(&m, dir, compute, &e);
@@ -76,20 +78,22 @@ typedef struct whet_model {
     struct whet_base_bf16 *base_bf16; /* frozen linear weights held as bf16, or NULL (model/linear.c) */
 } whet_model;
 
-/* One layer's activations for BT rows (capacity rows apart per layer). */
+/* One layer's activations for BT rows (capacity rows apart per layer).
+ * ln1, ln2 and h are shared by every layer (ln1 and ln2 are one buffer): each
+ * holds the last layer's that the forward or a recompute wrote. */
 typedef struct whet_layer_acts {
     float *x_in;                  /* [BT, C] residual stream entering the layer */
-    float *ln1, *ln1_mean, *ln1_rstd; /* [BT, C], [BT] (mean: LayerNorm only) */
+    float *ln1, *ln1_mean, *ln1_rstd; /* [BT, C] (shared), [BT] (mean: LayerNorm only) */
     float *q_raw, *k_raw;         /* [BT, QD], [BT, KVD] projections before the q/k norm (Qwen3) */
     float *q_rstd, *k_rstd;       /* [BT·NH], [BT·NKV] their per-head rstd (Qwen3) */
     float *q, *k, *v;             /* [BT, QD], [BT, KVD], [BT, KVD] after bias, norm and RoPE */
     float *att;                   /* [BT, QD] attention output, heads side by side */
     float *att_lse;               /* [B, NH, T] attention log-sum-exp per query */
     float *x_mid;                 /* [BT, C] residual stream after attention */
-    float *ln2, *ln2_mean, *ln2_rstd; /* [BT, C], [BT] */
+    float *ln2, *ln2_mean, *ln2_rstd; /* [BT, C] (shared, the same buffer as ln1), [BT] */
     float *gate;                  /* [BT, F] gate projection (SwiGLU) */
     float *up;                    /* [BT, F] up projection (GPT-2: c_fc, before GELU) */
-    float *h;                     /* [BT, F] activation output, the input of down */
+    float *h;                     /* [BT, F] activation output, the input of down (shared) */
 } whet_layer_acts;
 
 /* The backward pass's buffers, one set reused by every layer (each the
@@ -107,7 +111,7 @@ typedef struct whet_grad_acts {
 
 /* whet_acts_create's modes (its keep_layers argument). */
 #define WHET_ACTS_REUSE 0      /* inference: one layer slot reused, the stream updated in place */
-#define WHET_ACTS_KEEP 1       /* training: every layer's activations kept for the backward pass */
+#define WHET_ACTS_KEEP 1       /* training: every layer's activations kept for the backward pass (but ln1, ln2, h) */
 #define WHET_ACTS_CHECKPOINT 2 /* training with gradient checkpointing: each layer's input x_in kept, the rest
                                 * recomputed layer by layer into one slot during the backward pass (one more
                                 * forward's work; the gradients are bit-identical to WHET_ACTS_KEEP's) */
