@@ -16,8 +16,12 @@ MIT). Three kinds of documents, mixed:
            places, weather, food, animals, seasons and jobs;
   facts    simple facts about the world, numbers and time, each stated in
            several ways.
-No document is a question-and-answer pair, a query of the DSL or a support
-ticket: the fine-tuning tasks stay new to the model. The general suite's
+  queries  queries of the DSL over the schema's fields, from this file's own
+           values, at line starts in runbooks, notes and code (never after a
+           question, and never one of query-dsl's valid, test or eval answers),
+           so that the tokenizer and the embeddings know the DSL's words.
+No document is a question-and-answer pair or a support ticket: the
+fine-tuning tasks' inputs stay new to the model. The general suite's
 paragraphs (datasets/general) are not in the corpus either (checked by
 tests/cli/datasets.sh).
 """
@@ -173,6 +177,166 @@ def ops_doc(rng):
     if rng.chance(0.15):
         sents.append(rng.pick(QUERY_NOTES))
     return " ".join(sents)
+
+
+# ---- queries: the query language written down, as runbooks, code and notes carry it ----
+# Queries over the schema's fields, built from this file's own values, each at
+# the start of a line (after a title, "Query:", a prompt or inside a line of
+# code), so that the tokenizer learns FIND, WHERE, the calculations and the
+# field names as tokens at a line's start and after a space, and the model
+# learns their embeddings. Any query that is the expected answer of a
+# query-dsl valid, test or eval case is skipped (see main).
+
+NUMERIC_FIELDS = ["duration_ms", "db.duration_ms", "response.size_bytes", "retry.count", "http.status_code"]
+INT_FIELDS = {"response.size_bytes", "retry.count", "http.status_code"}
+GROUP_FIELDS = ["service.name", "http.route", "region", "host.name", "http.method", "db.system", "http.status_code",
+                "user.id", "error", "cache.hit"]
+AGGREGATES = ["AVG", "SUM", "MIN", "MAX", "P50", "P90", "P95", "P99"]
+THRESHOLDS = {"duration_ms": [50, 100, 200, 250, 500, 1000, 2000], "db.duration_ms": [10, 20, 50, 100, 250, 500],
+              "response.size_bytes": [1000, 10000, 50000, 100000, 1000000], "retry.count": [0, 1, 2, 3, 5],
+              "http.status_code": [200, 300, 400, 404, 429, 500, 503]}
+
+
+def query_calc(rng):
+    r = rng.below(10)
+    if r < 3:
+        return "COUNT"
+    if r < 5:
+        return "COUNT_DISTINCT(%s)" % rng.pick(["user.id", "service.name", "host.name", "http.route", "region"])
+    return "%s(%s)" % (rng.pick(AGGREGATES), rng.pick(NUMERIC_FIELDS[:4]))
+
+
+def query_filter(rng):
+    r = rng.below(13)
+    if r == 0:
+        return 'service.name = "%s"' % rng.pick(SERVICES)
+    if r == 1:
+        return 'http.route = "%s"' % rng.pick(ROUTES)
+    if r == 2:
+        return 'region %s "%s"' % (rng.pick(["=", "=", "!="]), rng.pick(REGIONS))
+    if r == 3:
+        return 'http.method = "%s"' % rng.pick(["GET", "POST", "PUT", "DELETE"])
+    if r == 4:
+        return "error = %s" % rng.pick(["true", "true", "false"])
+    if r == 5:
+        return "cache.hit = %s" % rng.pick(["true", "false"])
+    if r == 6:
+        return 'db.system = "%s"' % rng.pick(DATABASES)
+    if r == 7:
+        return 'db.statement CONTAINS "%s"' % rng.pick(TABLES)
+    if r == 8:
+        return 'exception.message CONTAINS "%s"' % rng.pick(EXCEPTIONS)
+    if r == 9:
+        return 'host.name = "%s-%02d"' % (rng.pick(["web", "api", "worker", "db"]), 1 + rng.below(24))
+    if r == 10:
+        return rng.pick(["user.id EXISTS", "exception.message EXISTS", 'user.id = "u-%d"' % (1000 + rng.below(9000))])
+    if r == 11:
+        return 'service.name != "%s"' % rng.pick(SERVICES)
+    field = rng.pick(NUMERIC_FIELDS)
+    return "%s %s %d" % (field, rng.pick([">", ">", ">=", "<", "<=", "="]), rng.pick(THRESHOLDS[field]))
+
+
+def query(rng):
+    calcs = [query_calc(rng)]
+    if rng.chance(0.25):
+        extra = query_calc(rng)
+        if extra not in calcs:
+            calcs.append(extra)
+    q = "FIND " + ", ".join(calcs)
+    filters = []
+    for _ in range(rng.pick([0, 1, 1, 1, 2, 2, 3])):
+        f = query_filter(rng)
+        if f not in filters:
+            filters.append(f)
+    if filters:
+        q += " WHERE " + " AND ".join(filters)
+    if rng.chance(0.4):
+        q += " GROUP BY " + rng.pick(GROUP_FIELDS)
+        if rng.chance(0.5):
+            q += " ORDER BY %s %s" % (rng.pick(calcs), rng.pick(["DESC", "DESC", "ASC"]))
+            if rng.chance(0.6):
+                q += " LIMIT %d" % rng.pick([1, 3, 5, 10, 20])
+    if rng.chance(0.45):
+        q += " SINCE %d%s" % rng.pick([(15, "m"), (30, "m"), (5, "m"), (1, "h"), (2, "h"), (6, "h"), (12, "h"),
+                                       (24, "h"), (1, "d"), (7, "d"), (30, "d")])
+    return q
+
+
+QUERY_TITLES = ["Dashboard panel: {s} latency", "Runbook for the {s} service, step {k}", "Alert: errors on {r}",
+                "Saved query, {g}", "On-call notes for {d}", "Panel: {s} in {g}", "Checks after a deploy of {s}",
+                "Weekly report, {s}", "Capacity review for {d}", "Incident notes: {r} in {g}"]
+QUERY_LINES = ["{q}", "{q}", "{q}", "Query: {q}", "query> {q}", "  {q}", "$ obsq '{q}'",
+               "q = query(\"{qe}\")", "- {q}", "{k}. {q}"]
+QUERY_AFTER = ["The result went on the team's dashboard.", "It runs every five minutes.",
+               "The alert fires when the number is too high.", "The output is one row per group.",
+               "Engineers ran it again after the fix.", "The numbers were normal again the next day.", ""]
+
+
+# Engineers ask one another about their systems in plain words; these asks
+# (never followed by a query) carry the question words of such talk.
+ASKS = ["can you show me the {m} of {s}?", "show me the {m} on {r}, please.", "I want the {m} for {g}.",
+        "what is the {m} of the {s} service?", "give me the {m} since the deploy.", "how many requests hit {r}?",
+        "how many unique users saw errors in {g}?", "count how many events came from {h}.",
+        "get the {m} of {r}, grouped by region.", "find the highest {m} among the routes.",
+        "which host had the most errors?", "how many events used the {d} database?",
+        "what was the 90th percentile of the retries?", "find the {m} for each service.",
+        "I want to know the {m} on {h}."]
+ASK_MEASURES = ["p95 latency", "average duration", "maximum response size", "number of errors", "request count",
+                "99th percentile latency", "median time", "minimum duration", "total bytes", "count of retries",
+                "95th percentile", "p50", "lowest latency", "sum of the response sizes", "number of distinct users"]
+ASK_FRAMES = ["{n} asked the on-call engineer: {a}", "In the chat, {n} wrote: \"{a}\"", "{n} wanted to know: {a}",
+              "The manager asked, \"{a}\"", "A new engineer asked {n}: {a}"]
+
+
+def ask_doc(rng):
+    sents = []
+    for _ in range(1 + rng.below(3)):
+        values = {"m": rng.pick(ASK_MEASURES), "s": rng.pick(SERVICES), "r": rng.pick(ROUTES), "g": rng.pick(REGIONS),
+                  "d": rng.pick(DATABASES), "h": "%s-%02d" % (rng.pick(["web", "api", "worker"]), 1 + rng.below(24))}
+        ask = rng.pick(ASKS).format(**values)
+        if rng.chance(0.7):
+            ask = ask[0].upper() + ask[1:]
+        sents.append(rng.pick(ASK_FRAMES).format(n=rng.pick(NAMES)[0], a=ask))
+    if rng.chance(0.5):
+        sents.append(rng.pick(["An observability tool helps engineers translate such a question into a query.",
+                               "The answer was on the dashboard a minute later.",
+                               "Observability means being able to answer questions about a system from its data.",
+                               "To translate a question into a query, pick the calculation, then the filters."]))
+    return " ".join(sents)
+
+
+HELD_OUT_QUERIES = set()
+
+
+def held_out_queries(datasets_dir):
+    """The expected answers of query-dsl's valid, test and eval cases."""
+    held = set()
+    for name in ("valid.jsonl", "test.jsonl", "eval.jsonl"):
+        with open(os.path.join(datasets_dir, "query-dsl", name), encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                if "messages" in row and row["messages"][-1]["role"] == "assistant":
+                    held.add(row["messages"][-1]["content"])
+                if "expected" in row.get("meta", {}):
+                    held.add(row["meta"]["expected"])
+    return held
+
+
+def query_doc(rng):
+    values = {"s": rng.pick(SERVICES), "r": rng.pick(ROUTES), "g": rng.pick(REGIONS), "d": rng.pick(DATABASES),
+              "k": 1 + rng.below(5)}
+    lines = [rng.pick(QUERY_TITLES).format(**values)] if rng.chance(0.6) else []
+    if rng.chance(0.3):
+        lines.append(ops_sentence(rng))
+    for i in range(1 + rng.below(4)):
+        q = query(rng)
+        while q in HELD_OUT_QUERIES:
+            q = query(rng)
+        lines.append(rng.pick(QUERY_LINES).format(q=q, qe=q.replace('"', '\\"'), k=i + 1))
+    after = rng.pick(QUERY_AFTER)
+    if after:
+        lines.append(after)
+    return "\n".join(lines)
 
 
 # ---- world -------------------------------------------------------------------------------
@@ -400,6 +564,10 @@ def support_doc(rng):
 
 
 def document(rng):
+    if rng.chance(0.2):
+        return query_doc(rng)
+    if rng.chance(0.06):
+        return ask_doc(rng)
     r = rng.below(20)
     if r < 6:
         return ops_doc(rng)
@@ -417,6 +585,7 @@ def document(rng):
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     os.makedirs(out_dir, exist_ok=True)
+    HELD_OUT_QUERIES.update(held_out_queries(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")))
     rng = Rng(SEED)
     seen = set()
     docs = []
