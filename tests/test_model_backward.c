@@ -305,15 +305,16 @@ static void thread_and_checkpoint_invariance(void **state)
  * backward really spreads over 2 and 3 threads (the golden models are so
  * small that most row-wise work stays on one thread): 400 rows, C = 64,
  * F = 128, V = 1100 (two vocabulary chunks, two row blocks). */
+/* each config in parentheses: one string made of several literals */
 static const char *const WIDE_CONFIGS[] = {
-    "{\"architectures\":[\"Qwen3ForCausalLM\"],\"vocab_size\":1100,\"hidden_size\":64,\"num_hidden_layers\":2,"
+    ("{\"architectures\":[\"Qwen3ForCausalLM\"],\"vocab_size\":1100,\"hidden_size\":64,\"num_hidden_layers\":2,"
     "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"head_dim\":16,\"intermediate_size\":128,"
-    "\"tie_word_embeddings\":true,\"max_position_embeddings\":512}",
-    "{\"architectures\":[\"LlamaForCausalLM\"],\"vocab_size\":1100,\"hidden_size\":64,\"num_hidden_layers\":2,"
+    "\"tie_word_embeddings\":true,\"max_position_embeddings\":512}"),
+    ("{\"architectures\":[\"LlamaForCausalLM\"],\"vocab_size\":1100,\"hidden_size\":64,\"num_hidden_layers\":2,"
     "\"num_attention_heads\":4,\"num_key_value_heads\":1,\"intermediate_size\":128,\"attention_bias\":true,"
-    "\"mlp_bias\":true,\"tie_word_embeddings\":false,\"max_position_embeddings\":512}",
-    "{\"architectures\":[\"GPT2LMHeadModel\"],\"vocab_size\":1100,\"n_embd\":64,\"n_layer\":2,\"n_head\":4,"
-    "\"n_positions\":512}",
+    "\"mlp_bias\":true,\"tie_word_embeddings\":false,\"max_position_embeddings\":512}"),
+    ("{\"architectures\":[\"GPT2LMHeadModel\"],\"vocab_size\":1100,\"n_embd\":64,\"n_layer\":2,\"n_head\":4,"
+    "\"n_positions\":512}"),
 };
 
 static void wide_models_thread_invariance(void **state)
