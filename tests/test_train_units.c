@@ -238,6 +238,12 @@ static void run_file_lists_round_trip(void **state)
     assert_string_equal(d.eval, "");
     assert_int_equal(whet_run_config_set(&c, "eval", "a\nb", "--eval", &e), -1);
     assert_string_equal(e.msg, "--eval: eval: a value cannot hold a line break");
+    /* values the run file would read back differently (found by fuzz_runconf) */
+    assert_int_equal(whet_run_config_set(&c, "eval", "#suite.jsonl", "--eval", &e), -1);
+    assert_non_null(strstr(e.msg, "comment"));
+    assert_int_equal(whet_run_config_set(&c, "data", "my #1 data", "--data", &e), -1);
+    assert_int_equal(whet_run_config_set(&c, "data", " data", "--data", &e), -1);
+    assert_int_equal(whet_run_config_set(&c, "data", "data#1", "--data", &e), 0);
     /* too many values for the buffer: refused, not cut */
     char big[WHET_RUN_PATH_MAX];
     memset(big, 'x', sizeof big - 1);

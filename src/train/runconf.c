@@ -99,6 +99,26 @@ static int parse_bool(const char *v, int *out)
     return -1;
 }
 
+/* A text value the run file can hold: read back by whet_run_config_parse it
+ * must give the same bytes, so no line break, no blank at either end (the
+ * reader trims them) and no # where the reader starts a comment (at the
+ * value's start, which follows "= ", or after a blank). NULL, or what is
+ * wrong. */
+static const char *run_file_problem(const char *value)
+{
+    size_t n = strlen(value);
+    if (strpbrk(value, "\n\r"))
+        return "a value cannot hold a line break";
+    if (n && (value[0] == ' ' || value[0] == '\t' || value[n - 1] == ' ' || value[n - 1] == '\t'))
+        return "a value cannot start or end with a blank (the run file trims them)";
+    if (value[0] == '#')
+        return "a value cannot start with '#' (the run file reads a comment there)";
+    for (const char *h = strchr(value, '#'); h; h = strchr(h + 1, '#'))
+        if (h[-1] == ' ' || h[-1] == '\t')
+            return "a value cannot hold a blank followed by '#' (the run file reads a comment there)";
+    return NULL;
+}
+
 static int set_value(whet_run_config *c, const whet_run_option *o, const char *value, int negate, const char *origin,
                      whet_err *e)
 {
@@ -106,6 +126,8 @@ static int set_value(whet_run_config *c, const whet_run_option *o, const char *v
     char *end;
     switch (o->kind) {
     case WHET_RUN_STRING:
+        if (run_file_problem(value))
+            return whet_fail(e, "%s: %s: %s", origin, o->key, run_file_problem(value));
         if (strlen(value) >= o->size)
             return whet_fail(e, "%s: the value of %s is longer than %zu bytes", origin, o->key, o->size - 1);
         memcpy(field, value, strlen(value) + 1);
@@ -149,8 +171,8 @@ static int set_value(whet_run_config *c, const whet_run_option *o, const char *v
             field[0] = 0;
             return 0;
         }
-        if (strchr(value, '\n'))
-            return whet_fail(e, "%s: %s: a value cannot hold a line break", origin, o->key);
+        if (run_file_problem(value))
+            return whet_fail(e, "%s: %s: %s", origin, o->key, run_file_problem(value));
         size_t used = strlen(field), len = strlen(value);
         if (used + (used ? 1 : 0) + len >= o->size)
             return whet_fail(e, "%s: %s: the values together are longer than %zu bytes", origin, o->key, o->size - 1);
@@ -211,10 +233,20 @@ int whet_run_config_load(whet_run_config *c, const char *path, whet_err *e)
     size_t size;
     if (whet_read_file(path, &text, &size, e) != 0)
         return -1;
-    if (strlen(text) != size) {
-        free(text);
+    int rc = whet_run_config_parse(c, text, size, path, e);
+    free(text);
+    return rc;
+}
+
+int whet_run_config_parse(whet_run_config *c, const char *data, size_t size, const char *path, whet_err *e)
+{
+    if (memchr(data, 0, size))
         return whet_fail(e, "%s: a NUL byte in the file: expected `key = value` lines of text", path);
-    }
+    char *text = malloc(size + 1);
+    if (!text)
+        return whet_fail(e, "%s: out of memory", path);
+    memcpy(text, data, size);
+    text[size] = 0;
     int rc = 0;
     size_t line_no = 0;
     for (char *line = text, *next; line && *line && rc == 0; line = next) {

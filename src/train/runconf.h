@@ -95,6 +95,9 @@ int whet_run_config_set(whet_run_config *c, const char *key, const char *value, 
  * a line or after whitespace), blank lines. Unknown keys and bad values are
  * errors naming file:line. */
 int whet_run_config_load(whet_run_config *c, const char *path, whet_err *e);
+/* The same for run-file text already in memory (size bytes); path names it
+ * in messages. */
+int whet_run_config_parse(whet_run_config *c, const char *text, size_t size, const char *path, whet_err *e);
 
 /* The value of option o in c, as the run file writes it. */
 void whet_run_config_format(const whet_run_config *c, const whet_run_option *o, char *buf, size_t size);
