@@ -44,8 +44,9 @@ typedef struct whet_cpu_features {
  *   NN: A is M×K (lda ≥ K), B is K×N (ldb ≥ N):  C = A·B   input gradient, dX = dY·W
  *   TN: A is K×M (lda ≥ M), B is K×N (ldb ≥ N):  C = Aᵀ·B  weight gradient, dW = dYᵀ·X
  * C has leading dimension ldc ≥ N. With accumulate, C += product; else C = product.
- * For gemm_bf16, B holds whet_bf16 values (layouts NT and NN only); A is fp32 and
- * may be rounded to bf16 inside the kernel (the vdpbf16ps / BFDOT path). */
+ * For gemm_bf16, B holds whet_bf16 values, or fp32 values when b_f32 is set; A is
+ * fp32. Inside the kernel fp32 operands may be rounded to bf16 (nearest even; the
+ * vdpbf16ps / BFDOT path) with fp32 accumulation. Every layout is supported. */
 typedef enum whet_gemm_layout { WHET_GEMM_NT = 0, WHET_GEMM_NN, WHET_GEMM_TN } whet_gemm_layout;
 
 typedef struct whet_gemm {
@@ -58,6 +59,8 @@ typedef struct whet_gemm {
     float *C;
     size_t ldc;
     int accumulate;
+    int b_f32; /* gemm_bf16 only: B holds fp32 values (rounded to bf16 as they are packed),
+                * as the weight gradient dW = dYᵀ·X of --compute bf16 needs */
 } whet_gemm;
 
 /* AdamW as PyTorch's torch.optim.AdamW computes it (decoupled weight decay):
