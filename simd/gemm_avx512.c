@@ -2,7 +2,8 @@
  * broadcast of A per k step, 31 of the 32 registers in use at most) on the
  * shared blocking of gemm_framework.h. The tile puts vectors along the columns
  * of row-major C, so a tile row is two full-width stores. gemm_bf16 without
- * AVX512_BF16 widens B to fp32 while packing and reuses the same kernel. */
+ * AVX512_BF16 rounds A (and an fp32 B) to bf16 and widens both to fp32 while
+ * packing, then reuses the same kernel. */
 #include "gemm_framework.h"
 
 #include <immintrin.h>
@@ -51,22 +52,36 @@ static void kernel_f32(size_t kc, const void *ap, const void *bp, float *c, size
     gf_store_edge(tile, NR, c, ldc, mr, nr, add);
 }
 
-/* A (fp32) into [k][12] panels: NN/NT rows run along k and are transposed 16 k
- * at a time; TN rows of A already hold the panel's 12 values per k. */
-static void pack_a(void *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc)
+/* A (fp32) into [k][12] panels, rounded to bf16 when round_bf16 (gemm_bf16):
+ * NN/NT rows run along k and are transposed 16 k at a time; TN rows of A
+ * already hold the panel's 12 values per k. */
+static inline void pack_a_panels(float *panel, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc,
+                                 int round_bf16)
 {
-    float *panel = dst;
     for (size_t p = 0; p < rows; p += MR, panel += kc * MR) {
         size_t mr = gf_min(MR, rows - p);
         if (g->layout == WHET_GEMM_TN) {
             __mmask16 load = (__mmask16)((1u << mr) - 1);
             const float *src = g->A + k0 * g->lda + i0 + p;
-            for (size_t k = 0; k < kc; k++, src += g->lda)
-                _mm512_mask_storeu_ps(panel + k * MR, (1u << MR) - 1, _mm512_maskz_loadu_ps(load, src));
+            for (size_t k = 0; k < kc; k++, src += g->lda) {
+                __m512 v = _mm512_maskz_loadu_ps(load, src);
+                _mm512_mask_storeu_ps(panel + k * MR, (1u << MR) - 1, round_bf16 ? gf_round_bf16_avx512(v) : v);
+            }
         } else {
-            gf_pack_rows_avx512(panel, MR, g->A + (i0 + p) * g->lda + k0, g->lda * sizeof(float), mr, MR, kc);
+            gf_pack_rows_avx512(panel, MR, g->A + (i0 + p) * g->lda + k0, g->lda * sizeof(float), mr, MR, kc,
+                                round_bf16);
         }
     }
+}
+
+static void pack_a(void *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc)
+{
+    pack_a_panels(dst, g, i0, rows, k0, kc, 0);
+}
+
+static void pack_a_rounded(void *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc)
+{
+    pack_a_panels(dst, g, i0, rows, k0, kc, 1);
 }
 
 /* B (fp32) into [k][32] panels: NT rows of B are the panel's columns, transposed
@@ -81,7 +96,7 @@ static void pack_b(void *dst, const whet_gemm *g, size_t j0, size_t cols, size_t
             for (size_t half = 0; half < NR; half += 16) {
                 size_t n = nr > half ? gf_min(16, nr - half) : 0;
                 const float *src = n ? B + (j0 + p + half) * g->ldb + k0 : B;
-                gf_pack_rows_avx512(panel + half, NR, src, g->ldb * sizeof(float), n, 16, kc);
+                gf_pack_rows_avx512(panel + half, NR, src, g->ldb * sizeof(float), n, 16, kc, 0);
             }
         } else {
             __mmask16 lo = (__mmask16)((1u << gf_min(16, nr)) - 1);
@@ -108,6 +123,6 @@ void whet_sgemm_avx512(const whet_gemm *g, size_t m0, size_t m1, size_t n0, size
 
 void whet_gemm_bf16_avx512(const whet_gemm *g, size_t m0, size_t m1, size_t n0, size_t n1, void *workspace)
 {
-    static const gf_plan plan = {kernel_f32, pack_a, pack_b_from_bf16, MR, NR, MC, KC, NC, 1, sizeof(float)};
+    static const gf_plan plan = {kernel_f32, pack_a_rounded, pack_b_from_bf16, MR, NR, MC, KC, NC, 1, sizeof(float)};
     gf_gemm(&plan, g, m0, m1, n0, n1, workspace);
 }

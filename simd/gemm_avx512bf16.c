@@ -102,7 +102,7 @@ static void pack_a(void *dst, const whet_gemm *g, size_t i0, size_t rows, size_t
  * tail is a half word, filled in alone. */
 static void pack_b(void *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc)
 {
-    if (g->layout != WHET_GEMM_NT) {
+    if (g->layout != WHET_GEMM_NT || g->b_f32) {
         gf_pack_b_pairs(dst, g, j0, cols, k0, kc, NR);
         return;
     }
@@ -114,7 +114,7 @@ static void pack_b(void *dst, const whet_gemm *g, size_t j0, size_t cols, size_t
         for (size_t half = 0; half < NR; half += 16) {
             size_t n = nr > half ? gf_min(16, nr - half) : 0;
             const whet_bf16 *src = n ? B + (j0 + p + half) * g->ldb + k0 : B;
-            gf_pack_rows_avx512(panel + half, NR, src, g->ldb * sizeof(whet_bf16), n, 16, kc / 2);
+            gf_pack_rows_avx512(panel + half, NR, src, g->ldb * sizeof(whet_bf16), n, 16, kc / 2, 0);
             if (kc & 1)
                 for (size_t c = 0; c < 16; c++)
                     panel[(kp - 1) * NR + half + c] = c < n ? src[c * g->ldb + kc - 1] : 0;

@@ -21,7 +21,12 @@
  *   fp32:      A panel [k][MR] floats, B panel [k][NR] floats.
  *   bf16 pair: A panel [k/2][MR] and B panel [k/2][NR] of 32-bit words, each
  *              word the bf16 values of k (low half) and k+1 (high half), the
- *              operand layout of vdpbf16ps and BFDOT. */
+ *              operand layout of vdpbf16ps and BFDOT.
+ *
+ * gemm_bf16 computes bf16(A)·bf16(B) with fp32 sums on every path: A (fp32)
+ * and B when g->b_f32 says it is fp32 are rounded to bf16 (nearest even) as
+ * they are packed; the convert paths then widen both back to fp32 panels. So
+ * every ISA multiplies the same values and differs only in summation order. */
 #ifndef WHET_GEMM_FRAMEWORK_H
 #define WHET_GEMM_FRAMEWORK_H
 
@@ -93,12 +98,26 @@ static inline uint32_t gf_to_bf16(float f)
     return (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
 }
 
+/* The fp32 value of f rounded to bf16: what the convert paths multiply. */
+static inline float gf_round_bf16(float f)
+{
+    return gf_bits_float(gf_to_bf16(f) << 16);
+}
+
+/* bf16 bits of gemm_bf16's B at element index i: stored as whet_bf16, or an
+ * fp32 value rounded here when g->b_f32. */
+static inline uint32_t gf_b_bf16_at(const whet_gemm *g, size_t i)
+{
+    return g->b_f32 ? gf_to_bf16(((const float *)g->B)[i]) : ((const whet_bf16 *)g->B)[i];
+}
+
 /* ---- fp32 panels ---------------------------------------------------------- */
 
-/* A (fp32) into [k][MR] panels. For NN/NT rows run along k, so each row is
+/* A (fp32) into [k][MR] panels, each value rounded to bf16 when round_bf16
+ * (gemm_bf16's convert path). For NN/NT rows run along k, so each row is
  * written with a stride of MR; for TN a k-row of A holds MR consecutive rows. */
 static inline void gf_pack_a_f32(float *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc,
-                          size_t MR)
+                          size_t MR, int round_bf16)
 {
     for (size_t p = 0; p < rows; p += MR, dst += kc * MR) {
         size_t mr = gf_min(MR, rows - p);
@@ -107,8 +126,12 @@ static inline void gf_pack_a_f32(float *dst, const whet_gemm *g, size_t i0, size
             for (size_t k = 0; k < kc; k++, src += g->lda) {
                 float *d = dst + k * MR;
                 size_t r = 0;
-                for (; r < mr; r++)
-                    d[r] = src[r];
+                if (round_bf16)
+                    for (; r < mr; r++)
+                        d[r] = gf_round_bf16(src[r]);
+                else
+                    for (; r < mr; r++)
+                        d[r] = src[r];
                 for (; r < MR; r++)
                     d[r] = 0;
             }
@@ -116,8 +139,12 @@ static inline void gf_pack_a_f32(float *dst, const whet_gemm *g, size_t i0, size
             for (size_t r = 0; r < MR; r++) {
                 if (r < mr) {
                     const float *src = g->A + (i0 + p + r) * g->lda + k0;
-                    for (size_t k = 0; k < kc; k++)
-                        dst[k * MR + r] = src[k];
+                    if (round_bf16)
+                        for (size_t k = 0; k < kc; k++)
+                            dst[k * MR + r] = gf_round_bf16(src[k]);
+                    else
+                        for (size_t k = 0; k < kc; k++)
+                            dst[k * MR + r] = src[k];
                 } else {
                     for (size_t k = 0; k < kc; k++)
                         dst[k * MR + r] = 0;
@@ -127,13 +154,13 @@ static inline void gf_pack_a_f32(float *dst, const whet_gemm *g, size_t i0, size
     }
 }
 
-/* B columns [j0, j0+cols) into [k][NR] panels; bf16 says B holds whet_bf16,
- * widened to fp32 here (the convert path of gemm_bf16). */
+/* B columns [j0, j0+cols) into [k][NR] panels; bf16 says the call is
+ * gemm_bf16, whose B (whet_bf16, or fp32 rounded to bf16 when g->b_f32) is
+ * widened to fp32 here (the convert path). */
 static inline void gf_pack_b_f32(float *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc,
                           size_t NR, int bf16)
 {
     const float *bf = g->B;
-    const whet_bf16 *bh = g->B;
     for (size_t p = 0; p < cols; p += NR, dst += kc * NR) {
         size_t nr = gf_min(NR, cols - p);
         if (g->layout == WHET_GEMM_NT) { /* B is N×K: column j of op(B) is row j of B */
@@ -144,7 +171,7 @@ static inline void gf_pack_b_f32(float *dst, const whet_gemm *g, size_t j0, size
                         dst[k * NR + c] = 0;
                 else if (bf16)
                     for (size_t k = 0; k < kc; k++)
-                        dst[k * NR + c] = gf_bits_float((uint32_t)bh[off + k] << 16);
+                        dst[k * NR + c] = gf_bits_float(gf_b_bf16_at(g, off + k) << 16);
                 else
                     for (size_t k = 0; k < kc; k++)
                         dst[k * NR + c] = bf[off + k];
@@ -156,7 +183,7 @@ static inline void gf_pack_b_f32(float *dst, const whet_gemm *g, size_t j0, size
                 size_t c = 0;
                 if (bf16)
                     for (; c < nr; c++)
-                        d[c] = gf_bits_float((uint32_t)bh[off + c] << 16);
+                        d[c] = gf_bits_float(gf_b_bf16_at(g, off + c) << 16);
                 else
                     for (; c < nr; c++)
                         d[c] = bf[off + c];
@@ -192,7 +219,8 @@ static inline void gf_pack_a_pairs(uint32_t *dst, const whet_gemm *g, size_t i0,
     }
 }
 
-/* B (bf16) k-pairs into [k/2][NR] words. In NT a pair is adjacent in memory. */
+/* B k-pairs into [k/2][NR] words: whet_bf16, or fp32 rounded to bf16 when
+ * g->b_f32. In NT a pair is adjacent in memory. */
 static inline void gf_pack_b_pairs(uint32_t *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc,
                             size_t NR)
 {
@@ -207,28 +235,31 @@ static inline void gf_pack_b_pairs(uint32_t *dst, const whet_gemm *g, size_t j0,
                         dst[q * NR + c] = 0;
                     continue;
                 }
-                const whet_bf16 *src = B + (j0 + p + c) * g->ldb + k0;
-                for (size_t q = 0; q < kc / 2; q++) {
-                    uint32_t w;
-                    memcpy(&w, src + 2 * q, sizeof w); /* little-endian: k in the low half */
-                    dst[q * NR + c] = w;
-                }
+                size_t off = (j0 + p + c) * g->ldb + k0;
+                if (g->b_f32)
+                    for (size_t q = 0; q < kc / 2; q++)
+                        dst[q * NR + c] = gf_b_bf16_at(g, off + 2 * q) | gf_b_bf16_at(g, off + 2 * q + 1) << 16;
+                else
+                    for (size_t q = 0; q < kc / 2; q++) {
+                        uint32_t w;
+                        memcpy(&w, B + off + 2 * q, sizeof w); /* little-endian: k in the low half */
+                        dst[q * NR + c] = w;
+                    }
                 if (kc & 1)
-                    dst[(kp - 1) * NR + c] = src[kc - 1];
+                    dst[(kp - 1) * NR + c] = gf_b_bf16_at(g, off + kc - 1);
             }
         } else {
             for (size_t q = 0; q < kp; q++) {
-                const whet_bf16 *lo = B + (k0 + 2 * q) * g->ldb + j0 + p;
-                const whet_bf16 *hi = lo + g->ldb;
+                size_t lo = (k0 + 2 * q) * g->ldb + j0 + p, hi = lo + g->ldb;
                 int has_hi = 2 * q + 1 < kc;
                 uint32_t *d = dst + q * NR;
                 size_t c = 0;
                 if (has_hi)
                     for (; c < nr; c++)
-                        d[c] = lo[c] | (uint32_t)hi[c] << 16;
+                        d[c] = gf_b_bf16_at(g, lo + c) | gf_b_bf16_at(g, hi + c) << 16;
                 else
                     for (; c < nr; c++)
-                        d[c] = lo[c];
+                        d[c] = gf_b_bf16_at(g, lo + c);
                 for (; c < NR; c++)
                     d[c] = 0;
             }
@@ -267,11 +298,24 @@ static inline void gf_transpose16_avx512(__m512 r[16])
     }
 }
 
+/* 16 floats rounded to bf16 (nearest even, NaN kept quiet, as gf_to_bf16) and
+ * widened back: the values gemm_bf16's convert path multiplies. */
+static inline __m512 gf_round_bf16_avx512(__m512 x)
+{
+    __m512i u = _mm512_castps_si512(x);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+    return _mm512_castsi512_ps(_mm512_and_si512(rounded, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
 /* Packs `rows` (≤ 16) rows of 32-bit values, row i at src + i·row_bytes (any
  * alignment), over [0, kc) into dst[k·stride + i]: a transpose, 16 k at a time.
- * Lanes [rows, width) are zero-filled, lanes from width (≤ 16) on untouched. */
+ * Lanes [rows, width) are zero-filled, lanes from width (≤ 16) on untouched.
+ * round_bf16: the values are floats, rounded to bf16 on the way. */
 static inline void gf_pack_rows_avx512(void *dst, size_t stride, const void *src, size_t row_bytes, size_t rows,
-                                       size_t width, size_t kc)
+                                       size_t width, size_t kc, int round_bf16)
 {
     __mmask16 store = (__mmask16)((1u << width) - 1);
     for (size_t k = 0; k < kc; k += 16) {
@@ -286,6 +330,9 @@ static inline void gf_pack_rows_avx512(void *dst, size_t stride, const void *src
         for (size_t i = 0; i < 16; i++)
             r[i] = i < rows ? _mm512_maskz_loadu_ps(load, (const char *)src + i * row_bytes + k * 4)
                             : _mm512_setzero_ps();
+        if (round_bf16)
+            for (size_t i = 0; i < rows; i++)
+                r[i] = gf_round_bf16_avx512(r[i]);
         gf_transpose16_avx512(r);
         for (size_t j = 0; j < n; j++)
             _mm512_mask_storeu_ps((char *)dst + (k + j) * stride * 4, store, r[j]);

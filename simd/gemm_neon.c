@@ -2,7 +2,8 @@
  * B and 2 of A per k step: 29 of the 32 registers) on the shared blocking of
  * gemm_framework.h. A's 8 values per k are loaded as two vectors and used by
  * lane (FMLA by element), so no broadcasts are spent. gemm_bf16 without
- * FEAT_BF16 widens B to fp32 while packing and reuses the fp32 kernel. */
+ * FEAT_BF16 rounds A (and an fp32 B) to bf16 and widens both to fp32 while
+ * packing, then reuses the fp32 kernel. */
 #include "gemm_framework.h"
 
 #include <arm_neon.h>
@@ -58,7 +59,12 @@ static void kernel_f32(size_t kc, const void *ap, const void *bp, float *c, size
 
 static void pack_a(void *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc)
 {
-    gf_pack_a_f32(dst, g, i0, rows, k0, kc, MR);
+    gf_pack_a_f32(dst, g, i0, rows, k0, kc, MR, 0);
+}
+
+static void pack_a_rounded(void *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc)
+{
+    gf_pack_a_f32(dst, g, i0, rows, k0, kc, MR, 1);
 }
 
 static void pack_b(void *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc)
@@ -79,6 +85,6 @@ void whet_sgemm_neon(const whet_gemm *g, size_t m0, size_t m1, size_t n0, size_t
 
 void whet_gemm_bf16_neon(const whet_gemm *g, size_t m0, size_t m1, size_t n0, size_t n1, void *workspace)
 {
-    static const gf_plan plan = {kernel_f32, pack_a, pack_b_from_bf16, MR, NR, MC, KC, NC, 1, sizeof(float)};
+    static const gf_plan plan = {kernel_f32, pack_a_rounded, pack_b_from_bf16, MR, NR, MC, KC, NC, 1, sizeof(float)};
     gf_gemm(&plan, g, m0, m1, n0, n1, workspace);
 }

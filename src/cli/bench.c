@@ -86,7 +86,7 @@ static void openblas_open(openblas *ob, int threads)
 typedef struct {
     size_t m, n, k; /* M tokens */
     float *x, *w, *y, *dy, *dx, *dw;
-    whet_bf16 *w_bf16;
+    whet_bf16 *w_bf16, *x_bf16;
 } layer;
 
 static float *random_floats(size_t n, uint64_t *state)
@@ -103,7 +103,7 @@ static float *random_floats(size_t n, uint64_t *state)
 
 static void layer_free(layer *l)
 {
-    free(l->x), free(l->w), free(l->y), free(l->dy), free(l->dx), free(l->dw), free(l->w_bf16);
+    free(l->x), free(l->w), free(l->y), free(l->dy), free(l->dx), free(l->dw), free(l->w_bf16), free(l->x_bf16);
 }
 
 static int layer_init(layer *l, size_t m, size_t n, size_t k, const whet_kernels *kernels)
@@ -118,25 +118,31 @@ static int layer_init(layer *l, size_t m, size_t n, size_t k, const whet_kernels
     l->dx = calloc(m * k, sizeof(float));
     l->dw = calloc(n * k, sizeof(float));
     l->w_bf16 = malloc(n * k * sizeof(whet_bf16));
-    if (!l->x || !l->w || !l->dy || !l->y || !l->dx || !l->dw || !l->w_bf16) {
+    l->x_bf16 = malloc(m * k * sizeof(whet_bf16));
+    if (!l->x || !l->w || !l->dy || !l->y || !l->dx || !l->dw || !l->w_bf16 || !l->x_bf16) {
         layer_free(l);
         whet_error("bench: out of memory for N=%zu K=%zu", n, k);
         return -1;
     }
     kernels->f32_to_bf16(l->w_bf16, l->w, n * k);
+    kernels->f32_to_bf16(l->x_bf16, l->x, m * k);
     return 0;
 }
 
+/* bf16: 0 for sgemm; for gemm_bf16, 1 with B the bf16 weights (NT, NN) or X
+ * (TN, rounded to bf16 first), 2 with B fp32 (b_f32, rounded in the kernel). */
 static whet_gemm layer_gemm(const layer *l, bench_op op, int bf16)
 {
-    const void *w = bf16 ? (const void *)l->w_bf16 : (const void *)l->w;
+    const void *w = bf16 == 1 ? (const void *)l->w_bf16 : (const void *)l->w;
+    int b_f32 = bf16 == 2;
     switch (op) {
     case OP_FORWARD: /* Y[T,N] = X[T,K]·W[N,K]ᵀ */
-        return (whet_gemm){WHET_GEMM_NT, l->m, l->n, l->k, l->x, l->k, w, l->k, l->y, l->n, 0};
+        return (whet_gemm){WHET_GEMM_NT, l->m, l->n, l->k, l->x, l->k, w, l->k, l->y, l->n, 0, b_f32};
     case OP_INPUT_GRAD: /* dX[T,K] = dY[T,N]·W[N,K] */
-        return (whet_gemm){WHET_GEMM_NN, l->m, l->k, l->n, l->dy, l->n, w, l->k, l->dx, l->k, 0};
+        return (whet_gemm){WHET_GEMM_NN, l->m, l->k, l->n, l->dy, l->n, w, l->k, l->dx, l->k, 0, b_f32};
     default: /* dW[N,K] = dY[T,N]ᵀ·X[T,K] */
-        return (whet_gemm){WHET_GEMM_TN, l->n, l->k, l->m, l->dy, l->n, l->x, l->k, l->dw, l->k, 0};
+        return (whet_gemm){WHET_GEMM_TN, l->n, l->k, l->m, l->dy, l->n,
+                           bf16 == 1 ? (const void *)l->x_bf16 : (const void *)l->x, l->k, l->dw, l->k, 0, b_f32};
     }
 }
 
@@ -214,16 +220,15 @@ static void run_openblas(void *p)
                  (int)g->ldb, 0.0f, g->C, (int)g->ldc);
 }
 
-/* The kinds of GEMM measured per shape: three fp32 layouts, then bf16 NT, NN. */
-enum { NKINDS = 5 };
-static bench_op kind_op(int kind)
-{
-    return kind < 3 ? (bench_op)kind : (bench_op)(kind - 3);
-}
-static int kind_bf16(int kind)
-{
-    return kind >= 3;
-}
+/* The kinds of GEMM measured per shape: sgemm in the three layouts; gemm_bf16
+ * with bf16 B (the weights) in NT and NN; gemm_bf16 with fp32 B (b_f32) in TN,
+ * the weight gradient of --compute bf16, then in NT and NN. */
+static const struct {
+    bench_op op;
+    int bf16; /* as layer_gemm takes it */
+} kinds[] = {{OP_FORWARD, 0},     {OP_INPUT_GRAD, 0}, {OP_WEIGHT_GRAD, 0}, {OP_FORWARD, 1},
+             {OP_INPUT_GRAD, 1},  {OP_WEIGHT_GRAD, 2}, {OP_FORWARD, 2},    {OP_INPUT_GRAD, 2}};
+enum { NKINDS = sizeof kinds / sizeof kinds[0] };
 
 typedef struct {
     const whet_kernels *isas[WHET_ISA_COUNT];
@@ -301,8 +306,8 @@ static int bench_gemm(bench *b)
                 ob_rate[op] = time_runs(run_openblas, &r, flops, &b->timing);
             }
         for (int kind = 0; kind < NKINDS; kind++) {
-            bench_op op = kind_op(kind);
-            int bf16 = kind_bf16(kind);
+            bench_op op = kinds[kind].op;
+            int bf16 = kinds[kind].bf16;
             rate rates[WHET_ISA_COUNT];
             for (int i = 0; i < b->nisas; i++) {
                 whet_run r = {b->compute[i], layer_gemm(&l, op, bf16), bf16};
@@ -322,7 +327,8 @@ static int bench_gemm(bench *b)
                     if (!is_ob) {
                         printf(",\"fraction_of_peak\":%.3f", r.best / (b->peak[i] * b->threads));
                         if (bf16)
-                            printf(",\"gemm_bf16_kind\":\"%s\"", b->isas[i]->gemm_bf16_kind);
+                            printf(",\"b_dtype\":\"%s\",\"gemm_bf16_kind\":\"%s\"", bf16 == 2 ? "fp32" : "bf16",
+                                   b->isas[i]->gemm_bf16_kind);
                         if (b->ob.handle)
                             printf(",\"vs_openblas\":%.3f", r.best / ob_rate[op].best);
                     }
@@ -332,7 +338,8 @@ static int bench_gemm(bench *b)
             } else {
                 char shape[32], what[40];
                 snprintf(shape, sizeof shape, "%zux%zu", l.n, l.k);
-                snprintf(what, sizeof what, "%s %s %s", bf16 ? "bf16" : "fp32", layout, op_formulas[op]);
+                snprintf(what, sizeof what, "%s %s %s%s", bf16 ? "bf16" : "fp32", layout, op_formulas[op],
+                         bf16 == 2 ? " fp32 B" : "");
                 printf("%-12s %-24s", kind == 0 ? shape : "", what);
                 for (int i = 0; i < b->nisas; i++) {
                     char cell[40];
@@ -434,7 +441,7 @@ static int bench_forward_isa(bench *b, int i, whet_model *m, forward_run *fr, co
     for (size_t g = 0; g < ngemms; g++) {
         double gf = 2.0 * (double)T * (double)gemms[g].n * (double)gemms[g].k;
         whet_run r = {b->compute[i],
-                      {WHET_GEMM_NT, T, gemms[g].n, gemms[g].k, x, gemms[g].k, gemms[g].w, gemms[g].k, y, gemms[g].n, 0},
+                      {WHET_GEMM_NT, T, gemms[g].n, gemms[g].k, x, gemms[g].k, gemms[g].w, gemms[g].k, y, gemms[g].n, 0, 0},
                       0};
         rate gr = time_runs(run_whet, &r, gf, &b->timing);
         res->gemm_s += (double)gemms[g].count * gf / (gr.best * 1e9);
@@ -641,6 +648,7 @@ static void usage(FILE *out)
           "                  [--repeat N] [--seconds S] [--cpu-time] [--seq-len T]\n"
           "                  [--tokenizer PATH] [--json] [--help]\n"
           "       whet bench train [--method lora|full|both] [--base-dtype f32|bf16]\n"
+          "                  [--compute f32|bf16]\n"
           "                  [--seq-len T] [--batch-size B] [--steps N] [--lora-rank R]\n"
           "                  [--shape smollm-135m] [--hidden C] [--layers L] [--heads H]\n"
           "                  [--kv-heads G] [--ffn F] [--vocab V] [--torch PATH | --no-torch]\n"
@@ -648,7 +656,8 @@ static void usage(FILE *out)
           "                  [--isa NAME] [--threads N] [--json]\n"
           "Measure throughput; with no benchmark named, run gemm, forward and tokenize\n"
           "(train takes minutes: name it).\n"
-          "gemm: GFLOP/s of sgemm (NT, NN, TN) and gemm_bf16 (NT, NN) at M = 1024 tokens for\n"
+          "gemm: GFLOP/s of sgemm (NT, NN, TN) and gemm_bf16 (NT, NN with bf16 B; TN, NT, NN\n"
+          "with fp32 B rounded in the kernel) at M = 1024 tokens for\n"
           "the (N, K) of six weight shapes, as a layer's forward pass, input gradient and\n"
           "weight gradient; next to the measured FMA peak and OpenBLAS's cblas_sgemm when\n"
           "libopenblas.so.0 can be loaded.\n"
@@ -678,6 +687,9 @@ static void usage(FILE *out)
           "train (the ISA: --isa, else the best this CPU runs):\n"
           "  --method M       lora (default), full, or both\n"
           "  --base-dtype D   LoRA's frozen base weights: f32 (default) or bf16\n"
+          "  --compute D      the projections' and LM head's GEMMs: f32 (default) or bf16\n"
+          "                   (fp32 accumulation; full: bf16 shadows of the fp32 weights,\n"
+          "                   which AdamW updates; lora: implies --base-dtype bf16)\n"
           "  --batch-size B   sequences per step (default 4)\n"
           "  --steps N        timed steps after one warm-up step (default 3)\n"
           "  --lora-rank R    LoRA rank on every projection, alpha = 2R (default 8)\n"
@@ -709,7 +721,7 @@ int cmd_bench(int argc, char **argv)
     bench_train_options tr;
     bench_train_defaults(&tr);
     enum {
-        OPT_METHOD = 256, OPT_BASE_DTYPE, OPT_BATCH, OPT_STEPS, OPT_RANK, OPT_SHAPE, OPT_HIDDEN, OPT_LAYERS,
+        OPT_METHOD = 256, OPT_BASE_DTYPE, OPT_COMPUTE, OPT_BATCH, OPT_STEPS, OPT_RANK, OPT_SHAPE, OPT_HIDDEN, OPT_LAYERS,
         OPT_HEADS, OPT_KV_HEADS, OPT_FFN, OPT_VOCAB, OPT_TORCH, OPT_NO_TORCH, OPT_SWEEP, OPT_PROFILE, OPT_CHECKPOINT, OPT_PEAK
     };
     static const struct option options[] = {{"isa", required_argument, NULL, 'i'},
@@ -722,6 +734,7 @@ int cmd_bench(int argc, char **argv)
                                             {"json", no_argument, NULL, 'j'},
                                             {"method", required_argument, NULL, OPT_METHOD},
                                             {"base-dtype", required_argument, NULL, OPT_BASE_DTYPE},
+                                            {"compute", required_argument, NULL, OPT_COMPUTE},
                                             {"batch-size", required_argument, NULL, OPT_BATCH},
                                             {"steps", required_argument, NULL, OPT_STEPS},
                                             {"lora-rank", required_argument, NULL, OPT_RANK},
@@ -762,6 +775,13 @@ int cmd_bench(int argc, char **argv)
                 return WHET_EXIT_ERROR;
             }
             tr.bf16_base = strcmp(optarg, "bf16") == 0;
+            break;
+        case OPT_COMPUTE:
+            if (strcmp(optarg, "f32") != 0 && strcmp(optarg, "bf16") != 0) {
+                whet_error("bench: --compute wants f32 or bf16, not '%s'", optarg);
+                return WHET_EXIT_ERROR;
+            }
+            tr.compute_bf16 = strcmp(optarg, "bf16") == 0;
             break;
         case OPT_BATCH:
             if (cli_parse_size("bench", "--batch-size", optarg, 1, 65536, &tr.batch))

@@ -28,9 +28,12 @@ case "$WHET" in
     best=$(sed 's/.*"isa":"\([a-z0-9]*\)".*/\1/' "$out")
     run 0 bench gemm --isa "$best" --threads 1 --repeat 1 --seconds 0 --json
     stdout_has '^\{"benchmark":"gemm"'
-    # 6 shapes x (3 fp32 layouts + 2 bf16): every figure a positive number
-    [ "$(grep -oE "\"isa\":\"$best\"[^}]*\"gflops_best\":[0-9.e+]+" "$out" | wc -l)" -eq 30 ] ||
-        fail "not 30 $best GEMM figures"
+    # 6 shapes x (3 fp32 layouts + bf16 B in NT, NN + fp32 B in TN, NT, NN):
+    # every figure a positive number
+    [ "$(grep -oE "\"isa\":\"$best\"[^}]*\"gflops_best\":[0-9.e+]+" "$out" | wc -l)" -eq 48 ] ||
+        fail "not 48 $best GEMM figures"
+    [ "$(grep -oE '"layout":"TN","dtype":"bf16"[^}]*"b_dtype":"fp32"' "$out" | wc -l)" -eq 6 ] ||
+        fail "not 6 bf16 TN figures with fp32 B"
     if grep -oE '"gflops_best":[^,}]*' "$out" | grep -qvE '"gflops_best":[0-9]*\.?[0-9]*[1-9]'; then
         fail "a GFLOP/s figure is not positive"
     fi
