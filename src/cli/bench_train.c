@@ -381,6 +381,7 @@ static void profile_set_phase(step_phase ph)
 typedef struct train_case {
     int full;      /* full fine-tuning, else LoRA */
     int bf16_base; /* LoRA with the base in bf16 */
+    int bf16_compute; /* full: --compute bf16 (bf16 shadows of the weights) */
     size_t B, T;
 } train_case;
 
@@ -391,7 +392,7 @@ typedef struct train_plan {
     char error[1024];
     double init_s;
     size_t weights;     /* fp32 parameters (after a bf16 base released its fp32 copies) */
-    size_t base_bf16;   /* the frozen linear weights as bf16 */
+    size_t base_bf16;   /* the frozen linear weights as bf16, or (full, --compute bf16) the shadows */
     size_t adapter;     /* LoRA A and B */
     size_t grads;       /* base gradients (full) or the adapter's */
     size_t optimizer;   /* AdamW m and v */
@@ -524,6 +525,7 @@ static int trainer_optimizer(trainer *t, whet_err *e)
             p->param = ranges[i].param, p->grad = ranges[i].grad, p->n = ranges[i].n;
             p->decay = strstr(ranges[i].name, "ln") == NULL && strstr(ranges[i].name, "norm") == NULL;
             p->rank = 1, p->shape[0] = (int64_t)ranges[i].n;
+            p->shadow = whet_model_bf16_shadow(t->m, p->param, p->n);
         }
     } else {
         const whet_lora *l = t->lora;
@@ -575,6 +577,8 @@ static int trainer_setup(trainer *t, train_plan *plan, whet_err *e)
     } else {
         whet_train_selection sel = {.full = 1};
         if (!(t->grads = whet_model_grads_create(t->m, &sel, e)))
+            return -1;
+        if (t->tc.bf16_compute && whet_model_compute_bf16(t->m, BT, e))
             return -1;
     }
     int mode = o->checkpoint ? WHET_ACTS_CHECKPOINT : WHET_ACTS_KEEP;
@@ -975,7 +979,7 @@ static double mib(size_t bytes)
 static const char *case_name(const bench_train_options *o, const train_case *tc, char *buf, size_t size)
 {
     if (tc->full)
-        snprintf(buf, size, "full");
+        snprintf(buf, size, "full%s", tc->bf16_compute ? " bf16" : "");
     else
         snprintf(buf, size, "lora r=%zu %s", o->rank, tc->bf16_base ? "bf16" : "f32");
     return buf;
@@ -991,7 +995,11 @@ static void print_plan(const bench_train_options *o, const train_case *tc, const
            case_name(o, tc, name, sizeof name), tc->B, tc->T, mib(p->total), mib(p->weights),
            p->base_bf16 ? "" : "", mib(p->adapter), mib(p->grads), mib(p->optimizer), mib(p->activations),
            mib(p->other), p->init_s, (double)p->trainable * 1e-6, o->steps + 1);
-    if (p->base_bf16)
+    if (p->base_bf16 && tc->full)
+        printf("  (weights: %.1f MiB fp32 + %.1f MiB bf16 shadows of the projections and the head, with the "
+               "bf16 scratch of a weight gradient's input)\n",
+               mib(p->weights), mib(p->base_bf16));
+    else if (p->base_bf16)
         printf("  (weights: %.1f MiB fp32 (embeddings, norms) + %.1f MiB bf16 base)\n", mib(p->weights),
                mib(p->base_bf16));
     fflush(stdout);
@@ -1116,6 +1124,8 @@ static void json_case(whet_json_writer *w, const bench_train_options *o, const c
     }
     whet_json_key(w, "base_dtype");
     whet_json_write_string(w, c->tc.bf16_base ? "bf16" : "f32");
+    whet_json_key(w, "compute");
+    whet_json_write_string(w, c->tc.bf16_base || c->tc.bf16_compute ? "bf16" : "f32");
     whet_json_key(w, "seq_len");
     whet_json_write_int(w, (int64_t)c->tc.T);
     whet_json_key(w, "batch_size");
@@ -1288,7 +1298,8 @@ int bench_train(const bench_train_options *o)
         size_t points = o->sweep ? sizeof sweep_lengths / sizeof sweep_lengths[0] : 1;
         for (size_t i = 0; i < points; i++) {
             train_case *tc = &cases[n++].tc;
-            tc->full = full, tc->bf16_base = !full && o->bf16_base;
+            tc->full = full, tc->bf16_base = !full && (o->bf16_base || o->compute_bf16);
+            tc->bf16_compute = full && o->compute_bf16;
             tc->T = o->sweep ? sweep_lengths[i] : o->seq_len;
             tc->B = o->sweep ? (tokens_per_step / tc->T ? tokens_per_step / tc->T : 1) : o->batch;
         }
@@ -1305,8 +1316,10 @@ int bench_train(const bench_train_options *o)
                o->hidden == 576 && o->layers == 30 && o->vocab == 49152 && o->ffn == 1536 ? ", SmolLM-135M's shape" : "",
                o->threads, o->threads == 1 ? "" : "s", o->kernels->name);
         printf("a step: forward, LM head + cross-entropy, backward, clipping at norm %.1f, AdamW (lr %g); 1 warm-up "
-               "step, then %zu timed (median)%s\n", MAX_GRAD_NORM, LEARNING_RATE, o->steps,
-               o->checkpoint ? "; gradient checkpointing" : "");
+               "step, then %zu timed (median)%s%s\n", MAX_GRAD_NORM, LEARNING_RATE, o->steps,
+               o->checkpoint ? "; gradient checkpointing" : "",
+               o->compute_bf16 ? "; --compute bf16: the projections' and LM head's GEMMs on bf16 operands with fp32 "
+                                 "accumulation (MFU still against the fp32 peak)" : "");
         printf("cpu: %s; fp32 FMA peak %.1f GFLOP/s per core (%s), %.1f on %d thread%s (MFU's denominator)\n",
                f->brand[0] ? f->brand : f->arch, peak_core, o->peak_gflops > 0 ? "--peak" : "measured now", peak,
                o->threads, o->threads == 1 ? "" : "s");

@@ -15,6 +15,7 @@ typedef struct bench_train_options {
     int threads;
     int methods;   /* BENCH_TRAIN_LORA | BENCH_TRAIN_FULL */
     int bf16_base; /* LoRA: frozen base weights held as bf16 */
+    int compute_bf16; /* --compute bf16: the projections' and head's GEMMs on bf16 (LoRA: a bf16 base too) */
     size_t seq_len, batch, steps, rank;
     size_t hidden, layers, heads, kv_heads, ffn, vocab; /* a Llama shape with tied embeddings */
     const char *torch; /* the baseline script; NULL: not run */

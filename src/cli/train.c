@@ -924,9 +924,17 @@ static void print_plan(const train_session *s, const whet_train_plan *p, uint64_
             c->lr, whet_lr_schedule_name((whet_lr_schedule)c->lr_schedule), c->warmup_steps, c->min_lr, c->adam_beta1,
             c->adam_beta2, c->adam_eps, c->weight_decay, c->grad_clip);
     double total = (double)(p->weights + p->gradients + p->optimizer + p->activations);
+    fprintf(out, "  compute         %s\n",
+            !c->compute  ? "fp32"
+            : c->method ? "bf16 GEMMs (projections and LM head; bf16 shadows of the fp32 weights, fp32 gradients "
+                          "and AdamW)"
+                        : "bf16 GEMMs (projections and LM head on the bf16 base; the adapter in fp32)");
     fprintf(out, "  memory          %s: weights %s%s, gradients %s, optimizer %s, activations %s%s\n",
             human_bytes(total, b1, sizeof b1), human_bytes((double)p->weights, b2, sizeof b2),
-            c->base_dtype ? " (bf16 base)" : "", human_bytes((double)p->gradients, b3, sizeof b3),
+            c->method == 0 && (c->base_dtype || c->compute) ? " (bf16 base)"
+            : c->method == 1 && c->compute                 ? " (with bf16 shadows)"
+                                                           : "",
+            human_bytes((double)p->gradients, b3, sizeof b3),
             human_bytes((double)p->optimizer, b4, sizeof b4), human_bytes((double)p->activations, b5, sizeof b5),
             c->grad_checkpoint ? " (checkpointed)" : "");
     if (avail > 0)
@@ -1276,6 +1284,7 @@ int cmd_train(int argc, char **argv)
         .lora = {.rank = c->lora_rank, .alpha = (float)c->lora_alpha, .dropout = (float)c->lora_dropout,
                  .rslora = c->rslora, .targets = WHET_LORA_ALL_TARGETS, .seed = c->seed},
         .base_bf16 = c->base_dtype == 1,
+        .compute_bf16 = c->compute == 1,
         .grad_checkpoint = c->grad_checkpoint,
         .batch_size = c->batch_size,
         .seq_len = c->seq_len,
@@ -1294,8 +1303,11 @@ int cmd_train(int argc, char **argv)
     whet_trainer_plan(s->model, &to, &plan, &e);
     double avail = mem_available_bytes();
     print_plan(s, &plan, steps, per_epoch, avail, info);
-    /* the weights are loaded already (MemAvailable counts them as used); the rest is still to come */
-    double to_come = (double)(plan.gradients + plan.optimizer + plan.activations);
+    /* the weights are loaded already (MemAvailable counts them as used); the rest is still to come, bf16
+     * shadows (--compute bf16 --method full) included */
+    size_t loaded = s->model->num_params * sizeof(float);
+    double to_come = (double)(plan.gradients + plan.optimizer + plan.activations) +
+                     (double)(plan.weights > loaded ? plan.weights - loaded : 0);
     if (avail > 0 && to_come > avail && !tc->force) {
         char b1[32], b2[32];
         whet_error("train: the run needs %s more memory (gradients, optimizer state, activations) but %s is "

@@ -1,9 +1,11 @@
 /* The projections of a block: base weight (fp32, or bf16 after
- * whet_model_base_to_bf16), bias, and — through model/lora.c — an optional
- * adapter. Forward and backward side by side; then the LM head, which reads
- * the same bf16 base; then the conversion to bf16. */
+ * whet_model_base_to_bf16 or whet_model_compute_bf16), bias, and — through
+ * model/lora.c — an optional adapter. Forward and backward side by side; then
+ * the LM head, which reads the same bf16 weights; then the conversion to bf16:
+ * a frozen base (fp32 released) or shadows of trained fp32 masters. */
 #include "model/lora.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,14 +17,45 @@ const char *whet_linear_name(whet_linear_id id)
     return id < WHET_LIN_COUNT ? LINEAR_NAMES[id] : "?";
 }
 
-/* The frozen linear weights as bf16, in whet_model_params's shapes: one
- * allocation, w[id] [L, N, K] per projection and the LM head [V, C]. */
+/* The linear weights as bf16, in whet_model_params's shapes: one
+ * allocation, w[id] [L, N, K] per projection and the LM head [V, C]. Either
+ * a frozen base (the fp32 copies released) or, with shadow set, bf16 copies
+ * of fp32 masters that train (--compute bf16): then src[] are the masters
+ * they are rounded from and n[] their sizes, and the weight gradients run on
+ * the bf16 GEMM too. */
 struct whet_base_bf16 {
     whet_bf16 *memory;
     size_t count;                    /* bf16 values in memory (with alignment padding) */
     whet_bf16 *w[WHET_LIN_COUNT];    /* NULL: the architecture has no such projection */
     whet_bf16 *lm_head;
+    int shadow;                      /* the fp32 masters stay (whet_model_compute_bf16) */
+    const float *src[WHET_LIN_COUNT + 1]; /* shadow: the masters of w[] and (last) of lm_head */
+    size_t n[WHET_LIN_COUNT + 1];
+    whet_bf16 *x;                    /* shadow: a weight gradient's X as bf16, x_capacity values */
+    size_t x_capacity;
 };
+
+static void to_bf16(whet_compute *c, whet_bf16 *dst, const float *src, size_t n);
+
+/* dW (+)= dYᵀ·X in TN layout (B = X, K×N): in fp32, or under --compute bf16
+ * on the bf16 GEMM with X rounded to bf16 — once, into the scratch, when it
+ * fits (every thread's GEMM packing then reads bf16), else by the GEMM as
+ * it packs B (b_f32). Both round to nearest even: the same values. */
+static void weight_gradient(whet_model *m, whet_gemm *w)
+{
+    struct whet_base_bf16 *bf = m->base_bf16;
+    if (!bf || !bf->shadow) {
+        whet_compute_sgemm(m->compute, w);
+        return;
+    }
+    if (w->ldb == w->N && w->K * w->N <= bf->x_capacity) {
+        to_bf16(m->compute, bf->x, w->B, w->K * w->N);
+        w->B = bf->x;
+    } else {
+        w->b_f32 = 1;
+    }
+    whet_compute_gemm_bf16(m->compute, w);
+}
 
 typedef struct linear_view {
     float *w, *b;    /* this layer's weight [N, K] and bias [N] (NULL: none) */
@@ -147,7 +180,7 @@ void whet_linear_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id 
         if (gv.w) {
             whet_gemm w = {.layout = WHET_GEMM_TN, .M = v.N, .N = v.K, .K = rows, .A = dout, .lda = v.N, .B = in,
                            .ldb = v.K, .C = gv.w, .ldc = v.K, .accumulate = 1};
-            whet_compute_sgemm(c, &w);
+            weight_gradient(m, &w);
         }
         if (gv.b) {
             colsum_job j = {gv.b, dout, rows, v.N};
@@ -192,7 +225,7 @@ void whet_lm_head_backward(whet_model *m, float *din, int accumulate_din, const 
     if (g && g->p.lm_head) {
         whet_gemm w = {.layout = WHET_GEMM_TN, .M = vc, .N = C, .K = rows, .A = dlogits, .lda = ld, .B = in,
                        .ldb = C, .C = g->p.lm_head + v0 * C, .ldc = C, .accumulate = 1};
-        whet_compute_sgemm(m->compute, &w);
+        weight_gradient(m, &w);
     }
 }
 
@@ -271,6 +304,9 @@ static void to_bf16(whet_compute *c, whet_bf16 *dst, const float *src, size_t n)
 
 int whet_model_base_to_bf16(whet_model *m, whet_err *e)
 {
+    if (m->base_bf16 && m->base_bf16->shadow)
+        return whet_fail(e, "%s: the linear weights train with bf16 shadows (--compute bf16); they cannot also be "
+                            "a frozen bf16 base", m->path);
     if (m->base_bf16)
         return 0;
     const whet_model_config *c = &m->cfg;
@@ -326,6 +362,87 @@ int whet_model_base_to_bf16(whet_model *m, whet_err *e)
     m->num_params = kept_exact;
     m->base_bf16 = bf;
     return 0;
+}
+
+int whet_model_compute_bf16(whet_model *m, size_t rows, whet_err *e)
+{
+    if (m->base_bf16)
+        return m->base_bf16->shadow ? 0
+                                    : whet_fail(e, "%s: the base is held in bf16 already (frozen, fp32 released): "
+                                                   "its weights cannot train", m->path);
+    const whet_model_config *c = &m->cfg;
+    whet_model_params *p = &m->params;
+    param_field f[MAX_FIELDS];
+    size_t nf = param_fields(c, p, f);
+    size_t values = align_values(c->vocab * c->hidden);
+    for (size_t i = 0; i < nf; i++)
+        if (f[i].linear >= 0 && f[i].linear < WHET_LIN_COUNT)
+            values += align_values(f[i].n);
+    size_t widest = c->hidden; /* a projection's input, or the head's */
+    for (int id = 0; id < WHET_LIN_COUNT; id++) {
+        size_t in, out;
+        whet_linear_shape(c, (whet_linear_id)id, &in, &out);
+        widest = in > widest ? in : widest;
+    }
+    size_t x_capacity = align_values(rows * widest);
+    struct whet_base_bf16 *bf = calloc(1, sizeof *bf);
+    if (bf)
+        bf->memory = aligned_alloc(64, (values + x_capacity) * sizeof(whet_bf16));
+    if (!bf || !bf->memory) {
+        free(bf);
+        return whet_fail(e, "%s: out of memory for the bf16 shadows of the weights (%.1f MiB)", m->path,
+                         (double)(values + x_capacity) * 2 / (1 << 20));
+    }
+    bf->count = values + x_capacity;
+    bf->shadow = 1;
+    bf->x = rows ? bf->memory + values : NULL;
+    bf->x_capacity = rows ? x_capacity : 0;
+    bf->lm_head = bf->memory;
+    bf->src[WHET_LIN_COUNT] = p->lm_head; /* tied: wte */
+    bf->n[WHET_LIN_COUNT] = c->vocab * c->hidden;
+    size_t o = align_values(c->vocab * c->hidden);
+    for (size_t i = 0; i < nf; i++)
+        if (f[i].linear >= 0 && f[i].linear < WHET_LIN_COUNT) {
+            bf->w[f[i].linear] = bf->memory + o;
+            bf->src[f[i].linear] = *f[i].view;
+            bf->n[f[i].linear] = f[i].n;
+            o += align_values(f[i].n);
+        }
+    m->base_bf16 = bf;
+    whet_model_bf16_refresh(m);
+    return 0;
+}
+
+/* The shadow of tensor i (w[i], or the head for WHET_LIN_COUNT). */
+static whet_bf16 *shadow_of(struct whet_base_bf16 *bf, int i)
+{
+    return i == WHET_LIN_COUNT ? bf->lm_head : bf->w[i];
+}
+
+void whet_model_bf16_refresh(whet_model *m)
+{
+    struct whet_base_bf16 *bf = m->base_bf16;
+    if (!bf || !bf->shadow)
+        return;
+    for (int i = 0; i <= WHET_LIN_COUNT; i++)
+        if (bf->src[i])
+            to_bf16(m->compute, shadow_of(bf, i), bf->src[i], bf->n[i]);
+}
+
+whet_bf16 *whet_model_bf16_shadow(const whet_model *m, const float *master, size_t n)
+{
+    struct whet_base_bf16 *bf = m->base_bf16;
+    if (!bf || !bf->shadow || !master)
+        return NULL;
+    for (int i = 0; i <= WHET_LIN_COUNT; i++) {
+        /* compared as addresses: master may point into any tensor */
+        uintptr_t lo = (uintptr_t)bf->src[i], at = (uintptr_t)master;
+        if (bf->src[i] && at >= lo && at < lo + bf->n[i] * sizeof(float)) {
+            size_t offset = (size_t)(master - bf->src[i]);
+            return offset + n <= bf->n[i] ? shadow_of(bf, i) + offset : NULL;
+        }
+    }
+    return NULL;
 }
 
 size_t whet_model_base_bf16_bytes(const whet_model *m)

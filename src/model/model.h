@@ -75,7 +75,8 @@ typedef struct whet_model {
     size_t rope_len;
     char *path;             /* the model directory, for messages */
     struct whet_lora *lora; /* the attached adapter, or NULL (model/lora.c) */
-    struct whet_base_bf16 *base_bf16; /* frozen linear weights held as bf16, or NULL (model/linear.c) */
+    struct whet_base_bf16 *base_bf16; /* linear weights as bf16 (a frozen base, or shadows of trained fp32
+                                       * masters under --compute bf16), or NULL (model/linear.c) */
 } whet_model;
 
 /* One layer's activations for BT rows (capacity rows apart per layer).

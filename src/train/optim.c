@@ -105,6 +105,8 @@ static void step_chunks(void *p, size_t c0, size_t c1)
         const whet_param_tensor *t = &j->o->tensors[ch->tensor];
         j->k->adamw(t->param + ch->offset, j->o->m[ch->tensor] + ch->offset, j->o->v[ch->tensor] + ch->offset,
                     t->grad + ch->offset, ch->n, &j->h[t->decay ? 1 : 0]);
+        if (t->shadow)
+            j->k->f32_to_bf16(t->shadow + ch->offset, t->param + ch->offset, ch->n);
     }
 }
 

@@ -29,6 +29,7 @@ typedef struct whet_param_tensor {
     char name[96];   /* unique; names the tensor in checkpoints */
     float *param, *grad;
     size_t n;
+    whet_bf16 *shadow; /* n bf16 copies of param to keep current (--compute bf16), or NULL */
     int decay;       /* weight decay applies */
     size_t rank;     /* shape, for checkpoints */
     int64_t shape[4];
@@ -69,7 +70,9 @@ double whet_optim_grad_norm(whet_optim *o, whet_compute *c);
 /* The clipping factor clip_grad_norm_ applies for this norm. */
 float whet_optim_clip_scale(const whet_optim *o, double grad_norm);
 
-/* One AdamW step at learning rate lr, gradients multiplied by grad_scale. */
+/* One AdamW step at learning rate lr, gradients multiplied by grad_scale.
+ * A tensor's shadow is rounded from its updated chunk right after the
+ * chunk's update, while the chunk is still in cache. */
 void whet_optim_step(whet_optim *o, whet_compute *c, double lr, float grad_scale);
 
 /* Zeroes every gradient. */

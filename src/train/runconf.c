@@ -43,6 +43,7 @@ static const whet_run_option options[] = {
     SIZE("train-layers", train_layers, 0, 1e6, "0", "full: train only the last N layers of the stack (0: all)"),
     BOOL("freeze-embeddings", freeze_embeddings, 0, "false", "full: keep the embeddings (and a tied head) frozen"),
     CHOICE("base-dtype", base_dtype, dtypes, "f32|bf16", "f32", "hold the frozen base weights in bf16 (lora)"),
+    CHOICE("compute", compute, dtypes, "f32|bf16", "f32", "bf16: projection and LM head GEMMs on bf16, fp32 weights"),
     SIZE("steps", steps, 0, BIG, "0", "optimizer steps (0: from --epochs)"),
     SIZE("epochs", epochs, 0, 1e6, "0", "passes over the data (used when --steps is 0; default 1)"),
     SIZE("batch-size", batch_size, 1, 65536, "4", "sequences per micro-batch"),

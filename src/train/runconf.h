@@ -39,6 +39,7 @@ typedef struct whet_run_config {
     size_t train_layers;
     int freeze_embeddings;
     int base_dtype;          /* 0 f32, 1 bf16 */
+    int compute;             /* 0 f32, 1 bf16: the GEMMs' operands */
     /* length and batches */
     size_t steps, epochs, batch_size, grad_accum, seq_len;
     /* optimizer and schedule */

@@ -90,6 +90,7 @@ static size_t full_tensors(const whet_model *m, const whet_model_grads *g, whet_
         size_t rank = v ? view_shape(c, v->name, dims) : 1;
         size_t per = (size_t)dims[0] * (size_t)(rank == 2 ? dims[1] : 1);
         t->decay = v ? v->decay : 1;
+        t->shadow = whet_model_bf16_shadow(m, t->param, t->n);
         if (v && v->per_layer) {
             t->rank = rank + 1;
             t->shape[0] = (int64_t)(t->n / per);
@@ -144,7 +145,9 @@ int whet_trainer_create(whet_trainer **out, whet_model *m, const whet_trainer_op
         free(t);
         return whet_fail(e, "--train-layers %zu: %s has %zu layers", o->sel.train_layers, m->path, c->layers);
     }
-    if (o->base_bf16 && whet_model_base_to_bf16(m, e) != 0)
+    if ((o->base_bf16 || (o->compute_bf16 && !o->sel.full)) && whet_model_base_to_bf16(m, e) != 0)
+        goto fail;
+    if (o->compute_bf16 && o->sel.full && whet_model_compute_bf16(m, o->batch_size * o->seq_len, e) != 0)
         goto fail;
     if (o->sel.full) {
         if (!(t->grads = whet_model_grads_create(m, &o->sel, e)))
@@ -224,19 +227,26 @@ int whet_trainer_plan(const whet_model *m, const whet_trainer_options *o, whet_t
     int mode = o->grad_checkpoint ? WHET_ACTS_CHECKPOINT : WHET_ACTS_KEEP;
     whet_memory_estimate me = whet_model_memory(c, o->batch_size, o->seq_len, mode);
     p->weights = me.weights;
-    if (o->base_bf16 && !o->sel.full) {
-        /* the linear layers (and the head) at 2 bytes instead of 4 */
-        size_t linear = 0;
+    int bf16_base = (o->base_bf16 || o->compute_bf16) && !o->sel.full, shadows = o->compute_bf16 && o->sel.full;
+    if (bf16_base || shadows) {
+        /* the linear layers and the head as bf16: 2 bytes instead of 4 (a frozen base), or 2 more (shadows) */
+        size_t linear = 0, widest = c->hidden;
         for (int id = 0; id < WHET_LIN_COUNT; id++)
             if (whet_linear_exists(c, (whet_linear_id)id)) {
                 size_t in, out;
                 whet_linear_shape(c, (whet_linear_id)id, &in, &out);
                 linear += L * in * out;
+                widest = in > widest ? in : widest;
             }
-        linear += c->tied ? 0 : c->vocab * c->hidden;
-        p->weights -= linear * 2;
-        if (c->tied)
-            p->weights += c->vocab * c->hidden * 2; /* the head's bf16 copy beside the fp32 embeddings */
+        size_t head = c->vocab * c->hidden;
+        if (shadows) {
+            /* and the scratch of a weight gradient's input in bf16 (model/lora.h) */
+            p->weights += (linear + head + o->batch_size * o->seq_len * widest) * 2;
+        } else {
+            p->weights -= (linear + (c->tied ? 0 : head)) * 2;
+            if (c->tied)
+                p->weights += head * 2; /* the head's bf16 copy beside the fp32 embeddings */
+        }
     }
     p->gradients = p->trainable * sizeof(float);
     p->optimizer = 2 * p->trainable * sizeof(float);
@@ -604,5 +614,6 @@ int whet_trainer_load(whet_trainer *t, const char *ckpt_dir, whet_run_state *st,
         return -1;
     t->step = st->step;
     t->optim->t = st->adam_t;
+    whet_model_bf16_refresh(t->m); /* the masters changed under the shadows */
     return 0;
 }

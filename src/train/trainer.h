@@ -38,6 +38,8 @@ typedef struct whet_trainer_options {
     whet_train_selection sel;     /* sel.full: the model's weights train; else a LoRA adapter */
     whet_lora_options lora;       /* when !sel.full */
     int base_bf16;                /* LoRA: frozen base weights held as bf16 */
+    int compute_bf16;             /* --compute bf16: the projections' and the head's GEMMs on bf16 (full: bf16
+                                   * shadows of the fp32 masters, model/lora.h; LoRA: implies base_bf16) */
     int grad_checkpoint;          /* recompute each layer in the backward pass */
     size_t batch_size, seq_len;   /* the largest micro-batch */
     size_t grad_accum;            /* micro-batches per step (for the dropout stream) */
@@ -77,7 +79,7 @@ void whet_trainer_free(whet_trainer *t);
  * train prints and its memory check. Bytes, except trainable (floats). */
 typedef struct whet_train_plan {
     size_t trainable;
-    size_t weights, gradients, optimizer, activations;
+    size_t weights, gradients, optimizer, activations; /* weights: with a bf16 base or the bf16 shadows */
     size_t tokens_per_micro_batch;
 } whet_train_plan;
 
