@@ -84,35 +84,59 @@ static void pack_a_rounded(void *dst, const whet_gemm *g, size_t i0, size_t rows
     pack_a_panels(dst, g, i0, rows, k0, kc, 1);
 }
 
-/* B (fp32) into [k][32] panels: NT rows of B are the panel's columns, transposed
- * 16×16 at a time; NN/TN rows of B are copied 32 columns at a time. */
-static void pack_b(void *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc)
+/* B into [k][32] panels of floats: sgemm's fp32 B as it is; gemm_bf16's B
+ * (bf16 is set) widened from whet_bf16, or rounded to bf16 when g->b_f32. NT
+ * rows of B are the panel's columns, transposed 16×16 at a time (bf16 NT B
+ * takes the generic path); NN/TN rows of B give 32 columns at a time. */
+static inline void pack_b_panels(float *panel, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc,
+                                 int bf16)
 {
-    const float *B = g->B;
-    float *panel = dst;
+    if (bf16 && !g->b_f32 && g->layout == WHET_GEMM_NT) {
+        gf_pack_b_f32(panel, g, j0, cols, k0, kc, NR, 1);
+        return;
+    }
+    int round_bf16 = bf16; /* past the return above, a bf16 call's B is fp32 but in NN/TN whet_bf16 */
     for (size_t p = 0; p < cols; p += NR, panel += kc * NR) {
         size_t nr = gf_min(NR, cols - p);
         if (g->layout == WHET_GEMM_NT) {
+            const float *B = g->B;
             for (size_t half = 0; half < NR; half += 16) {
                 size_t n = nr > half ? gf_min(16, nr - half) : 0;
                 const float *src = n ? B + (j0 + p + half) * g->ldb + k0 : B;
-                gf_pack_rows_avx512(panel + half, NR, src, g->ldb * sizeof(float), n, 16, kc, 0);
+                gf_pack_rows_avx512(panel + half, NR, src, g->ldb * sizeof(float), n, 16, kc, round_bf16);
             }
+            continue;
+        }
+        __mmask16 lo = (__mmask16)((1u << gf_min(16, nr)) - 1);
+        __mmask16 hi = (__mmask16)((1u << (nr > 16 ? nr - 16 : 0)) - 1);
+        if (bf16 && !g->b_f32) {
+            const whet_bf16 *src = (const whet_bf16 *)g->B + k0 * g->ldb + j0 + p;
+            for (size_t k = 0; k < kc; k++, src += g->ldb)
+                for (size_t half = 0; half < 2; half++) {
+                    __m256i h = _mm256_maskz_loadu_epi16(half ? hi : lo, src + 16 * half);
+                    _mm512_store_si512(panel + k * NR + 16 * half, _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+                }
         } else {
-            __mmask16 lo = (__mmask16)((1u << gf_min(16, nr)) - 1);
-            __mmask16 hi = (__mmask16)((1u << (nr > 16 ? nr - 16 : 0)) - 1);
-            const float *src = B + k0 * g->ldb + j0 + p;
+            const float *src = (const float *)g->B + k0 * g->ldb + j0 + p;
             for (size_t k = 0; k < kc; k++, src += g->ldb) {
-                _mm512_store_ps(panel + k * NR, _mm512_maskz_loadu_ps(lo, src));
-                _mm512_store_ps(panel + k * NR + 16, _mm512_maskz_loadu_ps(hi, src + 16));
+                __m512 v0 = _mm512_maskz_loadu_ps(lo, src), v1 = _mm512_maskz_loadu_ps(hi, src + 16);
+                if (round_bf16)
+                    v0 = gf_round_bf16_avx512(v0), v1 = gf_round_bf16_avx512(v1);
+                _mm512_store_ps(panel + k * NR, v0);
+                _mm512_store_ps(panel + k * NR + 16, v1);
             }
         }
     }
 }
 
+static void pack_b(void *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc)
+{
+    pack_b_panels(dst, g, j0, cols, k0, kc, 0);
+}
+
 static void pack_b_from_bf16(void *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc)
 {
-    gf_pack_b_f32(dst, g, j0, cols, k0, kc, NR, 1);
+    pack_b_panels(dst, g, j0, cols, k0, kc, 1);
 }
 
 void whet_sgemm_avx512(const whet_gemm *g, size_t m0, size_t m1, size_t n0, size_t n1, void *workspace)
