@@ -6,9 +6,8 @@
  * table this CPU runs:
  *  - where the GEMMs go: a counting kernel table sees every projection and
  *    head GEMM — forward (NT), input gradient (NN) and weight gradient (TN,
- *    X in bf16, or B given as fp32 without the scratch) — on gemm_bf16, none
- *    on sgemm; with fp32 compute the reverse; and both ways of rounding X
- *    give the same gradients;
+ *    B given as fp32) — on gemm_bf16, none on sgemm; with fp32 compute the
+ *    reverse;
  *  - the gradients against fp32's: each trained tensor within 1e-2 norm-wise
  *    (below), the loss within 1e-3, and the projections' and the head's
  *    gradients not bit-identical to fp32's (bf16 operands on every path: the
@@ -141,8 +140,6 @@ typedef struct grads_run {
     double loss;
 } grads_run;
 
-/* bf16: 0 fp32; 1 --compute bf16 with X in bf16 in the scratch; 2 the same
- * with no scratch (X rounded by the GEMM's packing, b_f32) */
 static grads_run run_gradients(const whet_kernels *k, int threads, size_t cfg_i, int bf16, const batch_data *d,
                                whet_compute **c)
 {
@@ -151,7 +148,7 @@ static grads_run run_gradients(const whet_kernels *k, int threads, size_t cfg_i,
     grads_run r = {0};
     *c = whet_compute_create(k, threads);
     assert_non_null(*c);
-    if (whet_model_init(&r.m, &cfg, *c, 5, &e) || (bf16 && whet_model_compute_bf16(r.m, bf16 == 1 ? BT : 0, &e)))
+    if (whet_model_init(&r.m, &cfg, *c, 5, &e) || (bf16 && whet_model_compute_bf16(r.m, &e)))
         fail_msg("%s", e.msg);
     whet_train_selection sel = {.full = 1};
     r.g = whet_model_grads_create(r.m, &sel, &e);
@@ -199,22 +196,20 @@ static void gemms_go_to_bf16(void **state)
     batch_data d;
     make_batch(&d, 11);
     for (int t = 0; t < nt; t++)
-        for (int bf16 = 0; bf16 <= 2; bf16++) {
+        for (int bf16 = 0; bf16 <= 1; bf16++) {
             whet_kernels k = counting_table(tables[t]);
             whet_compute *c;
             grads_run r = run_gradients(&k, 1, 0, bf16, &d, &c);
-            int tn_f32 = bf16 == 2; /* TN's B: fp32 without the scratch, else bf16 */
             size_t sg = atomic_load(&sgemm_calls), nt_calls = atomic_load(&bf16_calls[WHET_GEMM_NT][0]),
                    nn_calls = atomic_load(&bf16_calls[WHET_GEMM_NN][0]),
-                   tn_calls = atomic_load(&bf16_calls[WHET_GEMM_TN][tn_f32]);
+                   tn_calls = atomic_load(&bf16_calls[WHET_GEMM_TN][1]);
             size_t other = atomic_load(&bf16_calls[WHET_GEMM_NT][1]) + atomic_load(&bf16_calls[WHET_GEMM_NN][1]) +
-                           atomic_load(&bf16_calls[WHET_GEMM_TN][!tn_f32]);
+                           atomic_load(&bf16_calls[WHET_GEMM_TN][0]);
             if (bf16) {
                 /* 2 layers × 7 projections, forward and recomputed nothing else; the head in 2 vocabulary chunks */
                 if (sg != 0 || nt_calls < 14 + 2 || nn_calls < 14 + 2 || tn_calls < 14 + 2 || other != 0)
-                    fail_msg("%s, --compute bf16%s: %zu sgemm calls, gemm_bf16 NT %zu, NN %zu, TN (B %s) %zu, other "
-                             "%zu", tables[t]->name, tn_f32 ? " without the scratch" : "", sg, nt_calls, nn_calls,
-                             tn_f32 ? "fp32" : "bf16", tn_calls, other);
+                    fail_msg("%s, --compute bf16: %zu sgemm calls, gemm_bf16 NT %zu, NN %zu, TN (B fp32) %zu, other "
+                             "%zu", tables[t]->name, sg, nt_calls, nn_calls, tn_calls, other);
             } else if (sg < 3 * (14 + 2) || nt_calls + nn_calls + tn_calls + other != 0) {
                 fail_msg("%s, fp32: %zu sgemm calls, %zu gemm_bf16", tables[t]->name, sg,
                          nt_calls + nn_calls + tn_calls + other);
@@ -233,14 +228,8 @@ static void gradients_close_to_fp32(void **state)
     for (size_t ci = 0; ci < N_CONFIGS; ci++)
         for (int t = 0; t < nt; t++) {
             whet_compute *c32, *c16;
-            whet_compute *cf;
             grads_run f = run_gradients(tables[t], 1, ci, 0, &d, &c32);
             grads_run h = run_gradients(tables[t], 1, ci, 1, &d, &c16);
-            grads_run hf = run_gradients(tables[t], 1, ci, 2, &d, &cf);
-            if (memcmp(hf.g->memory, h.g->memory, h.g->floats * sizeof(float)) != 0)
-                fail_msg("config %zu on %s: X rounded by the GEMM (b_f32) gives other gradients than X rounded "
-                         "before it", ci, tables[t]->name);
-            free_run(&hf, cf);
             if (fabs(h.loss - f.loss) > LOSS_TOLERANCE * f.loss)
                 fail_msg("config %zu on %s: loss %.6f with bf16, %.6f with fp32", ci, tables[t]->name, h.loss,
                          f.loss);
@@ -492,13 +481,12 @@ static void plan_and_lora(void **state)
     assert_int_equal(whet_trainer_plan(m, &o, &p32, &e), 0);
     o.compute_bf16 = 1;
     assert_int_equal(whet_trainer_plan(m, &o, &p16, &e), 0);
-    size_t scratch = BT * F; /* X of the widest input, the FFN's */
-    assert_int_equal(p16.weights - p32.weights, 2 * (matmul + scratch));
+    assert_int_equal(p16.weights - p32.weights, 2 * matmul);
     whet_trainer *t;
     if (whet_trainer_create(&t, m, &o, &e))
         fail_msg("%s", e.msg);
     size_t held = whet_model_base_bf16_bytes(m);
-    assert_true(held >= 2 * (matmul + scratch) && held < 2 * (matmul + scratch) + 4096);
+    assert_true(held >= 2 * matmul && held < 2 * matmul + 4096);
     /* a frozen bf16 base cannot come on top of trained shadows */
     assert_int_equal(whet_model_base_to_bf16(m, &e), -1);
     assert_non_null(strstr(e.msg, "shadows"));
@@ -517,7 +505,7 @@ static void plan_and_lora(void **state)
     assert_non_null(m->base_bf16);
     assert_null(whet_model_bf16_shadow(m, m->params.wte, 1));
     /* and shadows cannot come on top of a frozen base */
-    assert_int_equal(whet_model_compute_bf16(m, BT, &e), -1);
+    assert_int_equal(whet_model_compute_bf16(m, &e), -1);
     whet_trainer_free(t);
     whet_model_free(m);
     whet_compute_destroy(c);

@@ -578,7 +578,7 @@ static int trainer_setup(trainer *t, train_plan *plan, whet_err *e)
         whet_train_selection sel = {.full = 1};
         if (!(t->grads = whet_model_grads_create(t->m, &sel, e)))
             return -1;
-        if (t->tc.bf16_compute && whet_model_compute_bf16(t->m, BT, e))
+        if (t->tc.bf16_compute && whet_model_compute_bf16(t->m, e))
             return -1;
     }
     int mode = o->checkpoint ? WHET_ACTS_CHECKPOINT : WHET_ACTS_KEEP;
@@ -996,8 +996,7 @@ static void print_plan(const bench_train_options *o, const train_case *tc, const
            p->base_bf16 ? "" : "", mib(p->adapter), mib(p->grads), mib(p->optimizer), mib(p->activations),
            mib(p->other), p->init_s, (double)p->trainable * 1e-6, o->steps + 1);
     if (p->base_bf16 && tc->full)
-        printf("  (weights: %.1f MiB fp32 + %.1f MiB bf16 shadows of the projections and the head, with the "
-               "bf16 scratch of a weight gradient's input)\n",
+        printf("  (weights: %.1f MiB fp32 + %.1f MiB bf16 shadows of the projections and the head)\n",
                mib(p->weights), mib(p->base_bf16));
     else if (p->base_bf16)
         printf("  (weights: %.1f MiB fp32 (embeddings, norms) + %.1f MiB bf16 base)\n", mib(p->weights),

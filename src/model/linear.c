@@ -31,30 +31,20 @@ struct whet_base_bf16 {
     int shadow;                      /* the fp32 masters stay (whet_model_compute_bf16) */
     const float *src[WHET_LIN_COUNT + 1]; /* shadow: the masters of w[] and (last) of lm_head */
     size_t n[WHET_LIN_COUNT + 1];
-    whet_bf16 *x;                    /* shadow: a weight gradient's X as bf16, x_capacity values */
-    size_t x_capacity;
 };
 
-static void to_bf16(whet_compute *c, whet_bf16 *dst, const float *src, size_t n);
-
-/* dW (+)= dYᵀ·X in TN layout (B = X, K×N): in fp32, or under --compute bf16
- * on the bf16 GEMM with X rounded to bf16 — once, into the scratch, when it
- * fits (every thread's GEMM packing then reads bf16), else by the GEMM as
- * it packs B (b_f32). Both round to nearest even: the same values. */
+/* dW (+)= dYᵀ·X in TN layout: in fp32, or under --compute bf16 on the bf16
+ * GEMM with X (B) rounded to bf16 as the GEMM packs it (b_f32). Rounding X
+ * once into a bf16 scratch first was measured no faster for the layers and
+ * slower for the head, whose every vocabulary chunk reads the same rows. */
 static void weight_gradient(whet_model *m, whet_gemm *w)
 {
-    struct whet_base_bf16 *bf = m->base_bf16;
-    if (!bf || !bf->shadow) {
-        whet_compute_sgemm(m->compute, w);
-        return;
-    }
-    if (w->ldb == w->N && w->K * w->N <= bf->x_capacity) {
-        to_bf16(m->compute, bf->x, w->B, w->K * w->N);
-        w->B = bf->x;
-    } else {
+    if (m->base_bf16 && m->base_bf16->shadow) {
         w->b_f32 = 1;
+        whet_compute_gemm_bf16(m->compute, w);
+    } else {
+        whet_compute_sgemm(m->compute, w);
     }
-    whet_compute_gemm_bf16(m->compute, w);
 }
 
 typedef struct linear_view {
@@ -364,7 +354,7 @@ int whet_model_base_to_bf16(whet_model *m, whet_err *e)
     return 0;
 }
 
-int whet_model_compute_bf16(whet_model *m, size_t rows, whet_err *e)
+int whet_model_compute_bf16(whet_model *m, whet_err *e)
 {
     if (m->base_bf16)
         return m->base_bf16->shadow ? 0
@@ -378,25 +368,16 @@ int whet_model_compute_bf16(whet_model *m, size_t rows, whet_err *e)
     for (size_t i = 0; i < nf; i++)
         if (f[i].linear >= 0 && f[i].linear < WHET_LIN_COUNT)
             values += align_values(f[i].n);
-    size_t widest = c->hidden; /* a projection's input, or the head's */
-    for (int id = 0; id < WHET_LIN_COUNT; id++) {
-        size_t in, out;
-        whet_linear_shape(c, (whet_linear_id)id, &in, &out);
-        widest = in > widest ? in : widest;
-    }
-    size_t x_capacity = align_values(rows * widest);
     struct whet_base_bf16 *bf = calloc(1, sizeof *bf);
     if (bf)
-        bf->memory = aligned_alloc(64, (values + x_capacity) * sizeof(whet_bf16));
+        bf->memory = aligned_alloc(64, values * sizeof(whet_bf16));
     if (!bf || !bf->memory) {
         free(bf);
         return whet_fail(e, "%s: out of memory for the bf16 shadows of the weights (%.1f MiB)", m->path,
-                         (double)(values + x_capacity) * 2 / (1 << 20));
+                         (double)values * 2 / (1 << 20));
     }
-    bf->count = values + x_capacity;
+    bf->count = values;
     bf->shadow = 1;
-    bf->x = rows ? bf->memory + values : NULL;
-    bf->x_capacity = rows ? x_capacity : 0;
     bf->lm_head = bf->memory;
     bf->src[WHET_LIN_COUNT] = p->lm_head; /* tied: wte */
     bf->n[WHET_LIN_COUNT] = c->vocab * c->hidden;

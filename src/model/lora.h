@@ -121,24 +121,21 @@ int whet_model_base_to_bf16(whet_model *m, whet_err *e);
 /* --compute bf16 for weights that train: bf16 shadows of the linear weights
  * (q,k,v,o,gate,up,down) and of the LM head (tied: wte's values) next to
  * their fp32 masters, which stay in m->params and are what the optimizer
- * updates. Forward, input gradients and weight gradients (dW = dYᵀ·X) then
- * run on the bf16 GEMM with fp32 accumulation; gradients stay fp32. X is
- * rounded to bf16 once per weight gradient into a scratch sized for `rows`
- * rows (B·T of the largest batch; more rows, or rows = 0, leave it to the
- * GEMM's packing: the same values, slower). After the masters change (an
+ * updates. Forward, input gradients and weight gradients (dW = dYᵀ·X, X
+ * rounded to bf16 as the GEMM packs it: b_f32) then run on the bf16 GEMM
+ * with fp32 accumulation; gradients stay fp32. After the masters change (an
  * optimizer step, a checkpoint loaded) the shadows must be refreshed: the
  * optimizer does it chunk by chunk (whet_param_tensor.shadow, train/optim.h),
  * or whet_model_bf16_refresh does all. Refused after whet_model_base_to_bf16
  * (and the reverse); a second call does nothing. */
-int whet_model_compute_bf16(whet_model *m, size_t rows, whet_err *e);
+int whet_model_compute_bf16(whet_model *m, whet_err *e);
 /* Rounds every shadow from its fp32 master again (multithreaded; each value
  * on its own, so the same bits for any thread count). No-op without shadows. */
 void whet_model_bf16_refresh(whet_model *m);
 /* The shadow of the n fp32 values at master (inside one linear weight or the
  * head's master), or NULL when they have none. */
 whet_bf16 *whet_model_bf16_shadow(const whet_model *m, const float *master, size_t n);
-/* Bytes held as bf16: the frozen base, or the shadows and their scratch (0
- * without either). */
+/* Bytes held as bf16: the frozen base or the shadows (0 without either). */
 size_t whet_model_base_bf16_bytes(const whet_model *m);
 /* Frees m->base_bf16 (whet_model_free calls it). */
 void whet_model_base_bf16_free(whet_model *m);

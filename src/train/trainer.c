@@ -147,7 +147,7 @@ int whet_trainer_create(whet_trainer **out, whet_model *m, const whet_trainer_op
     }
     if ((o->base_bf16 || (o->compute_bf16 && !o->sel.full)) && whet_model_base_to_bf16(m, e) != 0)
         goto fail;
-    if (o->compute_bf16 && o->sel.full && whet_model_compute_bf16(m, o->batch_size * o->seq_len, e) != 0)
+    if (o->compute_bf16 && o->sel.full && whet_model_compute_bf16(m, e) != 0)
         goto fail;
     if (o->sel.full) {
         if (!(t->grads = whet_model_grads_create(m, &o->sel, e)))
@@ -230,18 +230,16 @@ int whet_trainer_plan(const whet_model *m, const whet_trainer_options *o, whet_t
     int bf16_base = (o->base_bf16 || o->compute_bf16) && !o->sel.full, shadows = o->compute_bf16 && o->sel.full;
     if (bf16_base || shadows) {
         /* the linear layers and the head as bf16: 2 bytes instead of 4 (a frozen base), or 2 more (shadows) */
-        size_t linear = 0, widest = c->hidden;
+        size_t linear = 0;
         for (int id = 0; id < WHET_LIN_COUNT; id++)
             if (whet_linear_exists(c, (whet_linear_id)id)) {
                 size_t in, out;
                 whet_linear_shape(c, (whet_linear_id)id, &in, &out);
                 linear += L * in * out;
-                widest = in > widest ? in : widest;
             }
         size_t head = c->vocab * c->hidden;
         if (shadows) {
-            /* and the scratch of a weight gradient's input in bf16 (model/lora.h) */
-            p->weights += (linear + head + o->batch_size * o->seq_len * widest) * 2;
+            p->weights += (linear + head) * 2;
         } else {
             p->weights -= (linear + (c->tied ? 0 : head)) * 2;
             if (c->tied)
