@@ -70,11 +70,6 @@ static inline size_t gf_min(size_t a, size_t b)
     return a < b ? a : b;
 }
 
-static inline float gf_a_at(const whet_gemm *g, size_t i, size_t k)
-{
-    return g->layout == WHET_GEMM_TN ? g->A[k * g->lda + i] : g->A[i * g->lda + k];
-}
-
 static inline uint32_t gf_float_bits(float f)
 {
     uint32_t u;
@@ -196,25 +191,41 @@ static inline void gf_pack_b_f32(float *dst, const whet_gemm *g, size_t j0, size
 
 /* ---- bf16 pair panels ----------------------------------------------------- */
 
-/* A rounded to bf16, k-pairs into [k/2][MR] words. */
+/* A rounded to bf16, k-pairs into [k/2][MR] words. In NN/NT a pair is adjacent
+ * in a row of A; in TN it is two rows of A, read row by row. */
 static inline void gf_pack_a_pairs(uint32_t *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc,
                             size_t MR)
 {
     size_t kp = (kc + 1) / 2;
     for (size_t p = 0; p < rows; p += MR, dst += kp * MR) {
         size_t mr = gf_min(MR, rows - p);
+        if (g->layout == WHET_GEMM_TN) {
+            for (size_t q = 0; q < kp; q++) {
+                const float *lo = g->A + (k0 + 2 * q) * g->lda + i0 + p;
+                uint32_t *d = dst + q * MR;
+                size_t r = 0;
+                if (2 * q + 1 < kc)
+                    for (; r < mr; r++)
+                        d[r] = gf_to_bf16(lo[r]) | gf_to_bf16(lo[g->lda + r]) << 16;
+                else
+                    for (; r < mr; r++)
+                        d[r] = gf_to_bf16(lo[r]);
+                for (; r < MR; r++)
+                    d[r] = 0;
+            }
+            continue;
+        }
         for (size_t r = 0; r < MR; r++) {
             if (r >= mr) {
                 for (size_t q = 0; q < kp; q++)
                     dst[q * MR + r] = 0;
                 continue;
             }
-            size_t i = i0 + p + r;
+            const float *src = g->A + (i0 + p + r) * g->lda + k0;
             for (size_t q = 0; q < kc / 2; q++)
-                dst[q * MR + r] = gf_to_bf16(gf_a_at(g, i, k0 + 2 * q)) |
-                                  gf_to_bf16(gf_a_at(g, i, k0 + 2 * q + 1)) << 16;
+                dst[q * MR + r] = gf_to_bf16(src[2 * q]) | gf_to_bf16(src[2 * q + 1]) << 16;
             if (kc & 1)
-                dst[(kp - 1) * MR + r] = gf_to_bf16(gf_a_at(g, i, k0 + kc - 1));
+                dst[(kp - 1) * MR + r] = gf_to_bf16(src[kc - 1]);
         }
     }
 }
