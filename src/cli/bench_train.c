@@ -19,8 +19,8 @@
  *   LoRA   = 4·N·tokens (forward and input gradient of the frozen base, no
  *            weight gradient) + 6·N_adapter·tokens (A and B of every adapted
  *            projection: L·r·(in + out) each) + attn
- * The LM head's logits recomputed in the backward pass (2·V·C·tokens), norms
- * and element-wise work are not counted: MFU is model FLOPs, not hardware FLOPs.
+ * Norms and element-wise work are not counted: MFU is model FLOPs, not
+ * hardware FLOPs.
  * MFU = model FLOPs per second / (measured fp32 FMA peak per core × threads). */
 #include "cli/bench_train.h"
 
@@ -64,8 +64,11 @@ void bench_train_defaults(bench_train_options *o)
  * With --profile the compute context runs this table: each entry calls the
  * real kernel and adds its time to the calling thread's slot, under the
  * current phase (set by the step between library calls) and a category. The
- * backward pass starts with the LM head + cross-entropy; its first norm
- * backward (the final norm's) marks where the layers start. GEMMs with a
+ * LM head + cross-entropy runs forward and backward in one call
+ * (whet_model_nll_head_backward, as whet train does), timed as the head's
+ * forward phase; its backward phase is what the backward pass does before
+ * its first norm backward (the final norm's), which marks where the layers
+ * start. GEMMs with a
  * dimension equal to the LoRA rank are the adapter's.
  *
  * Kernels are timed by their thread's CPU clock, so that time the thread spent
@@ -631,7 +634,7 @@ static int trainer_step(trainer *t, train_result *r, whet_err *e)
     if (profile)
         at[PH_HEAD_FORWARD] = clocks_now();
     double loss;
-    if (whet_model_nll(t->m, t->acts, t->targets, NULL, &loss, e))
+    if (whet_model_nll_head_backward(t->m, t->acts, t->targets, 1.0f / (float)BT, t->grads, &loss, e))
         return -1;
     profile_set_phase(PH_HEAD_BACKWARD);
     if (profile)

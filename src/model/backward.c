@@ -250,18 +250,23 @@ static void attn_bw_items(void *p, size_t i0, size_t i1)
 
 typedef struct ce_bw_job {
     const whet_kernels *k;
-    float *chunk;
-    size_t vc, v0;
+    float *chunk;           /* [rows, vc] logits in, dlogits out, rows ld apart */
+    size_t ld, vc, v0;
     const int32_t *targets;
     const float *lse, *row_scale;
 } ce_bw_job;
 
+/* A row that does not count (row_scale 0) gets zeros, which is what the
+ * kernel gives it too unless its logits are not finite. */
 static void ce_bw_rows(void *p, size_t i0, size_t i1)
 {
     ce_bw_job *j = p;
-    float *rows = j->chunk + i0 * WHET_CE_VOCAB;
-    j->k->cross_entropy_backward(rows, rows, WHET_CE_VOCAB, i1 - i0, j->vc, j->v0, j->targets + i0, j->lse + i0,
+    float *rows = j->chunk + i0 * j->ld;
+    j->k->cross_entropy_backward(rows, rows, j->ld, i1 - i0, j->vc, j->v0, j->targets + i0, j->lse + i0,
                                  j->row_scale + i0);
+    for (size_t i = i0; i < i1; i++)
+        if (j->row_scale[i] == 0.0f)
+            memset(j->chunk + i * j->ld, 0, j->vc * sizeof(float));
 }
 
 typedef struct embed_bw_job {
@@ -294,26 +299,121 @@ static void embed_bw_cols(void *p, size_t c0, size_t c1)
 
 /* ---- the LM head + cross-entropy ------------------------------------------ */
 
-/* loss = Σ_rows row_scale·nll:  dlogits = row_scale·(softmax − onehot), per
- * chunk of the vocabulary as the forward computed it (logits recomputed, never
- * all held):  dlnf += dlogits·lm_head[v0:v0+vc],  dlm_head[v0:v0+vc] +=
- * dlogitsᵀ·lnf (whet_lm_head_backward, when g has the head's gradient). */
-static void lm_head_backward(whet_model *m, whet_acts *a, const int32_t *targets, float *dlnf, whet_model_grads *g)
+/* loss = Σ_rows row_scale·nll:  dlogits = row_scale·(softmax − onehot);
+ * dlnf += dlogits·lm_head[v0:v0+vc],  dlm_head[v0:v0+vc] += dlogitsᵀ·lnf
+ * (whet_lm_head_backward, when g has the head's gradient), for the rows × vc
+ * logits of one chunk held ld apart. */
+static void head_chunk_backward(whet_model *m, whet_acts *a, const int32_t *targets, float *dlnf, whet_model_grads *g,
+                                float *logits, size_t ld, size_t r0, size_t rows, size_t v0, size_t vc)
 {
     whet_compute *c = m->compute;
-    size_t BT = a->cur_B * a->cur_T, C = m->cfg.hidden, V = m->cfg.vocab;
-    for (size_t r0 = 0; r0 < BT; r0 += WHET_CE_ROWS) {
-        size_t rows = BT - r0 < WHET_CE_ROWS ? BT - r0 : WHET_CE_ROWS;
+    size_t C = m->cfg.hidden;
+    ce_bw_job j = {c->kernels, logits, ld, vc, v0, targets + r0, a->lse + r0, a->d.row_scale + r0};
+    whet_compute_for(c, rows, grain_for(vc), ce_bw_rows, &j);
+    whet_lm_head_backward(m, dlnf + r0 * C, v0 > 0, logits, ld, a->lnf + r0 * C, rows, v0, vc, g);
+}
+
+/* The two-pass head (after whet_model_nll): each chunk's logits recomputed,
+ * never all held. Row blocks of a->head_rows, as whet_model_nll_head_backward's,
+ * and the same calls on each chunk: the same bits. */
+static void lm_head_backward(whet_model *m, whet_acts *a, const int32_t *targets, float *dlnf, whet_model_grads *g)
+{
+    size_t BT = a->cur_B * a->cur_T, C = m->cfg.hidden, V = m->cfg.vocab, R = a->head_rows;
+    for (size_t r0 = 0; r0 < BT; r0 += R) {
+        size_t rows = BT - r0 < R ? BT - r0 : R;
         for (size_t v0 = 0; v0 < V; v0 += WHET_CE_VOCAB) {
             size_t vc = V - v0 < WHET_CE_VOCAB ? V - v0 : WHET_CE_VOCAB;
-            /* logits [rows, vc] = lnf · lm_head[v0:v0+vc]ᵀ, then dlogits in place */
             whet_lm_head_forward(m, a->ce_chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0, vc);
-            ce_bw_job j = {c->kernels, a->ce_chunk, vc, v0, targets + r0, a->lse + r0, a->d.row_scale + r0};
-            whet_compute_for(c, rows, grain_for(vc), ce_bw_rows, &j);
-            whet_lm_head_backward(m, dlnf + r0 * C, v0 > 0, a->ce_chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0,
-                                  vc, g);
+            head_chunk_backward(m, a, targets, dlnf, g, a->ce_chunk, WHET_CE_VOCAB, r0, rows, v0, vc);
         }
     }
+}
+
+/* ---- the training LM head: the logits once ---------------------------------- */
+
+typedef struct head_lse_job {
+    const whet_kernels *k;
+    whet_acts *a;
+    const float *chunk;       /* [rows, vc] logits, rows ld apart */
+    size_t r0, ld, vc, v0;
+    const int32_t *targets;   /* [BT] */
+} head_lse_job;
+
+/* whet_model_nll's update (forward.c: ce_rows) on a chunk held in the block */
+static void head_lse_rows(void *p, size_t i0, size_t i1)
+{
+    head_lse_job *j = p;
+    whet_acts *a = j->a;
+    size_t r0 = j->r0;
+    j->k->cross_entropy_lse_update(a->ce_max + r0 + i0, a->ce_sum + r0 + i0, j->chunk + i0 * j->ld, j->ld, i1 - i0,
+                                   j->vc);
+    for (size_t i = i0; i < i1; i++) {
+        int32_t t = j->targets[r0 + i];
+        if (t >= 0 && (size_t)t >= j->v0 && (size_t)t < j->v0 + j->vc)
+            a->ce_target[r0 + i] = j->chunk[i * j->ld + ((size_t)t - j->v0)];
+    }
+}
+
+/* Per block of rows: each vocabulary chunk's logits into the block's buffer
+ * and the running log-sum-exp over them while they are in cache (the calls
+ * of whet_model_nll, so the same bits); once every row's NLL is known (and
+ * finite), each chunk's dlogits and its share of dlnf and dlm_head — the
+ * calls of lm_head_backward, on the kept logits instead of recomputed ones. */
+int whet_model_nll_head_backward(whet_model *m, whet_acts *a, const int32_t *targets, float loss_scale,
+                                 whet_model_grads *g, double *mean_nll, whet_err *e)
+{
+    const whet_model_config *cfg = &m->cfg;
+    whet_compute *c = m->compute;
+    size_t BT = a->cur_B * a->cur_T, C = cfg->hidden, V = cfg->vocab, R = a->head_rows;
+    if (a->keep_layers != WHET_ACTS_KEEP && a->keep_layers != WHET_ACTS_CHECKPOINT)
+        return whet_fail(e, "%s: whet_model_nll_head_backward needs activations made for training (WHET_ACTS_KEEP or "
+                            "WHET_ACTS_CHECKPOINT), not mode %d", m->path, a->keep_layers);
+    if (BT == 0)
+        return whet_fail(e, "%s: whet_model_nll_head_backward needs a forward pass first", m->path);
+    size_t counted = 0;
+    for (size_t r = 0; r < BT; r++) {
+        if (targets[r] >= 0 && (size_t)targets[r] >= V)
+            return whet_fail(e, "%s: target id %d (row %zu) is outside the vocabulary of %zu", m->path, targets[r], r,
+                             V);
+        a->d.row_scale[r] = targets[r] >= 0 ? loss_scale : 0.0f;
+        counted += targets[r] >= 0;
+    }
+    a->head_grad_ready = 0;
+    /* no row counts: the NLL only (the caller runs no backward then) */
+    int backward = counted > 0, finite = 1;
+    double total = 0;
+    float *logits = a->head_logits;
+    for (size_t r0 = 0; r0 < BT; r0 += R) {
+        size_t rows = BT - r0 < R ? BT - r0 : R;
+        for (size_t r = r0; r < r0 + rows; r++)
+            a->ce_max[r] = -INFINITY, a->ce_sum[r] = 0.0f, a->ce_target[r] = NAN;
+        for (size_t v0 = 0; v0 < V; v0 += WHET_CE_VOCAB) {
+            size_t vc = V - v0 < WHET_CE_VOCAB ? V - v0 : WHET_CE_VOCAB;
+            float *chunk = logits + v0 * rows;
+            whet_lm_head_forward(m, chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0, vc);
+            head_lse_job j = {c->kernels, a, chunk, r0, WHET_CE_VOCAB, vc, v0, targets};
+            whet_compute_for(c, rows, grain_for(vc), head_lse_rows, &j);
+        }
+        for (size_t r = r0; r < r0 + rows; r++) {
+            a->lse[r] = a->ce_max[r] + logf(a->ce_sum[r]);
+            if (targets[r] >= 0) {
+                float lp = a->ce_target[r] - a->lse[r];
+                total -= lp;
+                finite &= isfinite(lp) != 0;
+            }
+        }
+        /* dlogits only from finite NLLs; after a non-finite one the NLL alone */
+        if (!backward || !finite)
+            continue;
+        for (size_t v0 = 0; v0 < V; v0 += WHET_CE_VOCAB) {
+            size_t vc = V - v0 < WHET_CE_VOCAB ? V - v0 : WHET_CE_VOCAB;
+            head_chunk_backward(m, a, targets, a->d.ln, g, logits + v0 * rows, WHET_CE_VOCAB, r0, rows, v0, vc);
+        }
+    }
+    *mean_nll = counted ? total / (double)counted : 0.0;
+    a->lse_ready = 1;
+    a->head_grad_ready = backward && finite;
+    return 0;
 }
 
 /* ---- one block, in reverse ---------------------------------------------------- */
@@ -397,11 +497,18 @@ int whet_model_backward(whet_model *m, whet_acts *a, const int32_t *targets, flo
                             "WHET_ACTS_CHECKPOINT), not mode %d", m->path, a->keep_layers);
     if (BT == 0 || !a->lse_ready)
         return whet_fail(e, "%s: whet_model_backward needs a forward pass and whet_model_nll first", m->path);
+    int head_done = a->head_grad_ready;
+    a->head_grad_ready = 0; /* used once: a second backward recomputes the head */
     for (size_t r = 0; r < BT; r++) {
         if (targets[r] >= 0 && (size_t)targets[r] >= cfg->vocab)
             return whet_fail(e, "%s: target id %d (row %zu) is outside the vocabulary of %zu", m->path, targets[r], r,
                              cfg->vocab);
-        a->d.row_scale[r] = targets[r] >= 0 ? loss_scale : 0.0f;
+        float scale = targets[r] >= 0 ? loss_scale : 0.0f;
+        if (head_done && a->d.row_scale[r] != scale)
+            return whet_fail(e, "%s: whet_model_backward: row %zu's loss scale %g differs from the %g "
+                                "whet_model_nll_head_backward used (other targets or loss_scale)",
+                             m->path, r, (double)scale, (double)a->d.row_scale[r]);
+        a->d.row_scale[r] = scale;
     }
     /* the lowest layer that trains anything: the adapter's are in every layer */
     int lora_trains = m->lora && m->lora->grad_memory;
@@ -410,8 +517,9 @@ int whet_model_backward(whet_model *m, whet_acts *a, const int32_t *targets, flo
     if (lora_trains || embed_trains)
         lowest = 0;
 
-    /* logits = lnf·lm_headᵀ;  lnf = norm(x_final) */
-    lm_head_backward(m, a, targets, a->d.ln, g);
+    /* logits = lnf·lm_headᵀ (done already after whet_model_nll_head_backward);  lnf = norm(x_final) */
+    if (!head_done)
+        lm_head_backward(m, a, targets, a->d.ln, g);
     int need_dx = lowest < L || embed_trains;
     if (need_dx)
         memset(a->d.res, 0, BT * C * sizeof(float));

@@ -68,8 +68,25 @@ static size_t layout_layer(const whet_model_config *c, size_t B, size_t T, int w
     return o;
 }
 
-/* The backward pass's buffers (one set, reused by every layer). */
-static size_t layout_grad_acts(const whet_model_config *c, size_t BT, whet_grad_acts *d, float *base)
+/* Rows per block of the training LM head (model/backward.c): a block's logits
+ * over the whole vocabulary are held at once, so the block shrinks for large
+ * vocabularies to keep them within WHET_HEAD_LOGITS_FLOATS. */
+static size_t head_block_rows(size_t BT, size_t V)
+{
+    size_t rows = WHET_CE_ROWS;
+    V = (V + WHET_CE_VOCAB - 1) / WHET_CE_VOCAB * WHET_CE_VOCAB;
+    while (rows > WHET_HEAD_MIN_ROWS && rows * V > WHET_HEAD_LOGITS_FLOATS)
+        rows /= 2;
+    return rows < BT ? rows : BT;
+}
+
+/* The backward pass's buffers (one set, reused by every layer). ln and
+ * row_scale come first; the rest are scratch of the layers' backward, dead
+ * while the training LM head runs (before the layers' backward), so the
+ * head's logits [head_rows, V] share their memory: the scratch is as large as
+ * the larger of the two. */
+static size_t layout_grad_acts(const whet_model_config *c, size_t BT, size_t head_rows, whet_grad_acts *d,
+                               float **head_logits, float *base)
 {
     size_t C = c->hidden, F = c->ffn, QD = c->heads * c->head_dim, KVD = c->kv_heads * c->head_dim;
     whet_grad_acts dummy;
@@ -77,8 +94,12 @@ static size_t layout_grad_acts(const whet_model_config *c, size_t BT, whet_grad_
         d = &dummy;
     memset(d, 0, sizeof *d);
     size_t o = 0;
-    o = take(&d->res, base, o, BT * C);
     o = take(&d->ln, base, o, BT * C);
+    o = take(&d->row_scale, base, o, BT);
+    size_t scratch = o;
+    if (head_logits)
+        *head_logits = base ? base + scratch : NULL;
+    o = take(&d->res, base, o, BT * C);
     o = take(&d->att, base, o, BT * QD);
     o = take(&d->q, base, o, BT * QD);
     o = take(&d->k, base, o, BT * KVD);
@@ -91,8 +112,9 @@ static size_t layout_grad_acts(const whet_model_config *c, size_t BT, whet_grad_
     if (c->info->act == WHET_ACT_SWIGLU)
         o = take(&d->gate, base, o, BT * F);
     o = take(&d->up, base, o, BT * F);
-    o = take(&d->row_scale, base, o, BT);
-    return o;
+    size_t chunks = (c->vocab + WHET_CE_VOCAB - 1) / WHET_CE_VOCAB;
+    size_t logits_end = take(NULL, NULL, scratch, chunks * head_rows * WHET_CE_VOCAB);
+    return o > logits_end ? o : logits_end;
 }
 
 static int32_t *take_ints(float *base, size_t *o, size_t n)
@@ -155,8 +177,10 @@ static size_t layout_acts(const whet_model_config *c, size_t B, size_t T, int mo
     if (lora_floats)
         o = take(a ? &a->lora : &dummy, base, o, (mode == WHET_ACTS_REUSE ? 1 : L) * lora_floats);
     if (keep || checkpoint) {
-        size_t n = layout_grad_acts(c, BT, a ? &a->d : NULL, base ? base + o : NULL);
-        o += n;
+        size_t head_rows = head_block_rows(BT, c->vocab);
+        if (a)
+            a->head_rows = head_rows;
+        o += layout_grad_acts(c, BT, head_rows, a ? &a->d : NULL, a ? &a->head_logits : NULL, base ? base + o : NULL);
     }
     return o;
 }
@@ -552,7 +576,7 @@ static int forward_impl(whet_model *m, whet_acts *a, const int32_t *tokens, cons
     if (B == 0 || T == 0 || B > a->B || T > a->T)
         return whet_fail(e, "%s: a batch of %zu × %zu tokens does not fit activations made for %zu × %zu", m->path, B,
                          T, a->B, a->T);
-    a->lse_ready = 0;
+    a->lse_ready = 0, a->head_grad_ready = 0;
     if (!positions && !seg_start && pos0 + T > cfg->max_positions)
         return whet_fail(e, "%s: position %zu is past the model's %zu positions (max_position_embeddings / n_positions "
                             "in config.json)", m->path, pos0 + T - 1, cfg->max_positions);
@@ -573,7 +597,7 @@ static int forward_impl(whet_model *m, whet_acts *a, const int32_t *tokens, cons
     if (ensure_rope(m, max_pos + 1, e))
         return -1;
     /* the layer views were laid out for a->B × a->T rows; the first B·T are used */
-    a->cur_B = B, a->cur_T = T, a->lse_ready = 0;
+    a->cur_B = B, a->cur_T = T, a->lse_ready = 0, a->head_grad_ready = 0;
     memcpy(a->tokens, tokens, BT * sizeof *tokens);
 
     whet_compute *c = m->compute;

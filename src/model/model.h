@@ -25,7 +25,7 @@
  *   whet_acts *a = whet_acts_create(m, B, T, WHET_ACTS_KEEP, &e);  // or _CHECKPOINT
  *   whet_model_grads *g = whet_model_grads_create(m, &selection, &e);
  *   whet_model_forward_packed(m, a, tokens, positions, seg_start, B, T, &e);
- *   whet_model_nll(m, a, targets, NULL, &mean_nll, &e);
+ *   whet_model_nll_head_backward(m, a, targets, 1.0f / step_tokens, g, &mean_nll, &e); // loss, LM head's gradient
  *   whet_model_backward(m, a, targets, 1.0f / step_tokens, g, &e); // g += ∂loss/∂θ
  * and for generation:
  *   whet_kv_cache *kv = whet_kv_cache_create(m, B, max_T, &e);
@@ -132,6 +132,11 @@ typedef struct whet_acts {
     int lse_ready;           /* whet_model_nll ran after the last forward (the backward needs lse) */
     float *ce_max, *ce_sum, *ce_target; /* [BT] cross-entropy running state */
     float *ce_chunk;         /* [WHET_CE_ROWS, WHET_CE_VOCAB] logits of one vocabulary chunk */
+    float *head_logits;      /* [⌈V/WHET_CE_VOCAB⌉, head_rows, WHET_CE_VOCAB] training (KEEP, CHECKPOINT): a row
+                              * block's logits chunk by chunk, then dlogits
+                              * (whet_model_nll_head_backward); shares memory with d's layer scratch */
+    size_t head_rows;        /* rows per block of the training LM head, both paths (≤ WHET_CE_ROWS) */
+    int head_grad_ready;     /* d.ln holds ∂loss/∂lnf from whet_model_nll_head_backward (after the last forward) */
     int32_t *tokens;         /* [BT] the last forward's input, for the embeddings' gradient */
     int32_t *positions;      /* [BT] */
     int32_t *seg_start;      /* [BT] packed example start row within its sequence (whet_model_forward_packed) */
@@ -145,6 +150,11 @@ typedef struct whet_acts {
 /* The fused LM head + cross-entropy never holds more logits than this. */
 #define WHET_CE_ROWS 256
 #define WHET_CE_VOCAB 1024
+/* ... except in training, where whet_model_nll_head_backward holds a block of
+ * rows over the whole vocabulary: WHET_CE_ROWS rows halved (down to
+ * WHET_HEAD_MIN_ROWS) while they take more than this many floats. */
+#define WHET_HEAD_LOGITS_FLOATS ((size_t)1 << 23)
+#define WHET_HEAD_MIN_ROWS 16
 
 typedef struct whet_kv_cache {
     size_t B, max_T, len;  /* len tokens of each sequence are cached */
@@ -241,7 +251,9 @@ size_t whet_model_grads_ranges(const whet_model *m, const whet_model_grads *g, w
  * attached, the gradient of  loss_scale · Σ_rows nll(row)  over rows with
  * targets ≥ 0 — the caller passes loss_scale = 1 / (loss tokens in the whole
  * optimizer step), so gradient accumulation over micro-batches sums to the
- * mean. The LM head's logits are recomputed chunk by chunk (never all held);
+ * mean. The LM head's logits are recomputed chunk by chunk (never all held)
+ * unless whet_model_nll_head_backward ran after the forward (then its
+ * gradient is used, once);
  * with CHECKPOINT each layer's activations are recomputed from its x_in just
  * before its backward, giving the same bits as KEEP. Layers below the lowest
  * one that trains (g->first_layer, or 0 with an adapter or trained
@@ -278,6 +290,22 @@ int whet_model_forward_packed(whet_model *m, whet_acts *a, const int32_t *tokens
  * each row's log-sum-exp into a->lse. */
 int whet_model_nll(whet_model *m, whet_acts *a, const int32_t *targets, float *logprobs, double *mean_nll,
                    whet_err *e);
+
+/* Training: whet_model_nll and the LM head's share of whet_model_backward in
+ * one pass, each block of a->head_rows rows' logits computed once over the
+ * whole vocabulary (not again in the backward). Gives what whet_model_nll
+ * gives (*mean_nll, a->lse and the cross-entropy state, no log-probs), then,
+ * with loss_scale and targets as whet_model_backward takes them:
+ * ∂loss/∂lnf into a->d.ln and the head's gradient added (+=) into g (when
+ * g->p.lm_head; tied: wte's). The whet_model_backward that follows (same
+ * targets and loss_scale, checked) starts from there; the same bits as
+ * whet_model_nll + whet_model_backward. A row's dlogits are formed only once
+ * its NLL is known finite: when a row's is not, *mean_nll is not finite, the
+ * head's gradient is left partial (earlier row blocks only) and the caller is
+ * expected to skip the step (whet_model_backward would recompute the head).
+ * No row with a target: the NLL only. Needs WHET_ACTS_KEEP or _CHECKPOINT. */
+int whet_model_nll_head_backward(whet_model *m, whet_acts *a, const int32_t *targets, float loss_scale,
+                                 whet_model_grads *g, double *mean_nll, whet_err *e);
 
 /* After a forward: logits [n_rows, V] for rows (indices b·T + t); rows NULL
  * means every row in order (n_rows must be B·T). */

@@ -269,8 +269,9 @@ size_t whet_trainer_trainable(const whet_trainer *t)
 
 /* ---- one step ----------------------------------------------------------------- */
 
-/* Forward and NLL of one batch; adds to *acc (Σ NLL, tokens, correct). */
-static int forward_loss(whet_trainer *t, const whet_batch *b, whet_eval_acc *acc, whet_err *e)
+/* Forward and NLL of one batch; adds to *acc (Σ NLL, tokens, correct). A
+ * loss_scale > 0 (training) also runs the LM head's backward with it. */
+static int forward_loss(whet_trainer *t, const whet_batch *b, float loss_scale, whet_eval_acc *acc, whet_err *e)
 {
     whet_model *m = t->m;
     whet_acts *a = t->acts;
@@ -279,7 +280,8 @@ static int forward_loss(whet_trainer *t, const whet_batch *b, whet_eval_acc *acc
                          a->B, a->T);
     double mean;
     if (whet_model_forward_packed(m, a, b->tokens, b->positions, b->seg_start, b->B, b->T, e) != 0 ||
-        whet_model_nll(m, a, b->targets, NULL, &mean, e) != 0)
+        (loss_scale > 0 ? whet_model_nll_head_backward(m, a, b->targets, loss_scale, t->grads, &mean, e)
+                        : whet_model_nll(m, a, b->targets, NULL, &mean, e)) != 0)
         return -1;
     size_t rows = b->B * b->T, counted = 0, correct = 0;
     for (size_t r = 0; r < rows; r++)
@@ -313,7 +315,7 @@ int whet_trainer_step(whet_trainer *t, const whet_batch *micro, size_t n, whet_s
         if (t->lora)
             t->lora->step = t->step * t->opt.grad_accum + i;
         whet_eval_acc one = {0};
-        if (forward_loss(t, &micro[i], &one, e) != 0)
+        if (forward_loss(t, &micro[i], (float)(1.0 / (double)total), &one, e) != 0)
             return -1;
         acc.nll += one.nll, acc.tokens += one.tokens, acc.correct += one.correct;
         if (!isfinite(one.nll)) {
@@ -343,7 +345,7 @@ int whet_trainer_eval_batch(whet_trainer *t, const whet_batch *b, whet_eval_acc 
 {
     if (t->lora)
         t->lora->training = 0;
-    return forward_loss(t, b, acc, e);
+    return forward_loss(t, b, 0.0f, acc, e);
 }
 
 /* Validation batches are made here rather than by a batcher: a batcher wraps
