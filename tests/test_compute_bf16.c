@@ -17,7 +17,8 @@
  *  - (on the best table) the shadows after a step are the rounding of the
  *    updated masters, and a second step gives the same bits as one after a
  *    rebuild of every shadow from scratch, but not as one on the stale
- *    shadows (so the check can fail);
+ *    shadows (so the check can fail); training the last layer only, every
+ *    shadow, trained or frozen, is its master's rounding;
  *  - a trainer loading a checkpoint refreshes the shadows: its next step is
  *    the uninterrupted run's;
  *  - the plan counts the shadows, LoRA with --compute bf16 holds a bf16 base,
@@ -284,7 +285,7 @@ typedef struct trained {
     whet_trainer *t;
 } trained;
 
-static trained make_trainer(const whet_kernels *k, int threads, size_t cfg_i)
+static trained make_trainer_selecting(const whet_kernels *k, int threads, size_t cfg_i, const whet_train_selection *sel)
 {
     whet_err e;
     whet_model_config cfg = config(cfg_i);
@@ -292,9 +293,42 @@ static trained make_trainer(const whet_kernels *k, int threads, size_t cfg_i)
     r.c = whet_compute_create(k, threads);
     assert_non_null(r.c);
     whet_trainer_options o = trainer_options();
+    if (sel)
+        o.sel = *sel;
     if (whet_model_init(&r.m, &cfg, r.c, 7, &e) || whet_trainer_create(&r.t, r.m, &o, &e))
         fail_msg("%s", e.msg);
     return r;
+}
+
+static trained make_trainer(const whet_kernels *k, int threads, size_t cfg_i)
+{
+    return make_trainer_selecting(k, threads, cfg_i, NULL);
+}
+
+/* Every shadow of the model, trained or frozen, against the rounding of its
+ * whole master (each projection over all layers, and the head). */
+static void assert_shadows_current(whet_model *m, const char *when)
+{
+    const whet_model_params *p = &m->params;
+    const whet_model_config *c = &m->cfg;
+    size_t L = c->layers, C = c->hidden, F = c->ffn, QD = c->heads * c->head_dim, KVD = c->kv_heads * c->head_dim;
+    const struct {
+        const char *name;
+        const float *w;
+        size_t n;
+    } masters[] = {{"wq", p->wq, L * QD * C},     {"wk", p->wk, L * KVD * C},       {"wv", p->wv, L * KVD * C},
+                   {"wo", p->wo, L * C * QD},     {"w_gate", p->w_gate, L * F * C}, {"w_up", p->w_up, L * F * C},
+                   {"w_down", p->w_down, L * C * F}, {"lm_head", p->lm_head, c->vocab * C}};
+    for (size_t i = 0; i < sizeof masters / sizeof *masters; i++) {
+        const whet_bf16 *shadow = whet_model_bf16_shadow(m, masters[i].w, masters[i].n);
+        if (!shadow)
+            fail_msg("%s: %s has no shadow", when, masters[i].name);
+        whet_bf16 *want = malloc(masters[i].n * sizeof *want);
+        m->compute->kernels->f32_to_bf16(want, masters[i].w, masters[i].n);
+        if (memcmp(want, shadow, masters[i].n * sizeof *want) != 0)
+            fail_msg("%s: %s's shadow is not its master", when, masters[i].name);
+        free(want);
+    }
 }
 
 static void step(trained *r, const batch_data *d)
@@ -426,6 +460,21 @@ static void shadows_follow_steps(void **state)
                      k->name);
         free(before), free(after);
         free_trained(&a), free_trained(&b), free_trained(&c);
+    }
+
+    /* the last layer and the head train (tied: frozen with the embeddings, untied: trained); the rest
+     * keeps its shadows from the start */
+    for (size_t ci = 0; ci < N_CONFIGS; ci++) {
+        whet_train_selection sel = {.full = 1, .train_layers = 1, .freeze_embeddings = 1};
+        trained r = make_trainer_selecting(k, 2, ci, &sel);
+        size_t shadowed = 0;
+        for (size_t i = 0; i < r.t->n_tensors; i++)
+            shadowed += r.t->tensors[i].shadow != NULL;
+        assert_int_equal(shadowed, ci == 0 ? 7 : 7 + 1);
+        assert_shadows_current(r.m, "--train-layers 1, at the start");
+        step(&r, &d1), step(&r, &d2);
+        assert_shadows_current(r.m, "--train-layers 1, after two steps");
+        free_trained(&r);
     }
 }
 
