@@ -166,6 +166,7 @@ static void run(const whet_model_config *cfg, const whet_kernels *k, int threads
     out->ce_target = copy_floats(a->ce_target, BT);
     whet_acts_free(a);
     whet_model_grads_free(g);
+    whet_lora_free(m, ad);
     whet_model_free(m);
     whet_compute_destroy(c);
 }
