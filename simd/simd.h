@@ -45,8 +45,9 @@ typedef struct whet_cpu_features {
  *   TN: A is K×M (lda ≥ M), B is K×N (ldb ≥ N):  C = Aᵀ·B  weight gradient, dW = dYᵀ·X
  * C has leading dimension ldc ≥ N. With accumulate, C += product; else C = product.
  * For gemm_bf16, B holds whet_bf16 values, or fp32 values when b_f32 is set; A is
- * fp32. Inside the kernel fp32 operands may be rounded to bf16 (nearest even; the
- * vdpbf16ps / BFDOT path) with fp32 accumulation. Every layout is supported. */
+ * fp32. On every ISA the product is bf16(A)·bf16(B) (fp32 operands rounded to nearest
+ * even as they are packed) summed in fp32; ISAs differ only in the order of the sums.
+ * Every layout is supported. */
 typedef enum whet_gemm_layout { WHET_GEMM_NT = 0, WHET_GEMM_NN, WHET_GEMM_TN } whet_gemm_layout;
 
 typedef struct whet_gemm {
