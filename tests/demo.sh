@@ -22,15 +22,14 @@
 #                prefix, its last word is the binary)
 #   DEMO_MODEL   base model directory (default datasets/demo-model)
 #   DEMO_OUT     output directory (default build/demo)
-#   DEMO_STEPS   LoRA optimizer steps (default 400)
+#   DEMO_STEPS   LoRA optimizer steps (default 800)
 #   DEMO_TASK_SPEC, DEMO_GENERAL_SPEC   eval suites (default the datasets' ones)
 #   WHET_THREADS threads (default: every physical core)
 #
-# Exit status: 0 when the task's pass rate improved clearly (more cases pass,
-# McNemar p < 0.05) and the general suite's gate held; 2 when not; 1 on an
-# error. The task suite's own gate (the pass rate a model needs to ship) is
-# reported either way: a 2 M-parameter model tuned for minutes need not
-# reach it.
+# Exit status: 0 when the tuned model passes the task suite's own gate (its
+# min_pass_rate and every case tagged critical), its pass rate improved
+# clearly over the base model's (more cases pass, McNemar p < 0.05) and the
+# general suite's gate held; 2 when not; 1 on an error.
 set -u
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,7 +37,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 whet_bin=${WHET##* }
 model=${DEMO_MODEL:-$root/datasets/demo-model}
 out=${DEMO_OUT:-$root/build/demo}
-steps=${DEMO_STEPS:-400}
+steps=${DEMO_STEPS:-800}
 task_spec=${DEMO_TASK_SPEC:-$root/datasets/query-dsl/eval.jsonl}
 general_spec=${DEMO_GENERAL_SPEC:-$root/datasets/general/eval.jsonl}
 data=$root/datasets/query-dsl
@@ -59,20 +58,26 @@ die() {
 mkdir -p "$out" || die "cannot create $out"
 out=$(cd "$out" && pwd)
 
-# ---- the time it will take, from this CPU's measured FMA peak: the demo took
-# 110-150 s on a 2-core AVX-512 machine (shared with other jobs) whose
-# `whet cpu` peak read 80-210 GFLOP/s per core; REF_SECONDS at REF_GFLOPS is
-# the cautious end. Small matrices keep whet far from peak, so this is a
-# rough guide (at least 2 minutes; more than 4 threads are not counted).
-REF_SECONDS=240
-REF_GFLOPS=100
+# ---- the time it will take: a fixed part (the evals, the export, the
+# answers) and a part per LoRA step, measured on a 2-core x86-64 machine
+# (AVX-512) whose `whet cpu` peak read REF_GFLOPS per core: a step took
+# 0.13-0.17 s with the cores to itself and 0.21 s shared (load 2-4), the rest
+# about 40 s and 95 s; the figures below lean to the cautious side. They are
+# scaled by this CPU's measured peak and threads (more than 4 threads are not
+# counted: the matrices are small and keep whet far from peak, so this is a
+# rough guide; on a loaded machine the measured peak may drop and the
+# estimate grow) and rounded up to the next minute.
+REF_FIXED_SECONDS=50
+REF_STEP_SECONDS=0.2
+REF_GFLOPS=200
 REF_THREADS=2
 cpu_json=$($WHET cpu --json) || die "whet cpu failed"
 gflops=$(printf '%s' "$cpu_json" | sed -n 's/.*"fma_peak_gflops_per_core":\([0-9.]*\).*/\1/p')
 threads=$(printf '%s' "$cpu_json" | sed -n 's/.*"threads":\([0-9]*\).*/\1/p')
 isa=$(printf '%s' "$cpu_json" | sed -n 's/.*"isa":"\([a-z0-9]*\)".*/\1/p')
-estimate=$(awk -v g="${gflops:-10}" -v t="${threads:-1}" -v rs=$REF_SECONDS -v rg=$REF_GFLOPS -v rt=$REF_THREADS \
-    'BEGIN { if (t > 4) t = 4; s = rs * (rg * rt) / (g * t); if (s < 120) s = 120; printf "%d", s }')
+estimate=$(awk -v g="${gflops:-10}" -v t="${threads:-1}" -v n="$steps" -v rf=$REF_FIXED_SECONDS \
+    -v rs=$REF_STEP_SECONDS -v rg=$REF_GFLOPS -v rt=$REF_THREADS \
+    'BEGIN { if (t > 4) t = 4; if (g <= 0) g = 10; printf "%d", (rf + n * rs) * (rg * rt) / (g * t) }')
 echo "whet demo: teach a tiny pretrained model (datasets/demo-model) the query-DSL task with LoRA,"
 echo "prove it with an eval gate, export it, and compare answers before and after."
 echo "CPU: ${isa:-?}, $threads threads, ${gflops:-?} GFLOP/s per core: this takes about $((estimate / 60 + 1)) minutes."
@@ -116,13 +121,17 @@ $WHET data check "$data/train.jsonl" "$data/valid.jsonl" --model "$model" || die
 # ---- 3. LoRA fine-tune
 phase "3/6 LoRA fine-tune on $data (train.jsonl, valid.jsonl): $steps steps"
 rm -rf "$out/run"
-# --eval runs both suites on the base model and at each checkpoint (every 200
-# steps), each line with its gate verdict. No --gate: it would keep only a
-# checkpoint that passes every suite's gate, and the task suite's is a bar for
-# shipping that this tiny model does not reach in minutes (step 4 says so).
+# --eval runs both suites on the base model and at each checkpoint (every 400
+# steps), each line with its gate verdict. No --gate: it would make the output
+# the best checkpoint that passes every suite's gate and stop the demo when
+# none does; step 4 judges the final adapter instead, and says why it fails if
+# it does. The settings are the demo's measured best on a 2-core budget: 800
+# steps of 8 packed sequences of 256 tokens are 1.6 M tokens, about 8 passes
+# over train.jsonl; 400 steps left two critical cases wrong, 1200 did no
+# better than 800, batch 4, rank 64 or lr 6e-3 did worse.
 $WHET train --model "$model" --data "$data" --out "$out/run" --method lora --lora-rank 32 --lora-alpha 64 \
     --pack --seq-len 256 --batch-size 8 --lr 3e-3 --warmup-steps 20 --steps "$steps" \
-    --eval-every 100 --save-every 200 --keep-checkpoints 1 --eval "$task_spec" --eval "$general_spec" ||
+    --eval-every 100 --save-every 400 --keep-checkpoints 1 --eval "$task_spec" --eval "$general_spec" ||
     die "whet train failed"
 adapter=$out/run/final
 
@@ -209,7 +218,7 @@ else
     echo "  the task: NOT clearly improved"
 fi
 if [ -z "$task_gate" ]; then
-    echo "  the task suite's own gate: passed"
+    echo "  the task suite's own gate (what a model must reach to ship): passed, every critical case included"
 else
     echo "  the task suite's own gate (what a model must reach to ship) is not reached yet:"
     echo "$task_gate"
@@ -221,6 +230,7 @@ else
     echo "$general_gate"
 fi
 echo "  reports: $out/eval-after/report.html (and report.md); training curve: $out/run/report.svg"
-# the demo's own verdict: the task improved and general ability held
-[ "$improved" = yes ] && [ -z "$general_gate" ] && exit 0
+# the demo's own verdict: the task improved clearly and passed its gate, and
+# general ability held
+[ "$improved" = yes ] && [ -z "$task_gate" ] && [ -z "$general_gate" ] && exit 0
 exit 2
