@@ -60,15 +60,14 @@ out=$(cd "$out" && pwd)
 
 # ---- the time it will take: a fixed part (the evals, the export, the
 # answers) and a part per LoRA step, measured on a 2-core x86-64 machine
-# (AVX-512) whose `whet cpu` peak read REF_GFLOPS per core: a step took
-# 0.13-0.17 s with the cores to itself and 0.21 s shared (load 2-4), the rest
-# about 40 s and 95 s; the figures below lean to the cautious side. They are
-# scaled by this CPU's measured peak and threads (more than 4 threads are not
-# counted: the matrices are small and keep whet far from peak, so this is a
-# rough guide; on a loaded machine the measured peak may drop and the
-# estimate grow) and rounded up to the next minute.
-REF_FIXED_SECONDS=50
-REF_STEP_SECONDS=0.2
+# (AVX-512) whose `whet cpu` peak read REF_GFLOPS per core: with the cores to
+# itself a step took 0.14 s and the rest 35 s (147 s in all), shared with
+# other jobs (load 2-4) 0.21 s and 95 s (265 s); the figures below lean to the
+# cautious side. They are scaled by this CPU's measured peak and threads (more
+# than 4 threads are not counted: the matrices are small and keep whet far
+# from peak, so this is a rough guide) and rounded up to the next minute.
+REF_FIXED_SECONDS=40
+REF_STEP_SECONDS=0.17
 REF_GFLOPS=200
 REF_THREADS=2
 cpu_json=$($WHET cpu --json) || die "whet cpu failed"
