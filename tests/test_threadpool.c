@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     atomic_int *hits;
@@ -46,6 +47,49 @@ static void every_task_runs_exactly_once(void **state)
             for (size_t i = 0; i < 200; i++)
                 assert_int_equal(atomic_load(&hits[i]), i < ntasks ? 1 : 0);
             assert_int_equal(atomic_load(&ctx.bad_worker), 0);
+        }
+        whet_pool_destroy(pool);
+    }
+}
+
+static void pause_us(long us)
+{
+    struct timespec t = {us / 1000000, (us % 1000000) * 1000};
+    while (nanosleep(&t, &t) != 0)
+        ;
+}
+
+typedef struct {
+    atomic_int done;
+    long task_us; /* how long task 0 takes: longer than the spin puts the caller to sleep */
+} slow_ctx;
+
+static void slow_task(void *p, size_t task, int worker)
+{
+    (void)worker;
+    slow_ctx *ctx = p;
+    if (task == 0 && ctx->task_us)
+        pause_us(ctx->task_us);
+    atomic_fetch_add(&ctx->done, 1);
+}
+
+/* Gaps between jobs and task lengths on either side of the spin time, so that
+ * every hand-over happens both ways: workers caught spinning or asleep, the
+ * caller spinning or asleep on the last worker. A lost wake-up hangs here. */
+static void no_wakeup_lost_around_the_spin(void **state)
+{
+    (void)state;
+    static const long gaps_us[] = {0, 20, 150, 400, 1500};
+    for (int threads = 2; threads <= 4; threads++) {
+        whet_pool *pool = whet_pool_create(threads);
+        assert_non_null(pool);
+        for (int round = 0; round < 40; round++) {
+            slow_ctx ctx = {.task_us = gaps_us[(round * 3) % 5]};
+            atomic_init(&ctx.done, 0);
+            size_t ntasks = 1 + (size_t)(round % 5);
+            whet_pool_run(pool, ntasks, slow_task, &ctx);
+            assert_int_equal(atomic_load(&ctx.done), (int)ntasks);
+            pause_us(gaps_us[round % 5]);
         }
         whet_pool_destroy(pool);
     }
@@ -151,6 +195,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_task_runs_exactly_once),
+        cmocka_unit_test(no_wakeup_lost_around_the_spin),
         cmocka_unit_test(ranges_tile_the_interval),
         cmocka_unit_test(thread_count_from_environment),
         cmocka_unit_test(gemm_bits_independent_of_threads),

@@ -12,18 +12,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* One job at a time: the caller publishes it by bumping `generation`; workers
- * spin briefly on that counter (a training step issues thousands of short jobs,
- * and a futex wake-up costs more than most of them), then sleep on `wake`. */
+ * spin on that counter for a while (a training step issues thousands of short
+ * jobs, and a futex sleep and wake-up costs more than most of them), then sleep
+ * on `wake`. The caller takes the mutex and broadcasts only when a worker has
+ * gone to sleep (`sleepers`), and a worker finishing last signals `done` only
+ * when the caller sleeps on it (`caller_sleeps`): with both spinning, a job
+ * costs no system call. Each of these is a Dekker-style pair (store one flag,
+ * then load the other, both sequentially consistent), so one side always sees
+ * the other and no wake-up is lost. */
 struct whet_pool {
     int threads;
     pthread_t *handles;
     pthread_mutex_t mutex;
     pthread_cond_t wake, done;
     atomic_uint generation;
-    atomic_int unfinished; /* workers (not counting the caller) still on the job */
+    atomic_int unfinished;    /* workers (not counting the caller) still on the job */
+    atomic_int sleepers;      /* workers asleep on `wake`, or about to be */
+    atomic_int caller_sleeps; /* the caller asleep on `done`, or about to be */
     int stopping;
     /* the current job */
     whet_task_fn fn;
@@ -37,7 +46,58 @@ struct worker_arg {
     int index;
 };
 
-enum { SPIN_ROUNDS = 20000 };
+/* How long a thread spins before it sleeps: long enough to bridge the serial
+ * code between two jobs of a training step, short enough not to matter when the
+ * pool is idle. */
+#define SPIN_NANOSECONDS 200000L
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static long elapsed_ns(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - since->tv_sec) * 1000000000L + (now.tv_nsec - since->tv_nsec);
+}
+
+/* Spins until *value differs from `from`, or the spin time is over; returns the value last seen. */
+static unsigned spin_while_equal_uint(atomic_uint *value, unsigned from)
+{
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        for (int i = 0; i < 256; i++) {
+            unsigned now = atomic_load_explicit(value, memory_order_acquire);
+            if (now != from)
+                return now;
+            cpu_relax();
+        }
+        if (elapsed_ns(&start) > SPIN_NANOSECONDS)
+            return from;
+    }
+}
+
+static int spin_until_zero(atomic_int *value)
+{
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        for (int i = 0; i < 256; i++) {
+            if (atomic_load_explicit(value, memory_order_acquire) == 0)
+                return 1;
+            cpu_relax();
+        }
+        if (elapsed_ns(&start) > SPIN_NANOSECONDS)
+            return 0;
+    }
+}
 
 static void run_tasks(whet_pool *pool, int worker)
 {
@@ -57,16 +117,13 @@ static void *worker_main(void *p)
     unsigned seen = 0; /* the generation at creation: a job published before this thread got
                          * scheduled must still be run by it */
     for (;;) {
-        unsigned now = seen;
-        for (int spin = 0; spin < SPIN_ROUNDS; spin++) {
-            now = atomic_load_explicit(&pool->generation, memory_order_acquire);
-            if (now != seen)
-                break;
-        }
+        unsigned now = spin_while_equal_uint(&pool->generation, seen);
         if (now == seen) {
             pthread_mutex_lock(&pool->mutex);
+            atomic_fetch_add(&pool->sleepers, 1);
             while ((now = atomic_load(&pool->generation)) == seen && !pool->stopping)
                 pthread_cond_wait(&pool->wake, &pool->mutex);
+            atomic_fetch_sub(&pool->sleepers, 1);
             int stop = pool->stopping;
             pthread_mutex_unlock(&pool->mutex);
             if (stop)
@@ -74,7 +131,7 @@ static void *worker_main(void *p)
         }
         seen = now;
         run_tasks(pool, arg.index);
-        if (atomic_fetch_sub_explicit(&pool->unfinished, 1, memory_order_acq_rel) == 1) {
+        if (atomic_fetch_sub(&pool->unfinished, 1) == 1 && atomic_load(&pool->caller_sleeps)) {
             pthread_mutex_lock(&pool->mutex);
             pthread_cond_signal(&pool->done);
             pthread_mutex_unlock(&pool->mutex);
@@ -96,6 +153,8 @@ whet_pool *whet_pool_create(int threads)
     atomic_init(&pool->generation, 0);
     atomic_init(&pool->unfinished, 0);
     atomic_init(&pool->next_task, 0);
+    atomic_init(&pool->sleepers, 0);
+    atomic_init(&pool->caller_sleeps, 0);
     pool->handles = calloc((size_t)threads, sizeof *pool->handles);
     if (!pool->handles) {
         free(pool);
@@ -157,19 +216,22 @@ void whet_pool_run(whet_pool *pool, size_t ntasks, whet_task_fn fn, void *ctx)
     pool->ntasks = ntasks;
     atomic_store_explicit(&pool->next_task, 0, memory_order_relaxed);
     atomic_store_explicit(&pool->unfinished, pool->threads - 1, memory_order_relaxed);
-    pthread_mutex_lock(&pool->mutex);
-    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
-    pthread_cond_broadcast(&pool->wake);
-    pthread_mutex_unlock(&pool->mutex);
+    atomic_fetch_add(&pool->generation, 1); /* publishes the job (sequentially consistent) */
+    if (atomic_load(&pool->sleepers) > 0) {
+        pthread_mutex_lock(&pool->mutex);
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->mutex);
+    }
 
     run_tasks(pool, 0);
 
-    for (int spin = 0; spin < SPIN_ROUNDS; spin++)
-        if (atomic_load_explicit(&pool->unfinished, memory_order_acquire) == 0)
-            return;
+    if (spin_until_zero(&pool->unfinished))
+        return;
     pthread_mutex_lock(&pool->mutex);
+    atomic_store(&pool->caller_sleeps, 1);
     while (atomic_load(&pool->unfinished) != 0)
         pthread_cond_wait(&pool->done, &pool->mutex);
+    atomic_store(&pool->caller_sleeps, 0);
     pthread_mutex_unlock(&pool->mutex);
 }
 
