@@ -9,10 +9,7 @@
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp" "$out" "$err"' EXIT
 make_model llama "$tmp/llama" chatml
-mkdir -p "$tmp/data"
-awk 'BEGIN { for (i = 0; i < 50; i++) { n = 6 + (i * 7) % 19; a = 10 + (i * 13) % 50; d = 1 + i % 4; s = "";
-             for (k = 0; k < n; k++) s = s "<t" (a + k * d) % 290 + 9 ">";
-             printf "{\"text\": \"%s\"}\n", s } }' >"$tmp/data/train.jsonl"
+write_sequence_data "$tmp/data"
 cat >"$tmp/tiny.json" <<'JSON'
 {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,

@@ -8,12 +8,7 @@
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp" "$out" "$err"' EXIT
 make_model llama "$tmp/llama" chatml
-mkdir -p "$tmp/data"
-# arithmetic sequences of token texts: learnable, different lengths
-awk 'BEGIN { for (i = 0; i < 50; i++) { n = 6 + (i * 7) % 19; a = 10 + (i * 13) % 50; d = 1 + i % 4; s = "";
-             for (k = 0; k < n; k++) s = s "<t" (a + k * d) % 290 + 9 ">";
-             printf "{\"text\": \"%s\"}\n", s > (i % 5 == 4 ? "valid.jsonl" : "train.jsonl") } }' \
-    && mv train.jsonl valid.jsonl "$tmp/data/"
+write_sequence_data "$tmp/data" split
 
 # kill_after RUN_DIR MIN_STEP PID SIGNAL: sends SIGNAL once a checkpoint of
 # at least MIN_STEP exists (fails the test if the run ends first)
