@@ -19,11 +19,14 @@
  * spin on that counter for a while (a training step issues thousands of short
  * jobs, and a futex sleep and wake-up costs more than most of them), then sleep
  * on `wake`. The caller takes the mutex and broadcasts only when a worker has
- * gone to sleep (`sleepers`), and a worker finishing last signals `done` only
- * when the caller sleeps on it (`caller_sleeps`): with both spinning, a job
- * costs no system call. Each of these is a Dekker-style pair (store one flag,
- * then load the other, both sequentially consistent), so one side always sees
- * the other and no wake-up is lost. */
+ * gone to sleep (`sleepers`): with the workers spinning, publishing a job costs
+ * no system call. That is a Dekker-style pair (each side a read-modify-write on
+ * one counter, then a load of the other), so one side always sees the other and
+ * no wake-up is lost. Both sides are read-modify-writes on purpose: a plain
+ * sequentially consistent store followed by a load is not kept in order by
+ * qemu-user emulating AArch64 on x86-64, where a store-then-load flag pair lost
+ * a wake-up; the worker finishing last therefore signals `done` under the
+ * mutex unconditionally, which costs no system call when nobody waits. */
 struct whet_pool {
     int threads;
     pthread_t *handles;
@@ -32,7 +35,6 @@ struct whet_pool {
     atomic_uint generation;
     atomic_int unfinished;    /* workers (not counting the caller) still on the job */
     atomic_int sleepers;      /* workers asleep on `wake`, or about to be */
-    atomic_int caller_sleeps; /* the caller asleep on `done`, or about to be */
     int stopping;
     /* the current job */
     whet_task_fn fn;
@@ -131,7 +133,7 @@ static void *worker_main(void *p)
         }
         seen = now;
         run_tasks(pool, arg.index);
-        if (atomic_fetch_sub(&pool->unfinished, 1) == 1 && atomic_load(&pool->caller_sleeps)) {
+        if (atomic_fetch_sub(&pool->unfinished, 1) == 1) {
             pthread_mutex_lock(&pool->mutex);
             pthread_cond_signal(&pool->done);
             pthread_mutex_unlock(&pool->mutex);
@@ -154,7 +156,6 @@ whet_pool *whet_pool_create(int threads)
     atomic_init(&pool->unfinished, 0);
     atomic_init(&pool->next_task, 0);
     atomic_init(&pool->sleepers, 0);
-    atomic_init(&pool->caller_sleeps, 0);
     pool->handles = calloc((size_t)threads, sizeof *pool->handles);
     if (!pool->handles) {
         free(pool);
@@ -228,10 +229,8 @@ void whet_pool_run(whet_pool *pool, size_t ntasks, whet_task_fn fn, void *ctx)
     if (spin_until_zero(&pool->unfinished))
         return;
     pthread_mutex_lock(&pool->mutex);
-    atomic_store(&pool->caller_sleeps, 1);
     while (atomic_load(&pool->unfinished) != 0)
         pthread_cond_wait(&pool->done, &pool->mutex);
-    atomic_store(&pool->caller_sleeps, 0);
     pthread_mutex_unlock(&pool->mutex);
 }
 
