@@ -506,24 +506,25 @@ void whet_block_recompute(whet_model *m, whet_acts *a, size_t l)
  * gate and up: the forward's calls on the forward's inputs, so the same bits
  * (the kept mean and rstd are not written: the kernels' y does not depend on
  * whether they store them). */
-void whet_block_recompute_ln1(whet_model *m, whet_acts *a, size_t l)
+static void recompute_norm(whet_model *m, whet_acts *a, float *y, const float *x, const float *w, const float *b,
+                           size_t l)
 {
     const whet_model_config *cfg = &m->cfg;
-    const whet_model_params *p = &m->params;
-    whet_layer_acts *la = &a->layers[l];
     size_t C = cfg->hidden;
-    norm_forward(m->compute, cfg->info->norm, la->ln1, NULL, NULL, la->x_in, p->ln1_w + l * C,
-                 p->ln1_b ? p->ln1_b + l * C : NULL, a->cur_B * a->cur_T, C, cfg->norm_eps);
+    norm_forward(m->compute, cfg->info->norm, y, NULL, NULL, x, w + l * C, b ? b + l * C : NULL,
+                 a->cur_B * a->cur_T, C, cfg->norm_eps);
+}
+
+void whet_block_recompute_ln1(whet_model *m, whet_acts *a, size_t l)
+{
+    whet_layer_acts *la = &a->layers[l];
+    recompute_norm(m, a, la->ln1, la->x_in, m->params.ln1_w, m->params.ln1_b, l);
 }
 
 void whet_block_recompute_ln2(whet_model *m, whet_acts *a, size_t l)
 {
-    const whet_model_config *cfg = &m->cfg;
-    const whet_model_params *p = &m->params;
     whet_layer_acts *la = &a->layers[l];
-    size_t C = cfg->hidden;
-    norm_forward(m->compute, cfg->info->norm, la->ln2, NULL, NULL, la->x_mid, p->ln2_w + l * C,
-                 p->ln2_b ? p->ln2_b + l * C : NULL, a->cur_B * a->cur_T, C, cfg->norm_eps);
+    recompute_norm(m, a, la->ln2, la->x_mid, m->params.ln2_w, m->params.ln2_b, l);
 }
 
 void whet_block_recompute_h(whet_model *m, whet_acts *a, size_t l)
