@@ -10,12 +10,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp" "$out" "$err"' EXIT
 make_model llama "$tmp/llama" chatml
 write_sequence_data "$tmp/data"
-cat >"$tmp/tiny.json" <<'JSON'
-{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
- "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
- "max_position_embeddings": 64, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": true,
- "bos_token_id": 1, "eos_token_id": 2}
-JSON
+write_tiny_llama_config "$tmp/tiny.json"
 
 # kill_after RUN_DIR MIN_STEP PID: SIGKILL once a checkpoint of at least
 # MIN_STEP exists (fails the test if the run ends first)

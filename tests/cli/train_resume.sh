@@ -80,12 +80,7 @@ run 0 train --resume "$tmp/c/checkpoint-$stopped" --threads 1
 check_same "$tmp/a" "$tmp/c" final/adapter_model.safetensors
 
 # a full run from scratch (--init, tied embeddings): killed, resumed, the same model
-cat >"$tmp/tiny.json" <<'JSON'
-{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
- "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
- "max_position_embeddings": 64, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": true,
- "bos_token_id": 1, "eos_token_id": 2}
-JSON
+write_tiny_llama_config "$tmp/tiny.json"
 full="--init $tmp/tiny.json --tokenizer $tmp/llama/tokenizer.json --data $tmp/data/train.jsonl --method full
       --steps 40 --batch-size 4 --seq-len 32 --lr 2e-3 --weight-decay 0.1 --lr-schedule linear --save-every 5
       --grad-checkpoint"
