@@ -43,7 +43,7 @@ static const char *const CONFIGS[] = {
 
 /* a vocabulary over WHET_HEAD_LOGITS_FLOATS / WHET_CE_ROWS: the row block halves */
 static const char BIG_VOCAB[] =
-    ("{\"architectures\":[\"LlamaForCausalLM\"],\"vocab_size\":33000,\"hidden_size\":16,\"num_hidden_layers\":1,"
+    ("{\"architectures\":[\"LlamaForCausalLM\"],\"vocab_size\":66000,\"hidden_size\":16,\"num_hidden_layers\":1,"
      "\"num_attention_heads\":2,\"num_key_value_heads\":1,\"intermediate_size\":32,"
      "\"tie_word_embeddings\":true,\"max_position_embeddings\":512}");
 
