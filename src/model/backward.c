@@ -225,8 +225,15 @@ typedef struct attn_bw_job {
     const whet_layer_acts *la;
 } attn_bw_job;
 
-/* items are (segment s, KV head g) pairs, s·NKV + g; each writes the dq of
- * its group's query heads and the dk, dv of its KV head, for its rows only */
+/* Without grouped-query attention, items are (segment s, head g) pairs,
+ * s·NKV + g; each writes the dq, dk and dv of its head, for its rows only.
+ *
+ * With it, a KV head's dk and dv sum over its group's query heads, and
+ * (segment, KV head) items would be too few to share: one sequence of a
+ * 3-KV-head model is 3 items, and two threads idled a third of the time. So
+ * items are (segment s, query head h), s·NH + h: each writes its dq and its
+ * share of dk, dv into slot h % group of k_parts, v_parts, which kv_parts_sum
+ * then adds in slot order: a fixed order, whatever the split of the items. */
 static void attn_bw_items(void *p, size_t i0, size_t i1)
 {
     attn_bw_job *j = p;
@@ -236,6 +243,18 @@ static void attn_bw_items(void *p, size_t i0, size_t i1)
     const whet_grad_acts *d = &a->d;
     size_t NH = c->heads, NKV = c->kv_heads, HD = c->head_dim, QD = NH * HD, KVD = NKV * HD, T = a->cur_T;
     float scale = 1.0f / sqrtf((float)HD);
+    if (NH > NKV) {
+        size_t group = NH / NKV;
+        for (size_t i = i0; i < i1; i++) {
+            size_t s = i / NH, h = i % NH, g = h / group, slot = h % group;
+            size_t row = (size_t)a->seg_row[s], len = (size_t)a->seg_len[s], b = row / T, row0 = row % T;
+            size_t qo = row * QD + h * HD, ko = row * KVD + g * HD, part = slot * a->cur_B * T * KVD + ko;
+            j->k->attention_backward(d->q + qo, d->k_parts + part, d->v_parts + part, d->att + qo, la->att + qo,
+                                     la->att_lse + b * NH * T + NH * row0 + h * len, la->q + qo, la->k + ko,
+                                     la->v + ko, len, len, 0, 1, 1, HD, QD, KVD, QD, scale, 0, 1);
+        }
+        return;
+    }
     for (size_t i = i0; i < i1;) {
         size_t s = i / NKV, g0 = i % NKV;
         size_t g1 = (s + 1) * NKV < i1 ? NKV : i1 - s * NKV;
@@ -245,6 +264,26 @@ static void attn_bw_items(void *p, size_t i0, size_t i1)
                                  la->k + row * KVD, la->v + row * KVD, len, len, 0, NH, NKV, HD, QD, KVD, QD, scale,
                                  g0, g1);
         i = s * NKV + g1;
+    }
+}
+
+typedef struct kv_parts_job {
+    const whet_kernels *k;
+    const whet_grad_acts *d;
+    size_t group, slot_floats, KVD; /* slot_floats: BT·KVD */
+} kv_parts_job;
+
+/* dk, dv = Σ over slots of k_parts, v_parts, slot 0 first, for rows [r0, r1) */
+static void kv_parts_sum(void *p, size_t r0, size_t r1)
+{
+    kv_parts_job *j = p;
+    const whet_grad_acts *d = j->d;
+    size_t off = r0 * j->KVD, n = (r1 - r0) * j->KVD;
+    j->k->add(d->k + off, d->k_parts + off, d->k_parts + j->slot_floats + off, n);
+    j->k->add(d->v + off, d->v_parts + off, d->v_parts + j->slot_floats + off, n);
+    for (size_t s = 2; s < j->group; s++) {
+        j->k->add(d->k + off, d->k + off, d->k_parts + s * j->slot_floats + off, n);
+        j->k->add(d->v + off, d->v + off, d->v_parts + s * j->slot_floats + off, n);
     }
 }
 
@@ -454,7 +493,13 @@ static void block_backward(whet_model *m, whet_acts *a, size_t l, whet_model_gra
     /* attention: x_mid = x_in + o(att);  att = attention(q, k, v);  q, k = RoPE(norm(ln1·W));  v = ln1·W */
     whet_linear_backward(m, a, l, WHET_LIN_O, d->att, 0, d->res, la->att, BT, g);
     attn_bw_job aj = {c->kernels, cfg, a, la};
-    whet_compute_for(c, a->n_segs * NKV, 1, attn_bw_items, &aj);
+    if (NH > NKV) {
+        whet_compute_for(c, a->n_segs * NH, 1, attn_bw_items, &aj);
+        kv_parts_job kj = {c->kernels, d, NH / NKV, BT * KVD, KVD};
+        whet_compute_for(c, BT, grain_for(2 * KVD), kv_parts_sum, &kj);
+    } else {
+        whet_compute_for(c, a->n_segs * NKV, 1, attn_bw_items, &aj);
+    }
     if (cfg->info->positions == WHET_POS_ROPE) {
         whet_rope_apply(m, d->q, BT, NH, a->positions, 1);
         whet_rope_apply(m, d->k, BT, NKV, a->positions, 1);

@@ -108,6 +108,10 @@ static size_t layout_grad_acts(const whet_model_config *c, size_t BT, size_t hea
         o = take(&d->q_raw, base, o, BT * QD);
         o = take(&d->k_raw, base, o, BT * KVD);
     }
+    if (c->heads > c->kv_heads) {
+        o = take(&d->k_parts, base, o, BT * QD);
+        o = take(&d->v_parts, base, o, BT * QD);
+    }
     o = take(&d->h, base, o, BT * F);
     if (c->info->act == WHET_ACT_SWIGLU)
         o = take(&d->gate, base, o, BT * F);

@@ -105,6 +105,8 @@ typedef struct whet_grad_acts {
     float *att;               /* [BT, QD] of the attention output */
     float *q, *k, *v;         /* [BT, QD], [BT, KVD], [BT, KVD] of q, k, v (after RoPE, then un-rotated in place) */
     float *q_raw, *k_raw;     /* [BT, QD], [BT, KVD] before the q/k norm (Qwen3) */
+    float *k_parts, *v_parts; /* grouped-query attention: [group, BT, KVD] each, query head h's share of its
+                               * KV head's dk, dv in slot h % group (NULL without GQA) */
     float *h;                 /* [BT, F] of the activation output */
     float *gate, *up;         /* [BT, F] of the gate (SwiGLU) and up projections */
     float *row_scale;         /* [BT] loss_scale for rows with a target, 0 otherwise */
