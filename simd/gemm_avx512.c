@@ -64,6 +64,9 @@ static inline void pack_a_panels(float *panel, const whet_gemm *g, size_t i0, si
             __mmask16 load = (__mmask16)((1u << mr) - 1);
             const float *src = g->A + k0 * g->lda + i0 + p;
             for (size_t k = 0; k < kc; k++, src += g->lda) {
+                /* every k is a row of its own: fetch the next panel's part of it now (gf_pack_rows_avx512) */
+                _mm_prefetch((const char *)(src + MR), _MM_HINT_T0);
+                _mm_prefetch((const char *)(src + 2 * MR - 1), _MM_HINT_T0);
                 __m512 v = _mm512_maskz_loadu_ps(load, src);
                 _mm512_mask_storeu_ps(panel + k * MR, (1u << MR) - 1, round_bf16 ? gf_round_bf16_avx512(v) : v);
             }
@@ -111,14 +114,19 @@ static inline void pack_b_panels(float *panel, const whet_gemm *g, size_t j0, si
         __mmask16 hi = (__mmask16)((1u << (nr > 16 ? nr - 16 : 0)) - 1);
         if (bf16 && !g->b_f32) {
             const whet_bf16 *src = (const whet_bf16 *)g->B + k0 * g->ldb + j0 + p;
-            for (size_t k = 0; k < kc; k++, src += g->ldb)
+            for (size_t k = 0; k < kc; k++, src += g->ldb) {
+                _mm_prefetch((const char *)(src + NR), _MM_HINT_T0);
                 for (size_t half = 0; half < 2; half++) {
                     __m256i h = _mm256_maskz_loadu_epi16(half ? hi : lo, src + 16 * half);
                     _mm512_store_si512(panel + k * NR + 16 * half, _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
                 }
+            }
         } else {
             const float *src = (const float *)g->B + k0 * g->ldb + j0 + p;
             for (size_t k = 0; k < kc; k++, src += g->ldb) {
+                /* every k is a row of its own: fetch the next panel's part of it now (gf_pack_rows_avx512) */
+                _mm_prefetch((const char *)(src + NR), _MM_HINT_T0);
+                _mm_prefetch((const char *)(src + NR + 16), _MM_HINT_T0);
                 __m512 v0 = _mm512_maskz_loadu_ps(lo, src), v1 = _mm512_maskz_loadu_ps(hi, src + 16);
                 if (round_bf16)
                     v0 = gf_round_bf16_avx512(v0), v1 = gf_round_bf16_avx512(v1);

@@ -338,6 +338,11 @@ static inline void gf_pack_rows_avx512(void *dst, size_t stride, const void *src
         if (k + 64 < kc)
             for (size_t i = 0; i < rows; i++)
                 _mm_prefetch((const char *)src + i * row_bytes + (k + 64) * 4, _MM_HINT_T0);
+        /* the callers pack panel after panel, each `width` rows on: fetch the
+         * next panel's lines at this k now, a whole panel ahead of their use,
+         * which covers a memory latency where a few blocks ahead did not */
+        for (size_t i = width; i < 2 * width; i++)
+            _mm_prefetch((const char *)src + i * row_bytes + k * 4, _MM_HINT_T0);
         for (size_t i = 0; i < 16; i++)
             r[i] = i < rows ? _mm512_maskz_loadu_ps(load, (const char *)src + i * row_bytes + k * 4)
                             : _mm512_setzero_ps();
