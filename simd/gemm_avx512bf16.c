@@ -92,6 +92,11 @@ static void pack_rows_f32_pairs(uint32_t *dst, size_t stride, const float *src, 
         if (k + 64 < kc) /* 16 rows far apart are more streams than the prefetcher follows */
             for (size_t r = 0; r < rows; r++)
                 _mm_prefetch((const char *)(src + r * ld + k + 64), _MM_HINT_T0);
+        /* and the next panel's rows at this k, a panel ahead (as gf_pack_rows_avx512) */
+        for (size_t r = width; r < 2 * width; r++) {
+            _mm_prefetch((const char *)(src + r * ld + k), _MM_HINT_T0);
+            _mm_prefetch((const char *)(src + r * ld + k + 16), _MM_HINT_T0);
+        }
         __m512 words[16];
         for (size_t r = 0; r < 16; r++)
             words[r] = r < rows ? _mm512_castsi512_ps((__m512i)_mm512_cvtne2ps_pbh(
@@ -112,9 +117,13 @@ static void pack_cols_f32_pairs(uint32_t *dst, size_t stride, const float *src, 
 {
     __mmask16 load = (__mmask16)((1u << cols) - 1);
     size_t q = 0;
-    for (; 2 * q + 1 < kc; q++, src += 2 * ld)
+    for (; 2 * q + 1 < kc; q++, src += 2 * ld) {
+        /* each k is a row of its own: fetch the next 16 columns' part of it now */
+        _mm_prefetch((const char *)(src + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(src + ld + 16), _MM_HINT_T0);
         _mm512_storeu_si512(dst + q * stride, round_interleave(_mm512_maskz_loadu_ps(load, src),
                                                                _mm512_maskz_loadu_ps(load, src + ld), order));
+    }
     if (kc & 1)
         _mm512_storeu_si512(dst + q * stride,
                             round_interleave(_mm512_maskz_loadu_ps(load, src), _mm512_setzero_ps(), order));
@@ -127,6 +136,8 @@ static void pack_cols_bf16_pairs(uint32_t *dst, size_t stride, const whet_bf16 *
     __mmask16 load = (__mmask16)((1u << cols) - 1);
     size_t q = 0;
     for (; 2 * q + 1 < kc; q++, src += 2 * ld) {
+        _mm_prefetch((const char *)(src + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(src + ld + 16), _MM_HINT_T0);
         __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(load, src));
         __m512i hi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(load, src + ld));
         _mm512_storeu_si512(dst + q * stride, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
@@ -148,10 +159,13 @@ static void pack_a(void *dst, const whet_gemm *g, size_t i0, size_t rows, size_t
             const float *src = g->A + k0 * g->lda + i0 + p;
             __mmask16 load = (__mmask16)((1u << mr) - 1), store = (__mmask16)((1u << MR) - 1);
             size_t q = 0;
-            for (; 2 * q + 1 < kc; q++, src += 2 * g->lda)
+            for (; 2 * q + 1 < kc; q++, src += 2 * g->lda) {
+                _mm_prefetch((const char *)(src + MR), _MM_HINT_T0); /* the next panel's part of these rows */
+                _mm_prefetch((const char *)(src + g->lda + MR), _MM_HINT_T0);
                 _mm512_mask_storeu_epi32(panel + q * MR, store,
                                          round_interleave(_mm512_maskz_loadu_ps(load, src),
                                                           _mm512_maskz_loadu_ps(load, src + g->lda), order));
+            }
             if (kc & 1)
                 _mm512_mask_storeu_epi32(panel + q * MR, store,
                                          round_interleave(_mm512_maskz_loadu_ps(load, src), _mm512_setzero_ps(),
