@@ -121,6 +121,9 @@ static inline void gf_pack_a_f32(float *dst, const whet_gemm *g, size_t i0, size
             for (size_t k = 0; k < kc; k++, src += g->lda) {
                 float *d = dst + k * MR;
                 size_t r = 0;
+                /* each k is a row of its own: fetch the next panel's part of it, a panel ahead */
+                __builtin_prefetch(src + MR);
+                __builtin_prefetch(src + 2 * MR - 1);
                 if (round_bf16)
                     for (; r < mr; r++)
                         d[r] = gf_round_bf16(src[r]);
@@ -176,6 +179,13 @@ static inline void gf_pack_b_f32(float *dst, const whet_gemm *g, size_t j0, size
                 size_t off = (k0 + k) * g->ldb + j0 + p;
                 float *d = dst + k * NR;
                 size_t c = 0;
+                /* each k is a row of its own: fetch the next panel's part of it, a panel ahead */
+                if (bf16 && !g->b_f32) {
+                    __builtin_prefetch((const whet_bf16 *)g->B + off + NR);
+                } else {
+                    __builtin_prefetch(bf + off + NR);
+                    __builtin_prefetch(bf + off + 2 * NR - 1);
+                }
                 if (bf16)
                     for (; c < nr; c++)
                         d[c] = gf_bits_float(gf_b_bf16_at(g, off + c) << 16);
