@@ -2,7 +2,8 @@
  * accumulators, 2 ymm of B and one broadcast of A per k step: 15 of the 16
  * registers) on the shared blocking of gemm_framework.h. gemm_bf16 rounds A (and
  * an fp32 B) to bf16 and widens both to fp32 while packing, then reuses the
- * fp32 kernel. */
+ * fp32 kernel. Operands stored along k are transposed 8×8 in registers as they
+ * are packed; the rest takes the generic packing. */
 #include "gemm_framework.h"
 
 #include <immintrin.h>
@@ -51,24 +52,115 @@ static void kernel_f32(size_t kc, const void *ap, const void *bp, float *c, size
     gf_store_edge(tile, NR, c, ldc, mr, nr, add);
 }
 
+/* 8 floats rounded to bf16 (nearest even, NaN kept quiet, as gf_to_bf16) and
+ * widened back: what gemm_bf16's convert path multiplies. */
+static inline __m256 round_bf16_avx2(__m256 x)
+{
+    __m256i u = _mm256_castps_si256(x);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i rounded = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
+    __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    rounded = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(rounded),
+                                                   _mm256_castsi256_ps(_mm256_or_si256(u, _mm256_set1_epi32(0x400000))),
+                                                   nan));
+    return _mm256_castsi256_ps(_mm256_and_si256(rounded, _mm256_set1_epi32((int)0xffff0000u)));
+}
+
+/* lanes [0, n) set */
+static inline __m256i lane_mask(size_t n)
+{
+    static const int32_t ramp[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_loadu_si256((const __m256i *)ramp));
+}
+
+/* Packs `rows` (≤ 8) rows of floats, row i at src + i·ld, over [0, kc) into
+ * dst[k·stride + i], lanes [0, width) (width ≤ 8; lanes from rows on zero): a
+ * transpose, 8 k at a time, in registers. Prefetches the next panel (the
+ * `width` rows after these) at the same k, a panel ahead of its use. */
+static void pack_rows_avx2(float *dst, size_t stride, const float *src, size_t ld, size_t rows, size_t width,
+                           size_t kc, int round_bf16)
+{
+    __m256i store = lane_mask(width);
+    for (size_t k = 0; k < kc; k += 8) {
+        size_t n = gf_min(8, kc - k);
+        __m256i load = lane_mask(n);
+        for (size_t i = width; i < 2 * width; i++)
+            _mm_prefetch((const char *)(src + i * ld + k), _MM_HINT_T0);
+        __m256 r[8];
+        for (size_t i = 0; i < 8; i++) {
+            r[i] = i < rows ? _mm256_maskload_ps(src + i * ld + k, load) : _mm256_setzero_ps();
+            if (round_bf16)
+                r[i] = round_bf16_avx2(r[i]);
+        }
+        __m256 t[8];
+        for (size_t i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (size_t i = 0; i < 8; i += 4) { /* each 128-bit lane a 4×4 transposed block */
+            r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+            r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+            r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+            r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        for (size_t j = 0; j < 4; j++) { /* column j (k + j) from the low lanes, k + 4 + j from the high */
+            t[j] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x20);
+            t[j + 4] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x31);
+        }
+        for (size_t j = 0; j < n; j++)
+            _mm256_maskstore_ps(dst + (k + j) * stride, store, t[j]);
+    }
+}
+
+/* A (fp32) into [k][6] panels: along k (NN/NT) transposed in registers, across
+ * k (TN) by the generic copy. */
+static void pack_a_panels(float *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc, int round_bf16)
+{
+    if (g->layout == WHET_GEMM_TN) {
+        gf_pack_a_f32(dst, g, i0, rows, k0, kc, MR, round_bf16);
+        return;
+    }
+    for (size_t p = 0; p < rows; p += MR, dst += kc * MR)
+        pack_rows_avx2(dst, MR, g->A + (i0 + p) * g->lda + k0, g->lda, gf_min(MR, rows - p), MR, kc, round_bf16);
+}
+
 static void pack_a(void *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc)
 {
-    gf_pack_a_f32(dst, g, i0, rows, k0, kc, MR, 0);
+    pack_a_panels(dst, g, i0, rows, k0, kc, 0);
 }
 
 static void pack_a_rounded(void *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc)
 {
-    gf_pack_a_f32(dst, g, i0, rows, k0, kc, MR, 1);
+    pack_a_panels(dst, g, i0, rows, k0, kc, 1);
+}
+
+/* B into [k][16] panels: fp32 NT rows (sgemm's, and gemm_bf16's b_f32 rounded)
+ * transposed in registers, two halves of 8; the rest by the generic code. */
+static void pack_b_panels(float *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc, int bf16)
+{
+    if (g->layout != WHET_GEMM_NT || (bf16 && !g->b_f32)) {
+        gf_pack_b_f32(dst, g, j0, cols, k0, kc, NR, bf16);
+        return;
+    }
+    const float *B = g->B;
+    for (size_t p = 0; p < cols; p += NR, dst += kc * NR) {
+        size_t nr = gf_min(NR, cols - p);
+        for (size_t half = 0; half < NR; half += 8) {
+            size_t n = nr > half ? gf_min(8, nr - half) : 0;
+            const float *src = n ? B + (j0 + p + half) * g->ldb + k0 : B;
+            pack_rows_avx2(dst + half, NR, src, g->ldb, n, 8, kc, bf16);
+        }
+    }
 }
 
 static void pack_b(void *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc)
 {
-    gf_pack_b_f32(dst, g, j0, cols, k0, kc, NR, 0);
+    pack_b_panels(dst, g, j0, cols, k0, kc, 0);
 }
 
 static void pack_b_from_bf16(void *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc)
 {
-    gf_pack_b_f32(dst, g, j0, cols, k0, kc, NR, 1);
+    pack_b_panels(dst, g, j0, cols, k0, kc, 1);
 }
 
 void whet_sgemm_avx2(const whet_gemm *g, size_t m0, size_t m1, size_t n0, size_t n1, void *workspace)
