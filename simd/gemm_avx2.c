@@ -112,16 +112,25 @@ static void pack_rows_avx2(float *dst, size_t stride, const float *src, size_t l
     }
 }
 
-/* A (fp32) into [k][6] panels: along k (NN/NT) transposed in registers, across
- * k (TN) by the generic copy. */
+/* A (fp32) into [k][6] panels: along k (NN/NT) transposed in registers; across
+ * k (TN) a masked copy of each k row's 6 values, the next panel's fetched. */
 static void pack_a_panels(float *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc, int round_bf16)
 {
-    if (g->layout == WHET_GEMM_TN) {
-        gf_pack_a_f32(dst, g, i0, rows, k0, kc, MR, round_bf16);
-        return;
+    for (size_t p = 0; p < rows; p += MR, dst += kc * MR) {
+        size_t mr = gf_min(MR, rows - p);
+        if (g->layout != WHET_GEMM_TN) {
+            pack_rows_avx2(dst, MR, g->A + (i0 + p) * g->lda + k0, g->lda, mr, MR, kc, round_bf16);
+            continue;
+        }
+        __m256i load = lane_mask(mr), store = lane_mask(MR);
+        const float *src = g->A + k0 * g->lda + i0 + p;
+        for (size_t k = 0; k < kc; k++, src += g->lda) {
+            _mm_prefetch((const char *)(src + MR), _MM_HINT_T0);
+            _mm_prefetch((const char *)(src + 2 * MR - 1), _MM_HINT_T0);
+            __m256 v = _mm256_maskload_ps(src, load);
+            _mm256_maskstore_ps(dst + k * MR, store, round_bf16 ? round_bf16_avx2(v) : v);
+        }
     }
-    for (size_t p = 0; p < rows; p += MR, dst += kc * MR)
-        pack_rows_avx2(dst, MR, g->A + (i0 + p) * g->lda + k0, g->lda, gf_min(MR, rows - p), MR, kc, round_bf16);
 }
 
 static void pack_a(void *dst, const whet_gemm *g, size_t i0, size_t rows, size_t k0, size_t kc)
@@ -134,17 +143,32 @@ static void pack_a_rounded(void *dst, const whet_gemm *g, size_t i0, size_t rows
     pack_a_panels(dst, g, i0, rows, k0, kc, 1);
 }
 
-/* B into [k][16] panels: fp32 NT rows (sgemm's, and gemm_bf16's b_f32 rounded)
- * transposed in registers, two halves of 8; the rest by the generic code. */
+/* B into [k][16] panels, fp32 B (sgemm's, and gemm_bf16's b_f32 rounded):
+ * NT rows transposed in registers, two halves of 8; NN/TN k rows copied 16 at
+ * a time, the next panel's part fetched. bf16 B by the generic code. */
 static void pack_b_panels(float *dst, const whet_gemm *g, size_t j0, size_t cols, size_t k0, size_t kc, int bf16)
 {
-    if (g->layout != WHET_GEMM_NT || (bf16 && !g->b_f32)) {
+    if (bf16 && !g->b_f32) {
         gf_pack_b_f32(dst, g, j0, cols, k0, kc, NR, bf16);
         return;
     }
     const float *B = g->B;
     for (size_t p = 0; p < cols; p += NR, dst += kc * NR) {
         size_t nr = gf_min(NR, cols - p);
+        if (g->layout != WHET_GEMM_NT) {
+            __m256i lo = lane_mask(gf_min(8, nr)), hi = lane_mask(nr > 8 ? nr - 8 : 0);
+            const float *src = B + k0 * g->ldb + j0 + p;
+            for (size_t k = 0; k < kc; k++, src += g->ldb) {
+                _mm_prefetch((const char *)(src + NR), _MM_HINT_T0);
+                _mm_prefetch((const char *)(src + 2 * NR - 1), _MM_HINT_T0);
+                __m256 v0 = _mm256_maskload_ps(src, lo), v1 = _mm256_maskload_ps(src + 8, hi);
+                if (bf16)
+                    v0 = round_bf16_avx2(v0), v1 = round_bf16_avx2(v1);
+                _mm256_store_ps(dst + k * NR, v0);
+                _mm256_store_ps(dst + k * NR + 8, v1);
+            }
+            continue;
+        }
         for (size_t half = 0; half < NR; half += 8) {
             size_t n = nr > half ? gf_min(8, nr - half) : 0;
             const float *src = n ? B + (j0 + p + half) * g->ldb + k0 : B;
