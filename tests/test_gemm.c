@@ -506,6 +506,38 @@ static void empty_k_gives_zero_or_keeps_c(void **state)
             }
 }
 
+/* A NaN in A or B makes its row or column of C NaN and nothing else: with a
+ * payload only in the low bits (0x7f800001), rounding to bf16 without the NaN
+ * case would carry it into the exponent and give an infinity instead. Every
+ * table (and the convert path), every layout, every kind. */
+static void nan_operands_stay_nan(void **state)
+{
+    fixture *f = *state;
+    kc_rng r = kc_seed(8);
+    const uint32_t low_nan = 0x7f800001u;
+    float nan;
+    memcpy(&nan, &low_nan, sizeof nan);
+    size_t M = 29, N = 45, K = 300, i_nan = 14, k_a = 131, k_b = 277, j_nan = 33;
+    for (int t = 0; t < f->n; t++)
+        for (int layout = 0; layout < 3; layout++)
+            for (int which = 0; which < NKINDS; which++) {
+                problem p = make_problem(&r, (whet_gemm_layout)layout, M, N, K, 3, 0);
+                p.A[a_index(&p.g, i_nan, k_a)] = nan;
+                p.Bf[b_index(&p.g, k_b, j_nan)] = nan;
+                p.Bh[b_index(&p.g, k_b, j_nan)] = 0x7fc1; /* a quiet NaN in bf16 */
+                run(f->tables[t], &p, (kind)which, 0, M, 0, N, f->ws[t]);
+                for (size_t i = 0; i < M; i++)
+                    for (size_t j = 0; j < N; j++) {
+                        float c = p.C[i * p.g.ldc + j];
+                        int want_nan = i == i_nan || j == j_nan;
+                        if (want_nan ? !isnan(c) : !isfinite(c))
+                            fail_msg("%s%s, layout %d: C[%zu][%zu] = %g, expected %s", f->tables[t]->name,
+                                     kind_names[which], layout, i, j, (double)c, want_nan ? "NaN" : "a finite value");
+                    }
+                free_problem(&p);
+            }
+}
+
 /* An argument picks the tests to run by name pattern (cmocka's filter). */
 int main(int argc, char **argv)
 {
@@ -518,6 +550,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(sub_blocks_give_identical_bits),
         cmocka_unit_test(thread_counts_give_identical_bits),
         cmocka_unit_test(empty_k_gives_zero_or_keeps_c),
+        cmocka_unit_test(nan_operands_stay_nan),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
