@@ -137,6 +137,17 @@ typedef enum whet_rope_pairing { WHET_ROPE_HALF_SPLIT = 0, WHET_ROPE_INTERLEAVED
      * token t at position positions[t]; cos/sin tables are [position][head_dim/2]. With          \
      * inverse, rotates by −θ: the backward pass applied to the gradient. */                      \
     X(void, rope, (float *x, size_t tokens, size_t heads, size_t head_dim, size_t token_stride, const int32_t *positions, const float *cos_table, const float *sin_table, whet_rope_pairing pairing, int inverse)) \
+    /* LoRA's rank-r products, whose narrow side (r, typically 4 to 64) would waste most of a GEMM \
+     * tile and whose wide operand a GEMM would pack for a few FLOPs per element. Each fixes its  \
+     * order of operations (simd/lowrank_scalar.c spells it out), so every ISA gives the same     \
+     * bits, and each output element is computed alone: any split of rows (project) or columns   \
+     * (weight_grad) across threads gives identical bits.                                          \
+     * y[i·ldy + j] = scale·Σ_k x[i·ldx + k]·w[j·ldw + k] for rows i < rows, j < r, k < K:       \
+     * the down projection xs = s·x·Aᵀ, and d(xs) = s·dout·B with w = Bᵀ */                       \
+    X(void, lowrank_project, (float *y, size_t ldy, const float *x, size_t ldx, const float *w, size_t ldw, size_t rows, size_t r, size_t K, float scale)) \
+    /* dw[j·ldw + c] (+)= Σ_i g[i·ldg + j]·x[i·ldx + c] for j < r and columns c in [c0,c1), rows  \
+     * i summed in order: the adapter's weight gradients dA = d(xs)ᵀ·x and dBᵀ = xsᵀ·dout */         \
+    X(void, lowrank_weight_grad, (float *dw, size_t ldw, const float *g, size_t ldg, const float *x, size_t ldx, size_t rows, size_t r, size_t c0, size_t c1, int accumulate)) \
     /* AdamW step over n parameters (see whet_adamw_params) */                                     \
     X(void, adamw, (float *param, float *m, float *v, const float *grad, size_t n, const whet_adamw_params *h)) \
     /* Causal attention forward, flash style (online softmax over KV blocks), for query heads    \

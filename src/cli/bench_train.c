@@ -86,7 +86,7 @@ static const char *const phase_labels[NPHASES] = {"layers forward", "LM head+CE 
 
 typedef enum {
     CAT_GEMM,      /* the projections' GEMMs (fp32 or bf16 weights) */
-    CAT_GEMM_LORA, /* the adapter's rank-r GEMMs */
+    CAT_GEMM_LORA, /* the adapter's rank-r products: GEMMs and the lowrank kernels */
     CAT_GEMM_HEAD, /* the LM head's GEMMs */
     CAT_ATTENTION, /* attention_forward / attention_backward */
     CAT_CE,        /* cross_entropy_lse_update / cross_entropy_backward */
@@ -329,6 +329,20 @@ static void timed_attention_backward(float *dq, float *dk, float *dv, const floa
           profile_real->attention_backward(dq, dk, dv, dout, out, lse, q, k, v, n_q, n_kv, q_offset, heads, kv_heads,
                                            head_dim, q_stride, kv_stride, out_stride, scale, g0, g1));
 }
+static void timed_lowrank_project(float *y, size_t ldy, const float *x, size_t ldx, const float *w, size_t ldw,
+                                  size_t rows, size_t r, size_t K, float scale)
+{
+    double t0 = thread_cpu_now();
+    profile_real->lowrank_project(y, ldy, x, ldx, w, ldw, rows, r, K, scale);
+    profile_add(CAT_GEMM_LORA, thread_cpu_now() - t0, 2.0 * (double)rows * (double)r * (double)K);
+}
+static void timed_lowrank_weight_grad(float *dw, size_t ldw, const float *g, size_t ldg, const float *x, size_t ldx,
+                                      size_t rows, size_t r, size_t c0, size_t c1, int accumulate)
+{
+    double t0 = thread_cpu_now();
+    profile_real->lowrank_weight_grad(dw, ldw, g, ldg, x, ldx, rows, r, c0, c1, accumulate);
+    profile_add(CAT_GEMM_LORA, thread_cpu_now() - t0, 2.0 * (double)rows * (double)r * (double)(c1 - c0));
+}
 #undef TIMED
 
 /* The timed table over `real`; rank: the adapter's (0: none). */
@@ -363,6 +377,8 @@ static const whet_kernels *profile_install(const whet_kernels *real, size_t rank
     profile_table.adamw = timed_adamw;
     profile_table.attention_forward = timed_attention_forward;
     profile_table.attention_backward = timed_attention_backward;
+    profile_table.lowrank_project = timed_lowrank_project;
+    profile_table.lowrank_weight_grad = timed_lowrank_weight_grad;
     return &profile_table;
 }
 

@@ -11,8 +11,10 @@
  *             dxa  = s·dout·B_l              [rows, r]
  *             dA_l += dxaᵀ·drop(x)
  *             din  += drop'(dxa·A_l)         (the same mask, scaled alike)
- * Every product is a whet_compute_sgemm; dropout is a pure function of
- * (seed, step, layer, target, row, column), recomputed in the backward. */
+ * The products with the wide output (out, din) are whet_compute_sgemm; the
+ * rank-r ones (xs, dxa, dA, dB) are the lowrank kernels, split across threads
+ * by rows or columns. Dropout is a pure function of (seed, step, layer,
+ * target, row, column), recomputed in the backward. */
 #include "model/lora.h"
 
 #include "model/sample.h"
@@ -215,12 +217,12 @@ static size_t max_out(const whet_lora *lora)
     return n;
 }
 
-/* lora->work, for blocks of work_rows rows (see work_of): per row xs,
- * d(xs) and a transposed rank-r product, and dropout(x) with dropout; then
- * two [r, max out] matrices (Bᵀ and dBᵀ). */
+/* lora->work, for blocks of work_rows rows (see work_of): per row xs and
+ * d(xs), and dropout(x) with dropout; then two [r, max out] matrices (Bᵀ and
+ * dBᵀ). */
 static size_t work_row_floats(const whet_lora *lora)
 {
-    return 3 * lora->opt.rank + (lora->opt.dropout > 0.0f ? max_in(lora) : 0);
+    return 2 * lora->opt.rank + (lora->opt.dropout > 0.0f ? max_in(lora) : 0);
 }
 
 static size_t work_fixed_floats(const whet_lora *lora)
@@ -230,7 +232,6 @@ static size_t work_fixed_floats(const whet_lora *lora)
 
 typedef struct lora_work {
     float *xs, *dxa; /* [work_rows, r] */
-    float *t;        /* [r, work_rows]: xsᵀ or d(xs)ᵀ as the GEMM leaves them */
     float *Bt, *dBt; /* [r, max out] */
     float *x;        /* dropout(x) [work_rows, max in] */
 } lora_work;
@@ -239,8 +240,8 @@ static lora_work work_of(const whet_lora *lora)
 {
     size_t r = lora->opt.rank, wr = lora->work_rows, fixed = work_fixed_floats(lora) / 2;
     float *w = lora->work;
-    lora_work k = {.xs = w, .dxa = w + r * wr, .t = w + 2 * r * wr};
-    k.Bt = w + 3 * r * wr;
+    lora_work k = {.xs = w, .dxa = w + r * wr};
+    k.Bt = w + 2 * r * wr;
     k.dBt = k.Bt + fixed;
     k.x = k.dBt + fixed;
     return k;
@@ -425,12 +426,7 @@ static void dropout_apply(whet_compute *c, const whet_lora *lora, size_t layer, 
 
 /* ---- forward and backward ---------------------------------------------------- */
 
-/* The rank-r products run as GEMMs whose wide dimension (rows, in or out)
- * lies along the micro-tile's NR columns and r along its MR rows: with r
- * along NR (N = r = 8 of NR = 32) three quarters of every tile was padding
- * and the big operand was streamed through mostly empty tiles. So xs and
- * d(xs) are computed transposed ([r, rows]) and transposed back, and dB as
- * dBᵀ = xsᵀ·dout. The transposes are O(rows·r), serial, in a fixed order. */
+/* The products with the wide output: out += xs·Bᵀ and din += dxa·A. */
 static void gemm(whet_compute *c, whet_gemm_layout layout, size_t M, size_t N, size_t K, const float *A, size_t lda,
                  const float *B, size_t ldb, float *C, size_t ldc, int accumulate)
 {
@@ -439,20 +435,52 @@ static void gemm(whet_compute *c, whet_gemm_layout layout, size_t M, size_t N, s
     whet_compute_sgemm(c, &g);
 }
 
-/* dst[n, r] = s · src[r, n]ᵀ */
-static void transpose_scaled(float *dst, const float *src, size_t r, size_t n, float s)
+/* The rank-r products, on the lowrank kernels: a GEMM would put r (8 of a
+ * 12-row tile) along its short side and pack the wide operand, rows × K,
+ * for 2·r FLOPs per element; the kernels read it once where it lies. */
+typedef struct {
+    const whet_kernels *k;
+    float *y, *dw, *dw_transposed;
+    const float *x, *w, *g;
+    size_t ldy, ldx, ldw, ldg, r, K;
+    float scale;
+    int accumulate;
+} lowrank_job;
+
+static void project_rows(void *p, size_t i0, size_t i1)
 {
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = 0; j < r; j++)
-            dst[i * r + j] = s * src[j * n + i];
+    const lowrank_job *j = p;
+    j->k->lowrank_project(j->y + i0 * j->ldy, j->ldy, j->x + i0 * j->ldx, j->ldx, j->w, j->ldw, i1 - i0, j->r, j->K,
+                          j->scale);
 }
 
-/* xs[n, r] = s · x[n, K]·Aᵀ, through xsᵀ = A·xᵀ in t [r, n] */
-static void rank_product(whet_compute *c, float *xs, float *t, const float *x, const float *A, size_t n, size_t r,
-                         size_t K, float s)
+/* y[n, r] = s · x[n, K]·w[r, K]ᵀ, split by rows */
+static void project(whet_compute *c, float *y, const float *x, size_t ldx, const float *w, size_t ldw, size_t n,
+                    size_t r, size_t K, float s)
 {
-    gemm(c, WHET_GEMM_NT, r, n, K, A, K, x, K, t, n, 0);
-    transpose_scaled(xs, t, r, n, s);
+    lowrank_job j = {.k = c->kernels, .y = y, .x = x, .w = w, .ldy = r, .ldx = ldx, .ldw = ldw, .r = r, .K = K,
+                     .scale = s};
+    whet_compute_for(c, n, 16, project_rows, &j);
+}
+
+static void weight_grad_columns(void *p, size_t c0, size_t c1)
+{
+    const lowrank_job *j = p;
+    j->k->lowrank_weight_grad(j->dw, j->ldw, j->g, j->ldg, j->x, j->ldx, j->K, j->r, c0, c1, j->accumulate);
+    if (j->dw_transposed) /* dwᵀ [cols, r] += these columns of dw [r, cols] */
+        for (size_t col = c0; col < c1; col++)
+            for (size_t i = 0; i < j->r; i++)
+                j->dw_transposed[col * j->r + i] += j->dw[i * j->ldw + col];
+}
+
+/* dw[r, cols] (+)= g[n, r]ᵀ·x[n, cols], split by columns; with dw_transposed,
+ * dw is scratch and its transpose [cols, r] is what gets added to */
+static void weight_grad(whet_compute *c, float *dw, float *dw_transposed, const float *g, const float *x,
+                        size_t n, size_t r, size_t cols, int accumulate)
+{
+    lowrank_job j = {.k = c->kernels, .dw = dw, .dw_transposed = dw_transposed, .g = g, .x = x, .ldw = cols,
+                     .ldg = r, .ldx = cols, .r = r, .K = n, .accumulate = accumulate};
+    whet_compute_for(c, cols, 64, weight_grad_columns, &j);
 }
 
 void whet_lora_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
@@ -477,7 +505,7 @@ void whet_lora_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id,
             x = w.x;
         }
         float *xs = saved ? saved + r0 * r : w.xs;
-        rank_product(c, xs, w.t, x, A, n, r, K, lora->scale);
+        project(c, xs, x, K, A, K, n, r, K, lora->scale);
         gemm(c, WHET_GEMM_NT, n, N, r, xs, r, B, r, out + r0 * N, N, 1);
     }
 }
@@ -499,7 +527,7 @@ void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id
     float *saved = saved_xs(m, a, l, id, rows);
     size_t block = lora->work_rows;
     lora_work w = work_of(lora);
-    if (dA || din) /* Bᵀ [r, N]: d(xs)ᵀ = Bᵀ·doutᵀ has rows along NR */
+    if (dA || din) /* Bᵀ [r, N]: d(xs) = s·dout·B projects dout on Bᵀ's rows */
         for (size_t o = 0; o < N; o++)
             for (size_t j = 0; j < r; j++)
                 w.Bt[j * N + o] = B[o * r + j];
@@ -512,21 +540,15 @@ void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id
         }
         const float *xs = saved ? saved + r0 * r : w.xs;
         if (!saved && dB)
-            rank_product(c, w.xs, w.t, x, A, n, r, K, lora->scale);
-        if (dB) {
-            /* dBᵀ [r, N] = xsᵀ·dy, added to dB [N, r] */
-            gemm(c, WHET_GEMM_TN, r, N, n, xs, r, dy, N, w.dBt, N, 0);
-            for (size_t o = 0; o < N; o++)
-                for (size_t j = 0; j < r; j++)
-                    dB[o * r + j] += w.dBt[j * N + o];
-        }
+            project(c, w.xs, x, K, A, K, n, r, K, lora->scale);
+        if (dB) /* dBᵀ [r, N] = xsᵀ·dy, added to dB [N, r] */
+            weight_grad(c, w.dBt, dB, xs, dy, n, r, N, 0);
         if (!dA && !din)
             continue;
-        /* dxa [n, r] = s·dy·B, through dxaᵀ = Bᵀ·dyᵀ */
-        gemm(c, WHET_GEMM_NT, r, n, N, w.Bt, N, dy, N, w.t, n, 0);
-        transpose_scaled(w.dxa, w.t, r, n, lora->scale);
+        /* dxa [n, r] = s·dy·B */
+        project(c, w.dxa, dy, N, w.Bt, N, n, r, N, lora->scale);
         if (dA)
-            gemm(c, WHET_GEMM_TN, r, K, n, w.dxa, r, x, K, dA, K, 1);
+            weight_grad(c, dA, NULL, w.dxa, x, n, r, K, 1);
         if (!din)
             continue;
         if (drop) {
