@@ -126,8 +126,8 @@ rm -rf "$out/run"
 # none does; step 4 judges the final adapter instead, and says why it fails if
 # it does. The settings are the demo's measured best on a 2-core budget: 800
 # steps of 8 packed sequences of 256 tokens are 1.6 M tokens, about 8 passes
-# over train.jsonl, 43 of 120 passed (38 after kernel changes that reorder
-# sums, every critical case still passing); 400 steps left two critical cases
+# over train.jsonl, 43 of 120 passed (38 and 42 after kernel changes that
+# reorder sums, every critical case still passing); 400 steps left two critical cases
 # wrong, 1000 or 1200 did no better, batch 4 or 16, rank 16 or 64, lr 2e-3,
 # 4e-3 or 6e-3 and dropout 0.1 did worse. Other seeds (1, 2) gave 40 of 120,
 # one of them with critical case 013 wrong: the gate is passed, narrowly.
