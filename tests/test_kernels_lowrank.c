@@ -204,12 +204,7 @@ static void splits_give_the_same_bits(void **state)
 
 int main(void)
 {
-    const whet_kernels *tables[WHET_ISA_COUNT];
-    int nt = kc_tables(tables);
-    printf("tables:");
-    for (int t = 0; t < nt; t++)
-        printf(" %s", tables[t]->name);
-    printf("\n");
+    kc_print_tables();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(project_matches_reference),
         cmocka_unit_test(weight_grad_matches_reference),

@@ -504,12 +504,7 @@ static void same_bits_on_any_thread_count(void **state)
 
 int main(void)
 {
-    const whet_kernels *tables[WHET_ISA_COUNT];
-    int nt = kc_tables(tables);
-    printf("tables:");
-    for (int t = 0; t < nt; t++)
-        printf(" %s", tables[t]->name);
-    printf("\n");
+    kc_print_tables();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bf16_to_f32_all_inputs),
         cmocka_unit_test(f16_to_f32_all_inputs),

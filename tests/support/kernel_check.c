@@ -1,6 +1,7 @@
 #include "kernel_check.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,16 @@ int kc_tables(const whet_kernels *tables[WHET_ISA_COUNT])
             tables[n++] = k;
     }
     return n;
+}
+
+void kc_print_tables(void)
+{
+    const whet_kernels *tables[WHET_ISA_COUNT];
+    int nt = kc_tables(tables);
+    printf("tables:");
+    for (int t = 0; t < nt; t++)
+        printf(" %s", tables[t]->name);
+    printf("\n");
 }
 
 kc_rng kc_seed(uint64_t seed)

@@ -14,6 +14,8 @@ extern const size_t kc_nsizes;
 
 /* Every ISA table this build and CPU can run, scalar first; returns the count. */
 int kc_tables(const whet_kernels *tables[WHET_ISA_COUNT]);
+/* Prints "tables: scalar avx2 ..." (what a test binary covers on this machine). */
+void kc_print_tables(void);
 
 /* Deterministic xorshift generator. */
 typedef struct {
