@@ -73,23 +73,25 @@ static void slow_task(void *p, size_t task, int worker)
     atomic_fetch_add(&ctx->done, 1);
 }
 
-/* Gaps between jobs and task lengths on either side of the spin time, so that
- * every hand-over happens both ways: workers caught spinning or asleep, the
- * caller spinning or asleep on the last worker. A lost wake-up hangs here. */
+/* Gaps between jobs and task lengths on either side of the spin time (200 µs)
+ * and of the wait with sched_yield (5 ms), so that every hand-over happens
+ * both ways: workers caught spinning, yielding or asleep, the caller the same
+ * on the last worker. A lost wake-up hangs here. */
 static void no_wakeup_lost_around_the_spin(void **state)
 {
     (void)state;
-    static const long gaps_us[] = {0, 20, 150, 400, 1500};
+    static const long gaps_us[] = {0, 20, 150, 400, 1500, 7000};
+    enum { NGAPS = sizeof gaps_us / sizeof *gaps_us };
     for (int threads = 2; threads <= 4; threads++) {
         whet_pool *pool = whet_pool_create(threads);
         assert_non_null(pool);
-        for (int round = 0; round < 40; round++) {
-            slow_ctx ctx = {.task_us = gaps_us[(round * 3) % 5]};
+        for (int round = 0; round < 42; round++) {
+            slow_ctx ctx = {.task_us = gaps_us[(round * 5) % NGAPS]};
             atomic_init(&ctx.done, 0);
             size_t ntasks = 1 + (size_t)(round % 5);
             whet_pool_run(pool, ntasks, slow_task, &ctx);
             assert_int_equal(atomic_load(&ctx.done), (int)ntasks);
-            pause_us(gaps_us[round % 5]);
+            pause_us(gaps_us[round % NGAPS]);
         }
         whet_pool_destroy(pool);
     }
