@@ -1113,12 +1113,7 @@ static void every_kernel_is_deterministic_across_threads(void **state)
 
 int main(void)
 {
-    const whet_kernels *tab[WHET_ISA_COUNT];
-    int ntab = kc_tables(tab);
-    print_message("kernel tables:");
-    for (int k = 0; k < ntab; k++)
-        print_message(" %s", tab[k]->name);
-    print_message("\n");
+    kc_print_tables();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rmsnorm_forward_matches_double),
         cmocka_unit_test(rmsnorm_backward_input_matches_double),
