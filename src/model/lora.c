@@ -440,17 +440,16 @@ static void gemm(whet_compute *c, whet_gemm_layout layout, size_t M, size_t N, s
  * for 2·r FLOPs per element; the kernels read it once where it lies. */
 typedef struct {
     const whet_kernels *k;
-    float *y, *dw, *dw_transposed;
-    const float *x, *w, *g;
-    size_t ldy, ldx, ldw, ldg, r, K;
+    float *y;                /* [n, r] */
+    const float *x, *w;      /* [n, K] rows ldx apart, [r, K] rows ldw apart */
+    size_t ldx, ldw, r, K;
     float scale;
-    int accumulate;
-} lowrank_job;
+} project_job;
 
 static void project_rows(void *p, size_t i0, size_t i1)
 {
-    const lowrank_job *j = p;
-    j->k->lowrank_project(j->y + i0 * j->ldy, j->ldy, j->x + i0 * j->ldx, j->ldx, j->w, j->ldw, i1 - i0, j->r, j->K,
+    const project_job *j = p;
+    j->k->lowrank_project(j->y + i0 * j->r, j->r, j->x + i0 * j->ldx, j->ldx, j->w, j->ldw, i1 - i0, j->r, j->K,
                           j->scale);
 }
 
@@ -458,19 +457,26 @@ static void project_rows(void *p, size_t i0, size_t i1)
 static void project(whet_compute *c, float *y, const float *x, size_t ldx, const float *w, size_t ldw, size_t n,
                     size_t r, size_t K, float s)
 {
-    lowrank_job j = {.k = c->kernels, .y = y, .x = x, .w = w, .ldy = r, .ldx = ldx, .ldw = ldw, .r = r, .K = K,
-                     .scale = s};
+    project_job j = {.k = c->kernels, .y = y, .x = x, .w = w, .ldx = ldx, .ldw = ldw, .r = r, .K = K, .scale = s};
     whet_compute_for(c, n, 16, project_rows, &j);
 }
 
+typedef struct {
+    const whet_kernels *k;
+    float *dw, *dw_transposed; /* [r, cols]; [cols, r] or NULL */
+    const float *g, *x;        /* [n, r], [n, cols] */
+    size_t n, r, cols;
+    int accumulate;
+} weight_grad_job;
+
 static void weight_grad_columns(void *p, size_t c0, size_t c1)
 {
-    const lowrank_job *j = p;
-    j->k->lowrank_weight_grad(j->dw, j->ldw, j->g, j->ldg, j->x, j->ldx, j->K, j->r, c0, c1, j->accumulate);
+    const weight_grad_job *j = p;
+    j->k->lowrank_weight_grad(j->dw, j->cols, j->g, j->r, j->x, j->cols, j->n, j->r, c0, c1, j->accumulate);
     if (j->dw_transposed) /* dwᵀ [cols, r] += these columns of dw [r, cols] */
         for (size_t col = c0; col < c1; col++)
             for (size_t i = 0; i < j->r; i++)
-                j->dw_transposed[col * j->r + i] += j->dw[i * j->ldw + col];
+                j->dw_transposed[col * j->r + i] += j->dw[i * j->cols + col];
 }
 
 /* dw[r, cols] (+)= g[n, r]ᵀ·x[n, cols], split by columns; with dw_transposed,
@@ -478,8 +484,8 @@ static void weight_grad_columns(void *p, size_t c0, size_t c1)
 static void weight_grad(whet_compute *c, float *dw, float *dw_transposed, const float *g, const float *x,
                         size_t n, size_t r, size_t cols, int accumulate)
 {
-    lowrank_job j = {.k = c->kernels, .dw = dw, .dw_transposed = dw_transposed, .g = g, .x = x, .ldw = cols,
-                     .ldg = r, .ldx = cols, .r = r, .K = n, .accumulate = accumulate};
+    weight_grad_job j = {.k = c->kernels, .dw = dw, .dw_transposed = dw_transposed, .g = g, .x = x, .n = n, .r = r,
+                         .cols = cols, .accumulate = accumulate};
     whet_compute_for(c, cols, 64, weight_grad_columns, &j);
 }
 
