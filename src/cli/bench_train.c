@@ -21,7 +21,9 @@
  *            projection: L·r·(in + out) each) + attn
  * Norms and element-wise work are not counted: MFU is model FLOPs, not
  * hardware FLOPs.
- * MFU = model FLOPs per second / (measured fp32 FMA peak per core × threads). */
+ * MFU = model FLOPs per second / the fp32 FMA peak of the threads running at
+ * once, measured in the run's process between its timed steps (or --peak ×
+ * threads). */
 #include "cli/bench_train.h"
 
 #include "cli/commands.h"
@@ -430,6 +432,8 @@ typedef struct train_result {
     size_t peak_rss;               /* bytes */
     double cpu_share;              /* the process's CPU time over threads × wall time, timed steps: below 1
                                     * when other programs took the cores (or threads waited) */
+    double peak_together;          /* GFLOP/s: the FMA peak of all threads at once, the median of the
+                                    * measurements before the first timed step and after each; 0 with --peak */
     /* --profile: per timed step */
     double phase_wall[NPHASES];
     double phase_cpu[NPHASES];      /* the process's CPU time */
@@ -700,8 +704,8 @@ static void run_case_child(const bench_train_options *o, const train_case *tc, i
         snprintf(plan.error, sizeof plan.error, "%s", e.msg);
     if (write_all(fd, &plan, sizeof plan) || !plan.ok)
         goto done;
-    double *times = calloc(o->steps, sizeof *times);
-    if (!times) {
+    double *times = calloc(o->steps, sizeof *times), *peaks = calloc(o->steps + 1, sizeof *peaks);
+    if (!times || !peaks) {
         snprintf(res.error, sizeof res.error, "bench train: out of memory");
         goto send;
     }
@@ -712,14 +716,27 @@ static void run_case_child(const bench_train_options *o, const train_case *tc, i
     memset(res.phase_cpu, 0, sizeof res.phase_cpu);
     memset(res.phase_main_cpu, 0, sizeof res.phase_main_cpu);
     profile_reset();
-    double cpu0 = cpu_seconds(), wall0 = whet_now();
+    /* MFU's denominator is measured here, between the timed steps, so that it
+     * sees the machine as the steps do: on a shared host the FMA rate the
+     * cores give moves by 10-20 % from minute to minute. */
+    int measure_peak = !(o->peak_gflops > 0);
+    if (measure_peak)
+        peaks[0] = cli_measure_fma_peak_together(o->kernels, t.compute->pool);
+    double cpu_steps = 0, wall_steps = 0;
     for (size_t s = 0; s < o->steps; s++) {
-        double t0 = whet_now();
+        double cpu0 = cpu_seconds(), t0 = whet_now();
         if (trainer_step(&t, &res, &e))
             goto failed;
         times[s] = whet_now() - t0;
+        cpu_steps += cpu_seconds() - cpu0, wall_steps += times[s];
+        if (measure_peak)
+            peaks[s + 1] = cli_measure_fma_peak_together(o->kernels, t.compute->pool);
     }
-    res.cpu_share = (cpu_seconds() - cpu0) / ((whet_now() - wall0) * o->threads);
+    res.cpu_share = cpu_steps / (wall_steps * o->threads);
+    if (measure_peak) {
+        qsort(peaks, o->steps + 1, sizeof *peaks, compare_doubles);
+        res.peak_together = o->steps % 2 ? (peaks[o->steps / 2] + peaks[o->steps / 2 + 1]) / 2 : peaks[o->steps / 2];
+    }
     qsort(times, o->steps, sizeof *times, compare_doubles);
     res.step_best = times[0];
     res.step_median =
@@ -744,6 +761,7 @@ failed:
     snprintf(res.error, sizeof res.error, "%s", e.msg);
 send:
     free(times);
+    free(peaks);
     write_all(fd, &res, sizeof res);
 done:
     trainer_free(&t);
@@ -1129,7 +1147,15 @@ static void json_profile(whet_json_writer *w, const bench_train_options *o, cons
     whet_json_end_object(w);
 }
 
-static void json_case(whet_json_writer *w, const bench_train_options *o, const case_report *c, double peak_gflops)
+/* MFU's denominator for one case: the FMA peak of its threads at once, measured
+ * between its timed steps; with --peak, or when it was not measured, the
+ * run's one-core figure × threads. */
+static double case_peak(const case_report *c, double peak_cores)
+{
+    return c->res.peak_together > 0 ? c->res.peak_together : peak_cores;
+}
+
+static void json_case(whet_json_writer *w, const bench_train_options *o, const case_report *c, double peak_cores)
 {
     const train_result *r = &c->res;
     const train_plan *p = &c->plan;
@@ -1167,7 +1193,13 @@ static void json_case(whet_json_writer *w, const bench_train_options *o, const c
     whet_json_key(w, "gflops");
     whet_json_write_double(w, c->flops / r->step_median * 1e-9);
     whet_json_key(w, "mfu");
-    whet_json_write_double(w, c->flops / r->step_median * 1e-9 / peak_gflops);
+    whet_json_write_double(w, c->flops / r->step_median * 1e-9 / case_peak(c, peak_cores));
+    whet_json_key(w, "mfu_peak_gflops");
+    whet_json_write_double(w, case_peak(c, peak_cores));
+    whet_json_key(w, "mfu_peak_source");
+    whet_json_write_string(w, r->peak_together > 0 ? "threads_together" : o->peak_gflops > 0 ? "option" : "core_times_threads");
+    whet_json_key(w, "mfu_vs_core_peak_times_threads");
+    whet_json_write_double(w, c->flops / r->step_median * 1e-9 / peak_cores);
     whet_json_key(w, "peak_rss_mib");
     whet_json_write_double(w, mib(r->peak_rss));
     whet_json_key(w, "cpu_share");
@@ -1224,8 +1256,9 @@ static void json_case(whet_json_writer *w, const bench_train_options *o, const c
 }
 
 /* whet's figures (and its profile), as soon as its run ends */
-static void print_case_text(const bench_train_options *o, const case_report *c, double peak_gflops)
+static void print_case_text(const bench_train_options *o, const case_report *c, double peak_cores)
 {
+    double peak_gflops = case_peak(c, peak_cores);
     const train_result *r = &c->res;
     char name[48];
     case_name(o, &c->tc, name, sizeof name);
@@ -1240,6 +1273,11 @@ static void print_case_text(const bench_train_options *o, const case_report *c, 
            tps, r->step_median, r->step_best, gflops, 100 * gflops / peak_gflops, mib(r->peak_rss),
            (double)r->peak_rss / (double)c->plan.total, mib(c->plan.rss_setup), r->loss_first, r->loss_last,
            100 * r->cpu_share, tps / r->cpu_share, 100 * gflops / peak_gflops / r->cpu_share);
+    if (r->peak_together > 0)
+        printf("         MFU against the FMA peak of %d thread%s at once, measured between the steps: %.1f GFLOP/s\n"
+               "         (median of %zu; against one core's peak at the start × %d: %.1f GFLOP/s, %.1f%% MFU)\n",
+               o->threads, o->threads == 1 ? "" : "s", peak_gflops, o->steps + 1, o->threads, peak_cores,
+               100 * gflops / peak_cores);
     if (o->profile)
         print_profile_text(o, c);
     fflush(stdout);
@@ -1264,7 +1302,7 @@ static void print_torch_text(const case_report *c)
     fflush(stdout);
 }
 
-static void print_summary_text(const bench_train_options *o, const case_report *cases, size_t n, double peak_gflops)
+static void print_summary_text(const bench_train_options *o, const case_report *cases, size_t n, double peak_cores)
 {
     printf("\n%-16s %5s %5s %9s %8s %6s %5s %9s %8s %9s %7s %9s\n", "method", "T", "B", "tokens/s", "GFLOP/s", "MFU",
            "cpu", "RSS MiB", "RSS/plan", "torch t/s", "×torch", "torch MiB");
@@ -1278,7 +1316,7 @@ static void print_summary_text(const bench_train_options *o, const case_report *
         }
         double tps = (double)(c->tc.B * c->tc.T) / c->res.step_median, gflops = c->flops / c->res.step_median * 1e-9;
         printf("%-16s %5zu %5zu %9.1f %8.1f %5.1f%% %4.0f%% %9.1f %8.2f", name, c->tc.T, c->tc.B, tps, gflops,
-               100 * gflops / peak_gflops, 100 * c->res.cpu_share, mib(c->res.peak_rss),
+               100 * gflops / case_peak(c, peak_cores), 100 * c->res.cpu_share, mib(c->res.peak_rss),
                (double)c->res.peak_rss / (double)c->plan.total);
         if (c->torch_run && c->torch.ok)
             printf(" %9.1f %6.2f× %9.1f\n", c->torch.tokens_per_s, tps / c->torch.tokens_per_s, c->torch.peak_rss_mib);
@@ -1338,9 +1376,14 @@ int bench_train(const bench_train_options *o)
                o->checkpoint ? "; gradient checkpointing" : "",
                o->compute_bf16 ? "; --compute bf16: the projections' and LM head's GEMMs on bf16 operands with fp32 "
                                  "accumulation (MFU still against the fp32 peak)" : "");
-        printf("cpu: %s; fp32 FMA peak %.1f GFLOP/s per core (%s), %.1f on %d thread%s (MFU's denominator)\n",
-               f->brand[0] ? f->brand : f->arch, peak_core, o->peak_gflops > 0 ? "--peak" : "measured now", peak,
-               o->threads, o->threads == 1 ? "" : "s");
+        if (o->peak_gflops > 0)
+            printf("cpu: %s; fp32 FMA peak %.1f GFLOP/s per core (--peak), %.1f on %d thread%s (MFU's denominator)\n",
+                   f->brand[0] ? f->brand : f->arch, peak_core, peak, o->threads, o->threads == 1 ? "" : "s");
+        else
+            printf("cpu: %s; fp32 FMA peak %.1f GFLOP/s per core (measured now), × %d thread%s = %.1f; MFU's "
+                   "denominator: the peak of the %d thread%s running at once, measured between each run's steps\n",
+                   f->brand[0] ? f->brand : f->arch, peak_core, o->threads, o->threads == 1 ? "" : "s", peak,
+                   o->threads, o->threads == 1 ? "" : "s");
         printf("model FLOPs: full 6·N·tokens + attention, LoRA 4·N·tokens + 6·N_adapter·tokens + attention; N = the "
                "layers' projections + the LM head, attention = 6·L·QD·T·(T+1)·B (causal pairs)\n");
         if (o->sweep)

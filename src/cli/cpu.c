@@ -66,6 +66,16 @@ int cmd_cpu(int argc, char **argv)
     int threads = whet_thread_count(0);
     if (threads < 0)
         return WHET_EXIT_ERROR;
+    double peak_together = peak;
+    if (threads > 1) {
+        whet_pool *pool = whet_pool_create(threads);
+        if (!pool) {
+            whet_error("cpu: cannot start %d threads", threads);
+            return WHET_EXIT_ERROR;
+        }
+        peak_together = cli_measure_fma_peak_together(k, pool);
+        whet_pool_destroy(pool);
+    }
 
     if (json) {
         printf("{\"arch\":\"%s\",\"brand\":\"", f->arch);
@@ -84,7 +94,8 @@ int cmd_cpu(int argc, char **argv)
                 printf("%s\"%s\"", first ? "" : ",", whet_isa_name((whet_isa)isa));
                 first = 0;
             }
-        printf("],\"fma_peak_gflops_per_core\":%.1f,\"threads\":%d,\"kernels\":{", peak, threads);
+        printf("],\"fma_peak_gflops_per_core\":%.1f,\"threads\":%d,\"fma_peak_gflops_threads\":%.1f,\"kernels\":{",
+               peak, threads, peak_together);
         for (int i = 0; i < NKERNELS; i++)
             printf("%s\"%s\":\"%s%s%s\"", i ? "," : "", kernel_names[i], k->name,
                    strcmp(kernel_names[i], "gemm_bf16") == 0 ? "/" : "",
@@ -106,7 +117,8 @@ int cmd_cpu(int argc, char **argv)
         if (whet_kernels_for((whet_isa)isa))
             printf(" %s", whet_isa_name((whet_isa)isa));
     printf("\nchosen:     %s%s\n", k->name, getenv("WHET_ISA") && *getenv("WHET_ISA") ? " (WHET_ISA)" : " (best)");
-    printf("fma peak:   %.1f GFLOP/s per core (fp32, %s)\n", peak, k->name);
+    printf("fma peak:   %.1f GFLOP/s per core (fp32, %s); %.1f on %d thread%s at once (%.2f× one core)\n", peak,
+           k->name, peak_together, threads, threads == 1 ? "" : "s", peak > 0 ? peak_together / peak : 0.0);
     printf("threads:    %d%s\n", threads,
            getenv("WHET_THREADS") && *getenv("WHET_THREADS") ? " (WHET_THREADS)" : " (physical cores)");
     printf("kernels:\n");

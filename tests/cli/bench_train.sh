@@ -39,6 +39,10 @@ case "$WHET" in
     [ "$(grep -oE '"tokens_per_s":[0-9.e+]*[1-9]' "$out" | wc -l)" -eq 2 ] || fail "not 2 positive tokens/s"
     [ "$(grep -oE '"peak_rss_mib":[0-9.e+]*[1-9]' "$out" | wc -l)" -eq 2 ] || fail "not 2 positive peak RSS"
     stdout_has '"memory_plan_mib":\{"weights":[0-9.]+,"base_bf16":0(\.0)?,"adapter":[0-9.]*[1-9]'
+    # MFU's denominator: the FMA peak of the threads at once, measured between the steps
+    [ "$(grep -oE '"mfu_peak_gflops":[0-9.e+]*[1-9][0-9.e+]*,"mfu_peak_source":"threads_together"' "$out" | wc -l)" -eq 2 ] ||
+        fail "not 2 runs with an MFU peak measured between their steps"
+    stdout_has '"mfu_vs_core_peak_times_threads":[0-9.e+-]+'
     grep -q '"torch"' "$out" && fail "--no-torch ran the baseline"
     firsts=$(grep -oE '"loss_first":[0-9.e+-]+' "$out" | sed 's/.*://' | sort -u)
     [ "$(echo "$firsts" | wc -l)" -eq 1 ] || fail "LoRA (B = 0) and full fine-tuning start from different losses: $firsts"
@@ -51,6 +55,7 @@ case "$WHET" in
     run 0 bench train $tiny --base-dtype bf16 --threads 2 --torch /nonexistent/torch_llama.py --profile --json \
         --peak 100
     stdout_has '"fma_peak_gflops_per_core":100(\.0)?,"fma_peak_source":"option",'
+    stdout_has '"mfu_peak_gflops":200(\.0)?,"mfu_peak_source":"option",'
     stdout_has '"base_dtype":"bf16"'
     stdout_has '"base_bf16":[0-9.]*[1-9]'
     stdout_has '"torch":null,"torch_note":"skipped: no baseline script at /nonexistent/torch_llama.py'

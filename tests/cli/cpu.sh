@@ -4,7 +4,7 @@
 
 run 0 cpu
 stdout_has '^arch: +(x86_64|aarch64)'
-stdout_has '^fma peak: +[0-9]+\.[0-9] GFLOP/s per core'
+stdout_has '^fma peak: +[0-9]+\.[0-9] GFLOP/s per core \(fp32, [a-z0-9]+\); [0-9]+\.[0-9] on [0-9]+ threads? at once'
 stdout_has '^  sgemm +[a-z0-9]+'
 stdout_has '^  gemm_bf16 +[a-z0-9]+ \((vdpbf16ps|bfdot|convert)\)'
 # the peak is a measurement, so it must be positive
@@ -12,6 +12,8 @@ grep -E '^fma peak:' "$out" | grep -qvE ' 0\.0 GFLOP' || fail "FMA peak measured
 
 run 0 cpu --json
 stdout_has '^\{"arch":"[a-z0-9_]+",.*"fma_peak_gflops_per_core":[0-9.]+,.*"kernels":\{"sgemm":'
+# all threads at once: measured, so positive
+stdout_has '"threads":[0-9]+,"fma_peak_gflops_threads":[0-9]*[1-9]'
 
 WHET_ISA=scalar run 0 cpu
 stdout_has '^chosen: +scalar \(WHET_ISA\)'
@@ -34,6 +36,7 @@ fi
 
 WHET_THREADS=3 run 0 cpu
 stdout_has '^threads: +3 \(WHET_THREADS\)'
+stdout_has ' on 3 threads at once'
 WHET_THREADS=zero run 1 cpu
 stderr_has "^whet: WHET_THREADS='zero': expected a whole number"
 
