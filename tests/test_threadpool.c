@@ -157,6 +157,45 @@ static void thread_count_from_environment(void **state)
 
 /* A GEMM whose C rows and columns are split differently for each thread count
  * must still give identical bits, in every layout, on every ISA. */
+/* Task 0 sleeps 30 ms, the others return at once: the other threads wait for
+ * it inside the job, and a one-task job of 10 ms leaves all but one thread
+ * idle. Off (the default), nothing is counted. Lower bounds only: a busy host
+ * can only add idle time. */
+static void first_task_sleeps(void *p, size_t task, int worker)
+{
+    (void)p, (void)worker;
+    if (task == 0)
+        pause_us(30000);
+}
+
+static void one_task_sleeps(void *p, size_t task, int worker)
+{
+    (void)p, (void)task, (void)worker;
+    pause_us(10000);
+}
+
+static void idle_inside_jobs_is_measured(void **state)
+{
+    (void)state;
+    for (int threads = 1; threads <= 3; threads++) {
+        whet_pool *pool = whet_pool_create(threads);
+        assert_non_null(pool);
+        whet_pool_run(pool, (size_t)threads, first_task_sleeps, NULL);
+        assert_true(whet_pool_idle_seconds(pool) == 0.0);
+        whet_pool_measure_idle(pool, 1);
+        whet_pool_run(pool, (size_t)threads, first_task_sleeps, NULL);
+        double unbalanced = whet_pool_idle_seconds(pool);
+        assert_true(unbalanced >= 0.025 * (threads - 1));
+        whet_pool_run(pool, 1, one_task_sleeps, NULL);
+        assert_true(whet_pool_idle_seconds(pool) - unbalanced >= 0.009 * (threads - 1));
+        whet_pool_measure_idle(pool, 0);
+        double before = whet_pool_idle_seconds(pool);
+        whet_pool_run(pool, (size_t)threads, first_task_sleeps, NULL);
+        assert_true(whet_pool_idle_seconds(pool) == before);
+        whet_pool_destroy(pool);
+    }
+}
+
 static void gemm_bits_independent_of_threads(void **state)
 {
     (void)state;
@@ -200,6 +239,7 @@ int main(void)
         cmocka_unit_test(no_wakeup_lost_around_the_spin),
         cmocka_unit_test(ranges_tile_the_interval),
         cmocka_unit_test(thread_count_from_environment),
+        cmocka_unit_test(idle_inside_jobs_is_measured),
         cmocka_unit_test(gemm_bits_independent_of_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

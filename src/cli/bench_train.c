@@ -114,10 +114,11 @@ static _Thread_local int profile_slot_index = -1;
 static atomic_int profile_phase;
 /* Clocks read at a phase boundary. */
 typedef struct phase_clocks {
-    double wall, process_cpu, main_cpu;
+    double wall, process_cpu, main_cpu, job_idle;
 } phase_clocks;
 
 static pthread_t profile_main_thread; /* the stepping thread */
+static whet_pool *profile_pool;       /* its pool, measuring idle thread time inside jobs */
 static phase_clocks profile_layers_backward_start; /* when the first norm backward ran (wall 0: not yet) */
 
 static double clock_seconds(clockid_t id)
@@ -135,7 +136,8 @@ static double thread_cpu_now(void)
 
 static phase_clocks clocks_now(void)
 {
-    phase_clocks c = {whet_now(), clock_seconds(CLOCK_PROCESS_CPUTIME_ID), 0};
+    phase_clocks c = {whet_now(), clock_seconds(CLOCK_PROCESS_CPUTIME_ID), 0,
+                      profile_pool ? whet_pool_idle_seconds(profile_pool) : 0};
     clockid_t main_clock;
     if (pthread_getcpuclockid(profile_main_thread, &main_clock) == 0)
         c.main_cpu = clock_seconds(main_clock);
@@ -438,6 +440,7 @@ typedef struct train_result {
     double phase_wall[NPHASES];
     double phase_cpu[NPHASES];      /* the process's CPU time */
     double phase_main_cpu[NPHASES]; /* the stepping thread's CPU time */
+    double phase_job_idle[NPHASES]; /* thread time inside pool jobs on no task (whet_pool_idle_seconds) */
     double busy[NPHASES][NCATS];    /* CPU seconds inside kernels, all threads */
     double flops[NPHASES][NCATS];   /* GEMM FLOPs */
     double main_busy[NPHASES];      /* the stepping thread's share of busy */
@@ -679,6 +682,7 @@ static int trainer_step(trainer *t, train_result *r, whet_err *e)
         r->phase_wall[ph] += at[next].wall - at[ph].wall;
         r->phase_cpu[ph] += at[next].process_cpu - at[ph].process_cpu;
         r->phase_main_cpu[ph] += at[next].main_cpu - at[ph].main_cpu;
+        r->phase_job_idle[ph] += at[next].job_idle - at[ph].job_idle;
     }
     return 0;
 }
@@ -715,7 +719,12 @@ static void run_case_child(const bench_train_options *o, const train_case *tc, i
     memset(res.phase_wall, 0, sizeof res.phase_wall);
     memset(res.phase_cpu, 0, sizeof res.phase_cpu);
     memset(res.phase_main_cpu, 0, sizeof res.phase_main_cpu);
+    memset(res.phase_job_idle, 0, sizeof res.phase_job_idle);
     profile_reset();
+    if (o->profile) {
+        profile_pool = t.compute->pool;
+        whet_pool_measure_idle(profile_pool, 1);
+    }
     /* MFU's denominator is measured here, between the timed steps, so that it
      * sees the machine as the steps do: on a shared host the FMA rate the
      * cores give moves by 10-20 % from minute to minute. */
@@ -746,6 +755,7 @@ static void run_case_child(const bench_train_options *o, const train_case *tc, i
         res.phase_wall[ph] /= (double)o->steps;
         res.phase_cpu[ph] /= (double)o->steps;
         res.phase_main_cpu[ph] /= (double)o->steps;
+        res.phase_job_idle[ph] /= (double)o->steps;
         for (int cat = 0; cat < NCATS; cat++)
             for (int i = 0; i < PROFILE_SLOTS; i++) {
                 res.busy[ph][cat] += profile_slots[i].busy[ph][cat] / (double)o->steps;
@@ -1068,13 +1078,14 @@ static void print_profile_text(const bench_train_options *o, const case_report *
         step += r->phase_wall[ph];
     printf("  profile per timed step, ms: the wall time of each phase, its CPU time over %d × wall, then CPU time\n"
            "  inside each kind of kernel (all threads), outside kernels on the stepping thread (serial code and\n"
-           "  waiting) and on the others (waiting for work), and thread time not running (asleep or preempted):\n",
+           "  waiting) and on the others (waiting for work), thread time not running (asleep or preempted), and\n"
+           "  thread time inside the pool's jobs on no task (threads done with their share waiting for the last):\n",
            threads);
     printf("  %-16s %8s %6s %5s", "phase", "wall", "%", "cpu");
     for (int cat = 0; cat < NCATS; cat++)
         printf(" %9s", category_names[cat]);
-    printf(" %8s %8s %8s\n", "serial", "waiting", "not run");
-    double col[NCATS + 3] = {0}, wall_total = 0, cpu_total = 0;
+    printf(" %8s %8s %8s %8s\n", "serial", "waiting", "not run", "job idle");
+    double col[NCATS + 4] = {0}, wall_total = 0, cpu_total = 0;
     for (int ph = 0; ph < NPHASES; ph++) {
         double wall = r->phase_wall[ph];
         outside_kernels x = outside_of(o, r, ph);
@@ -1085,16 +1096,18 @@ static void print_profile_text(const bench_train_options *o, const case_report *
             col[cat] += r->busy[ph][cat];
         }
         col[NCATS] += x.main, col[NCATS + 1] += x.workers, col[NCATS + 2] += x.not_running;
+        col[NCATS + 3] += r->phase_job_idle[ph];
         wall_total += wall, cpu_total += r->phase_cpu[ph];
-        printf(" %8.1f %8.1f %8.1f\n", x.main * 1e3, x.workers * 1e3, x.not_running * 1e3);
+        printf(" %8.1f %8.1f %8.1f %8.1f\n", x.main * 1e3, x.workers * 1e3, x.not_running * 1e3,
+               r->phase_job_idle[ph] * 1e3);
     }
     printf("  %-16s %8.1f %5.1f%% %4.0f%%", "total", wall_total * 1e3, 100.0,
            wall_total > 0 ? 100 * cpu_total / (threads * wall_total) : 0);
-    for (int cat = 0; cat < NCATS + 3; cat++)
-        printf(" %9.1f", col[cat] * 1e3);
+    for (int cat = 0; cat < NCATS + 4; cat++)
+        printf(cat < NCATS ? " %9.1f" : " %8.1f", col[cat] * 1e3);
     printf("\n  share of thread time (%.1f ms × %d):", wall_total * 1e3, threads);
-    static const char *const extra[3] = {"serial", "waiting", "not-running"};
-    for (int cat = 0; cat < NCATS + 3; cat++)
+    static const char *const extra[4] = {"serial", "waiting", "not-running", "job-idle"};
+    for (int cat = 0; cat < NCATS + 4; cat++)
         if (wall_total > 0)
             printf(" %s %.1f%%", cat < NCATS ? category_names[cat] : extra[cat - NCATS],
                    100 * col[cat] / (wall_total * threads));
@@ -1141,6 +1154,8 @@ static void json_profile(whet_json_writer *w, const bench_train_options *o, cons
         whet_json_write_double(w, x.workers);
         whet_json_key(w, "not_running");
         whet_json_write_double(w, x.not_running);
+        whet_json_key(w, "job_idle");
+        whet_json_write_double(w, r->phase_job_idle[ph]);
         whet_json_end_object(w);
     }
     whet_json_end_array(w);

@@ -36,6 +36,10 @@ struct whet_pool {
     atomic_int unfinished;    /* workers (not counting the caller) still on the job */
     atomic_int sleepers;      /* workers asleep on `wake`, or about to be */
     int stopping;
+    /* whet_pool_measure_idle: per worker, seconds on the current job's tasks */
+    int measure;
+    double *busy;
+    _Atomic double idle; /* written by the caller only; read from any thread */
     /* the current job */
     whet_task_fn fn;
     void *ctx;
@@ -120,14 +124,24 @@ static int spin_until_zero(atomic_int *value)
     }
 }
 
+static double seconds_now(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
+}
+
 static void run_tasks(whet_pool *pool, int worker)
 {
+    double start = pool->measure ? seconds_now() : 0;
     for (;;) {
         size_t task = atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
         if (task >= pool->ntasks)
             break;
         pool->fn(pool->ctx, task, worker);
     }
+    if (pool->measure) /* read by the caller once `unfinished` says this worker is done */
+        pool->busy[worker] = seconds_now() - start;
 }
 
 static void *worker_main(void *p)
@@ -175,8 +189,12 @@ whet_pool *whet_pool_create(int threads)
     atomic_init(&pool->unfinished, 0);
     atomic_init(&pool->next_task, 0);
     atomic_init(&pool->sleepers, 0);
+    atomic_init(&pool->idle, 0.0);
     pool->handles = calloc((size_t)threads, sizeof *pool->handles);
-    if (!pool->handles) {
+    pool->busy = calloc((size_t)threads, sizeof *pool->busy);
+    if (!pool->handles || !pool->busy) {
+        free(pool->handles);
+        free(pool->busy);
         free(pool);
         return NULL;
     }
@@ -214,7 +232,25 @@ void whet_pool_destroy(whet_pool *pool)
     pthread_cond_destroy(&pool->wake);
     pthread_cond_destroy(&pool->done);
     free(pool->handles);
+    free(pool->busy);
     free(pool);
+}
+
+void whet_pool_measure_idle(whet_pool *pool, int on)
+{
+    pool->measure = on; /* between jobs: the next job's publication makes it visible to the workers */
+}
+
+double whet_pool_idle_seconds(const whet_pool *pool)
+{
+    return atomic_load_explicit(&pool->idle, memory_order_relaxed);
+}
+
+static void add_idle(whet_pool *pool, double seconds)
+{
+    if (seconds > 0)
+        atomic_store_explicit(&pool->idle, atomic_load_explicit(&pool->idle, memory_order_relaxed) + seconds,
+                              memory_order_relaxed);
 }
 
 int whet_pool_threads(const whet_pool *pool)
@@ -226,9 +262,12 @@ void whet_pool_run(whet_pool *pool, size_t ntasks, whet_task_fn fn, void *ctx)
 {
     if (ntasks == 0)
         return;
+    double start = pool->measure ? seconds_now() : 0;
     if (pool->threads == 1 || ntasks == 1) {
         for (size_t task = 0; task < ntasks; task++)
             fn(ctx, task, 0);
+        if (pool->measure)
+            add_idle(pool, (double)(pool->threads - 1) * (seconds_now() - start));
         return;
     }
     pool->fn = fn;
@@ -245,12 +284,18 @@ void whet_pool_run(whet_pool *pool, size_t ntasks, whet_task_fn fn, void *ctx)
 
     run_tasks(pool, 0);
 
-    if (spin_until_zero(&pool->unfinished))
-        return;
-    pthread_mutex_lock(&pool->mutex);
-    while (atomic_load(&pool->unfinished) != 0)
-        pthread_cond_wait(&pool->done, &pool->mutex);
-    pthread_mutex_unlock(&pool->mutex);
+    if (!spin_until_zero(&pool->unfinished)) {
+        pthread_mutex_lock(&pool->mutex);
+        while (atomic_load(&pool->unfinished) != 0)
+            pthread_cond_wait(&pool->done, &pool->mutex);
+        pthread_mutex_unlock(&pool->mutex);
+    }
+    if (pool->measure) {
+        double idle = (double)pool->threads * (seconds_now() - start);
+        for (int i = 0; i < pool->threads; i++)
+            idle -= pool->busy[i];
+        add_idle(pool, idle);
+    }
 }
 
 /* Counts distinct (package, core) pairs among the CPUs we may run on. */

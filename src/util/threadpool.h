@@ -23,6 +23,14 @@ int whet_pool_threads(const whet_pool *pool);
 /* Runs fn(ctx, task, worker) for every task and returns when all are done. */
 void whet_pool_run(whet_pool *pool, size_t ntasks, whet_task_fn fn, void *ctx);
 
+/* Load balance, measured when asked for (off by default; switch it only
+ * between jobs): the thread time inside jobs that went to no task, that is
+ * threads x the job's wall time less each thread's time on its tasks. It is
+ * threads that finished their share and wait for the last one (or were slow
+ * to start), and the idle threads of a job with one task. Cumulative seconds. */
+void whet_pool_measure_idle(whet_pool *pool, int on);
+double whet_pool_idle_seconds(const whet_pool *pool);
+
 /* Physical cores this process may run on (SMT siblings counted once). */
 int whet_physical_cores(void);
 

@@ -63,6 +63,7 @@ case "$WHET" in
         stdout_has "\\{\"phase\":\"$phase\",\"wall\":[0-9.e+-]+,\"cpu\":[0-9.e+-]+,\"kernels\":\\{\"gemm\":"
     done
     stdout_has '"lora_gemm":[0-9.e+-]*[1-9]'
+    stdout_has '"not_running":[0-9.e+-]+,"job_idle":[0-9.e+-]+\}'
 
     # --compute bf16: full fine-tuning on bf16 shadows (counted in the plan), from the same first loss
     # shellcheck disable=SC2086
@@ -80,6 +81,7 @@ case "$WHET" in
     # shellcheck disable=SC2086
     run 0 bench train $tiny --threads 1 --no-torch --profile --peak 100
     stdout_has '^  layers forward '
+    stdout_has ' not run job idle$'
     stdout_has '^  total '
 
     # shellcheck disable=SC2086
