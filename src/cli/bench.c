@@ -704,10 +704,12 @@ static void usage(FILE *out)
           "  --sweep          T = 128, 256, 512, 1024, 2048 at the same tokens per step\n"
           "                   (B = B·T / T', at least 1); no baseline\n"
           "  --profile        time every kernel: per step, the wall time of each phase and\n"
-          "                   the thread time of each kind of kernel, serial and idle time\n"
+          "                   the thread time of each kind of kernel, serial and idle time,\n"
+          "                   and the thread time inside jobs on no task (load balance)\n"
           "  --grad-checkpoint  recompute each layer's activations in the backward pass\n"
-          "  --peak G         MFU against an fp32 FMA peak of G GFLOP/s per core (say, whet\n"
-          "                   cpu's on a quiet machine) instead of one measured at the start\n",
+          "  --peak G         MFU against an fp32 FMA peak of G GFLOP/s per core × threads\n"
+          "                   (say, whet cpu's on a quiet machine) instead of the peak of the\n"
+          "                   threads at once, measured between the timed steps\n",
           out);
 }
 
