@@ -14,11 +14,12 @@ double cli_measure_fma_peak(const whet_kernels *k);
 double cli_measure_fma_peak_by(const whet_kernels *k, double (*clock)(void));
 
 /* GFLOP/s of all of the pool's threads running k->fma_peak_loop at the same
- * time: the sum over threads of each one's best of a few ~20 ms rounds, every
- * round timed while all the threads are busy. It is the peak a multithreaded
- * run can reach, which can be below one core's peak times the threads: cores
- * that run at once may clock lower, and a hypervisor may run a virtual CPU on
- * a slower or busier core. 0 when out of memory. */
+ * time: the best of a few ~50 ms windows of the sum over threads of each
+ * one's FLOPs over the window's wall time. It is the peak a multithreaded run
+ * can reach, which can be below one core's peak times the threads: cores that
+ * run at once may clock lower, a hypervisor may run a virtual CPU on a slower
+ * or busier core or stop it, and more threads than cores share them. 0 when
+ * out of memory. */
 double cli_measure_fma_peak_together(const whet_kernels *k, whet_pool *pool);
 
 #endif

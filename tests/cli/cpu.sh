@@ -38,6 +38,14 @@ fi
 WHET_THREADS=3 run 0 cpu
 stdout_has '^threads: +3 \(WHET_THREADS\)'
 stdout_has ' on 3 threads at once'
+# twice as many threads as CPUs: the peak of them all at once is still about
+# the CPUs' (a thread that waits for a core adds nothing), never twice that
+cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+WHET_THREADS=$((2 * cpus)) run 0 cpu --json
+per_core=$(sed -n 's/.*"fma_peak_gflops_per_core":\([0-9.e+-]*\),.*/\1/p' "$out")
+together=$(sed -n 's/.*"fma_peak_gflops_threads":\([0-9.e+-]*\),.*/\1/p' "$out")
+awk -v c="${per_core:-0}" -v t="${together:-0}" -v n="$cpus" 'BEGIN { exit !(t > 0 && t <= 1.5 * n * c) }' ||
+    fail "$((2 * cpus)) threads on $cpus CPUs: $together GFLOP/s at once against $per_core per core"
 WHET_THREADS=zero run 1 cpu
 stderr_has "^whet: WHET_THREADS='zero': expected a whole number"
 
