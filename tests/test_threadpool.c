@@ -155,8 +155,6 @@ static void thread_count_from_environment(void **state)
     unsetenv("WHET_THREADS");
 }
 
-/* A GEMM whose C rows and columns are split differently for each thread count
- * must still give identical bits, in every layout, on every ISA. */
 /* Task 0 sleeps 30 ms, the others return at once: the other threads wait for
  * it inside the job, and a one-task job of 10 ms leaves all but one thread
  * idle. Off (the default), nothing is counted. Lower bounds only: a busy host
@@ -196,6 +194,8 @@ static void idle_inside_jobs_is_measured(void **state)
     }
 }
 
+/* A GEMM whose C rows and columns are split differently for each thread count
+ * must still give identical bits, in every layout, on every ISA. */
 static void gemm_bits_independent_of_threads(void **state)
 {
     (void)state;

@@ -693,6 +693,13 @@ static int compare_doubles(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Sorts v[0..n) (n ≥ 1) and returns its median. */
+static double sort_median(double *v, size_t n)
+{
+    qsort(v, n, sizeof *v, compare_doubles);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 static void run_case_child(const bench_train_options *o, const train_case *tc, int fd)
 {
     trainer t = {.o = o, .tc = *tc, .profile = o->profile};
@@ -743,13 +750,10 @@ static void run_case_child(const bench_train_options *o, const train_case *tc, i
     }
     res.cpu_share = cpu_steps / (wall_steps * o->threads);
     if (measure_peak) {
-        qsort(peaks, o->steps + 1, sizeof *peaks, compare_doubles);
-        res.peak_together = o->steps % 2 ? (peaks[o->steps / 2] + peaks[o->steps / 2 + 1]) / 2 : peaks[o->steps / 2];
+        res.peak_together = sort_median(peaks, o->steps + 1);
     }
-    qsort(times, o->steps, sizeof *times, compare_doubles);
+    res.step_median = sort_median(times, o->steps);
     res.step_best = times[0];
-    res.step_median =
-        o->steps % 2 ? times[o->steps / 2] : (times[o->steps / 2 - 1] + times[o->steps / 2]) / 2;
     res.peak_rss = peak_rss_bytes();
     for (int ph = 0; ph < NPHASES; ph++) {
         res.phase_wall[ph] /= (double)o->steps;

@@ -4,6 +4,7 @@
 #include "util/threadpool.h"
 
 #include "util/log.h"
+#include "util/timer.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -124,16 +125,9 @@ static int spin_until_zero(atomic_int *value)
     }
 }
 
-static double seconds_now(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
-}
-
 static void run_tasks(whet_pool *pool, int worker)
 {
-    double start = pool->measure ? seconds_now() : 0;
+    double start = pool->measure ? whet_now() : 0;
     for (;;) {
         size_t task = atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
         if (task >= pool->ntasks)
@@ -141,7 +135,7 @@ static void run_tasks(whet_pool *pool, int worker)
         pool->fn(pool->ctx, task, worker);
     }
     if (pool->measure) /* read by the caller once `unfinished` says this worker is done */
-        pool->busy[worker] = seconds_now() - start;
+        pool->busy[worker] = whet_now() - start;
 }
 
 static void *worker_main(void *p)
@@ -262,12 +256,12 @@ void whet_pool_run(whet_pool *pool, size_t ntasks, whet_task_fn fn, void *ctx)
 {
     if (ntasks == 0)
         return;
-    double start = pool->measure ? seconds_now() : 0;
+    double start = pool->measure ? whet_now() : 0;
     if (pool->threads == 1 || ntasks == 1) {
         for (size_t task = 0; task < ntasks; task++)
             fn(ctx, task, 0);
         if (pool->measure)
-            add_idle(pool, (double)(pool->threads - 1) * (seconds_now() - start));
+            add_idle(pool, (double)(pool->threads - 1) * (whet_now() - start));
         return;
     }
     pool->fn = fn;
@@ -291,7 +285,7 @@ void whet_pool_run(whet_pool *pool, size_t ntasks, whet_task_fn fn, void *ctx)
         pthread_mutex_unlock(&pool->mutex);
     }
     if (pool->measure) {
-        double idle = (double)pool->threads * (seconds_now() - start);
+        double idle = (double)pool->threads * (whet_now() - start);
         for (int i = 0; i < pool->threads; i++)
             idle -= pool->busy[i];
         add_idle(pool, idle);
