@@ -642,8 +642,8 @@ static void check_bf16_base(const char *json)
     }
     float *h = random_floats(rows * C, 1.0f), *logits = malloc(rows * V * 4), *dl = random_floats(rows * V, 1.0f);
     float *dh = malloc(rows * C * 4);
-    whet_lm_head_forward(m, logits, V, h, rows, 0, V);
-    whet_lm_head_backward(m, dh, 0, dl, V, h, rows, 0, V, NULL);
+    whet_lm_head_forward(m, WHET_ALL_WORKERS, logits, V, h, rows, 0, V);
+    whet_lm_head_backward(m, WHET_ALL_WORKERS, dh, 0, dl, V, h, rows, 0, V, NULL);
     float *wte = malloc(V * C * 4);
     memcpy(wte, m->params.wte, V * C * 4);
 
@@ -679,8 +679,8 @@ static void check_bf16_base(const char *json)
         free(y16), free(dx16), free(x[id]), free(y[id]), free(dx[id]), free(R[id]);
     }
     float *logits16 = malloc(rows * V * 4), *dh16 = malloc(rows * C * 4);
-    whet_lm_head_forward(m, logits16, V, h, rows, 0, V);
-    whet_lm_head_backward(m, dh16, 0, dl, V, h, rows, 0, V, NULL);
+    whet_lm_head_forward(m, WHET_ALL_WORKERS, logits16, V, h, rows, 0, V);
+    whet_lm_head_backward(m, WHET_ALL_WORKERS, dh16, 0, dl, V, h, rows, 0, V, NULL);
     near(logits16, logits, rows * V, 1e-2f, "logits");
     near(dh16, dh, rows * C, 1e-2f, "LM head din");
 

@@ -287,27 +287,6 @@ static void kv_parts_sum(void *p, size_t r0, size_t r1)
     }
 }
 
-typedef struct ce_bw_job {
-    const whet_kernels *k;
-    float *chunk;           /* [rows, vc] logits in, dlogits out, rows ld apart */
-    size_t ld, vc, v0;
-    const int32_t *targets;
-    const float *lse, *row_scale;
-} ce_bw_job;
-
-/* A row that does not count (row_scale 0) gets zeros, which is what the
- * kernel gives it too unless its logits are not finite. */
-static void ce_bw_rows(void *p, size_t i0, size_t i1)
-{
-    ce_bw_job *j = p;
-    float *rows = j->chunk + i0 * j->ld;
-    j->k->cross_entropy_backward(rows, rows, j->ld, i1 - i0, j->vc, j->v0, j->targets + i0, j->lse + i0,
-                                 j->row_scale + i0);
-    for (size_t i = i0; i < i1; i++)
-        if (j->row_scale[i] == 0.0f)
-            memset(j->chunk + i * j->ld, 0, j->vc * sizeof(float));
-}
-
 typedef struct embed_bw_job {
     const whet_kernels *k;
     const float *dx;
@@ -339,65 +318,190 @@ static void embed_bw_cols(void *p, size_t c0, size_t c1)
 /* ---- the LM head + cross-entropy ------------------------------------------ */
 
 /* loss = Σ_rows row_scale·nll:  dlogits = row_scale·(softmax − onehot);
- * dlnf += dlogits·lm_head[v0:v0+vc],  dlm_head[v0:v0+vc] += dlogitsᵀ·lnf
- * (whet_lm_head_backward, when g has the head's gradient), for the rows × vc
- * logits of one chunk held ld apart. */
-static void head_chunk_backward(whet_model *m, whet_acts *a, const int32_t *targets, float *dlnf, whet_model_grads *g,
-                                float *logits, size_t ld, size_t r0, size_t rows, size_t v0, size_t vc)
+ * dlnf = Σ_chunks dlogits·lm_head[v0:v0+vc],  dlm_head[v0:v0+vc] += dlogitsᵀ·lnf
+ * (whet_lm_head_backward, when g has the head's gradient).
+ *
+ * Both paths below work a block of rows at a time, vocabulary chunk by chunk,
+ * and give the same bits. dlnf's sum over chunks is cut into
+ * WHET_HEAD_GROUPS groups of consecutive chunks (head_group): each group's
+ * chunks summed in order into its own partial, then the partials in group
+ * order; the groups do not depend on the thread count, so neither do the
+ * bits. */
+
+static size_t head_chunks(const whet_model *m)
 {
-    whet_compute *c = m->compute;
-    size_t C = m->cfg.hidden;
-    ce_bw_job j = {c->kernels, logits, ld, vc, v0, targets + r0, a->lse + r0, a->d.row_scale + r0};
-    whet_compute_for(c, rows, grain_for(vc), ce_bw_rows, &j);
-    whet_lm_head_backward(m, dlnf + r0 * C, v0 > 0, logits, ld, a->lnf + r0 * C, rows, v0, vc, g);
+    return (m->cfg.vocab + WHET_CE_VOCAB - 1) / WHET_CE_VOCAB;
+}
+
+/* Group g's chunks [*c0, *c1), of `groups` near-equal groups of `chunks`. */
+static void head_group(size_t chunks, size_t groups, size_t g, size_t *c0, size_t *c1)
+{
+    *c0 = g * chunks / groups;
+    *c1 = (g + 1) * chunks / groups;
+}
+
+static size_t head_groups(size_t chunks)
+{
+    return chunks < WHET_HEAD_GROUPS ? chunks : WHET_HEAD_GROUPS;
+}
+
+/* One chunk of a row block, logits in → dlogits out (rows ld apart); rows that
+ * do not count (row_scale 0) get zeros, which is what the kernel gives them
+ * too unless their logits are not finite. */
+static void chunk_dlogits(const whet_kernels *k, float *chunk, size_t ld, size_t rows, size_t v0, size_t vc,
+                          const int32_t *targets, const float *lse, const float *row_scale)
+{
+    k->cross_entropy_backward(chunk, chunk, ld, rows, vc, v0, targets, lse, row_scale);
+    for (size_t i = 0; i < rows; i++)
+        if (row_scale[i] == 0.0f)
+            memset(chunk + i * ld, 0, vc * sizeof(float));
+}
+
+typedef struct ce_bw_job {
+    const whet_kernels *k;
+    float *chunk;           /* [rows, vc] logits in, dlogits out, rows ld apart */
+    size_t ld, vc, v0;
+    const int32_t *targets;
+    const float *lse, *row_scale;
+} ce_bw_job;
+
+static void ce_bw_rows(void *p, size_t i0, size_t i1)
+{
+    ce_bw_job *j = p;
+    chunk_dlogits(j->k, j->chunk + i0 * j->ld, j->ld, i1 - i0, j->v0, j->vc, j->targets + i0, j->lse + i0,
+                  j->row_scale + i0);
+}
+
+typedef struct sum_parts_job {
+    const whet_kernels *k;
+    float *y;             /* [rows, C] = part 0 (+ part 1 …) */
+    const float *parts;   /* [n, rows·C] */
+    size_t n, rows, C;
+    int first;            /* y = part 0; else y += part 0 (the next group of the two-pass head) */
+} sum_parts_job;
+
+static void sum_parts_rows(void *p, size_t r0, size_t r1)
+{
+    sum_parts_job *j = p;
+    size_t off = r0 * j->C, n = (r1 - r0) * j->C;
+    for (size_t g = 0; g < j->n; g++) {
+        const float *part = j->parts + g * j->rows * j->C + off;
+        if (g == 0 && j->first)
+            memcpy(j->y + off, part, n * sizeof(float));
+        else
+            j->k->add(j->y + off, j->y + off, part, n);
+    }
 }
 
 /* The two-pass head (after whet_model_nll): each chunk's logits recomputed,
- * never all held. Row blocks of a->head_rows, as whet_model_nll_head_backward's,
- * and the same calls on each chunk: the same bits. */
+ * never all held; a group's dlnf into the first partial, added to dlnf as the
+ * group ends. Row blocks of a->head_rows, as whet_model_nll_head_backward's. */
 static void lm_head_backward(whet_model *m, whet_acts *a, const int32_t *targets, float *dlnf, whet_model_grads *g)
 {
+    whet_compute *c = m->compute;
     size_t BT = a->cur_B * a->cur_T, C = m->cfg.hidden, V = m->cfg.vocab, R = a->head_rows;
+    size_t chunks = head_chunks(m), groups = head_groups(chunks);
+    float *part = a->head_dln_parts;
     for (size_t r0 = 0; r0 < BT; r0 += R) {
         size_t rows = BT - r0 < R ? BT - r0 : R;
-        for (size_t v0 = 0; v0 < V; v0 += WHET_CE_VOCAB) {
-            size_t vc = V - v0 < WHET_CE_VOCAB ? V - v0 : WHET_CE_VOCAB;
-            whet_lm_head_forward(m, a->ce_chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0, vc);
-            head_chunk_backward(m, a, targets, dlnf, g, a->ce_chunk, WHET_CE_VOCAB, r0, rows, v0, vc);
+        for (size_t grp = 0; grp < groups; grp++) {
+            size_t c0, c1;
+            head_group(chunks, groups, grp, &c0, &c1);
+            for (size_t ch = c0; ch < c1; ch++) {
+                size_t v0 = ch * WHET_CE_VOCAB, vc = V - v0 < WHET_CE_VOCAB ? V - v0 : WHET_CE_VOCAB;
+                whet_lm_head_forward(m, WHET_ALL_WORKERS, a->ce_chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0, vc);
+                ce_bw_job j = {c->kernels, a->ce_chunk, WHET_CE_VOCAB, vc, v0, targets + r0, a->lse + r0,
+                               a->d.row_scale + r0};
+                whet_compute_for(c, rows, grain_for(vc), ce_bw_rows, &j);
+                whet_lm_head_backward(m, WHET_ALL_WORKERS, part, ch > c0, a->ce_chunk, WHET_CE_VOCAB,
+                                      a->lnf + r0 * C, rows, v0, vc, g);
+            }
+            sum_parts_job sj = {c->kernels, dlnf + r0 * C, part, 1, rows, C, grp == 0};
+            whet_compute_for(c, rows, grain_for(C), sum_parts_rows, &sj);
         }
     }
 }
 
 /* ---- the training LM head: the logits once ---------------------------------- */
 
-typedef struct head_lse_job {
-    const whet_kernels *k;
+/* One row block of whet_model_nll_head_backward. Its chunks (then groups) are
+ * pool tasks, taken by whichever thread frees up first, each GEMM on one
+ * thread over the whole chunk: the faster thread does more of them, no thread
+ * waits on another between chunks, and no operand is packed twice. */
+typedef struct head_block_job {
+    whet_model *m;
     whet_acts *a;
-    const float *chunk;       /* [rows, vc] logits, rows ld apart */
-    size_t r0, ld, vc, v0;
-    const int32_t *targets;   /* [BT] */
-} head_lse_job;
+    const int32_t *targets; /* [BT] */
+    whet_model_grads *g;
+    size_t r0, rows, chunks, groups;
+} head_block_job;
 
-/* whet_model_nll's update (forward.c: ce_rows) on a chunk held in the block */
-static void head_lse_rows(void *p, size_t i0, size_t i1)
+static size_t chunk_width(const whet_model *m, size_t chunk)
 {
-    head_lse_job *j = p;
+    size_t v0 = chunk * WHET_CE_VOCAB;
+    return m->cfg.vocab - v0 < WHET_CE_VOCAB ? m->cfg.vocab - v0 : WHET_CE_VOCAB;
+}
+
+/* Chunk ch's logits, kept in the block's buffer, and their log-sum-exp partial
+ * (whet_model_nll's per-chunk update, folded in chunk order afterwards) and
+ * targets, while they are in cache. */
+static void head_logits_task(void *p, size_t ch, int worker)
+{
+    head_block_job *j = p;
+    whet_model *m = j->m;
     whet_acts *a = j->a;
-    size_t r0 = j->r0;
-    j->k->cross_entropy_lse_update(a->ce_max + r0 + i0, a->ce_sum + r0 + i0, j->chunk + i0 * j->ld, j->ld, i1 - i0,
-                                   j->vc);
-    for (size_t i = i0; i < i1; i++) {
+    size_t C = m->cfg.hidden, rows = j->rows, r0 = j->r0, v0 = ch * WHET_CE_VOCAB, vc = chunk_width(m, ch);
+    float *chunk = a->head_logits + v0 * rows;
+    whet_lm_head_forward(m, worker, chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0, vc);
+    float *part_max = a->head_lse_parts + ch * rows, *part_sum = part_max + j->chunks * rows;
+    for (size_t i = 0; i < rows; i++)
+        part_max[i] = -INFINITY, part_sum[i] = 0.0f;
+    m->compute->kernels->cross_entropy_lse_update(part_max, part_sum, chunk, WHET_CE_VOCAB, rows, vc);
+    for (size_t i = 0; i < rows; i++) {
         int32_t t = j->targets[r0 + i];
-        if (t >= 0 && (size_t)t >= j->v0 && (size_t)t < j->v0 + j->vc)
-            a->ce_target[r0 + i] = j->chunk[i * j->ld + ((size_t)t - j->v0)];
+        if (t >= 0 && (size_t)t >= v0 && (size_t)t < v0 + vc)
+            a->ce_target[r0 + i] = chunk[i * WHET_CE_VOCAB + ((size_t)t - v0)];
+    }
+}
+
+static void head_fold_rows(void *p, size_t i0, size_t i1)
+{
+    head_block_job *j = p;
+    whet_acts *a = j->a;
+    for (size_t i = i0; i < i1; i++) {
+        float *max = &a->ce_max[j->r0 + i], *sum = &a->ce_sum[j->r0 + i];
+        *max = -INFINITY, *sum = 0.0f;
+        for (size_t ch = 0; ch < j->chunks; ch++) {
+            const float *part_max = a->head_lse_parts + ch * j->rows;
+            whet_lse_fold(max, sum, part_max[i], part_max[j->chunks * j->rows + i]);
+        }
+    }
+}
+
+/* Group grp's chunks: dlogits in place, their dlm_head rows, and their sum of
+ * dlnf into the group's partial. */
+static void head_group_task(void *p, size_t grp, int worker)
+{
+    head_block_job *j = p;
+    whet_model *m = j->m;
+    whet_acts *a = j->a;
+    size_t C = m->cfg.hidden, rows = j->rows, r0 = j->r0, c0, c1;
+    head_group(j->chunks, j->groups, grp, &c0, &c1);
+    float *part = a->head_dln_parts + grp * rows * C;
+    for (size_t ch = c0; ch < c1; ch++) {
+        size_t v0 = ch * WHET_CE_VOCAB, vc = chunk_width(m, ch);
+        float *chunk = a->head_logits + v0 * rows;
+        chunk_dlogits(m->compute->kernels, chunk, WHET_CE_VOCAB, rows, v0, vc, j->targets + r0, a->lse + r0,
+                      a->d.row_scale + r0);
+        whet_lm_head_backward(m, worker, part, ch > c0, chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0, vc, j->g);
     }
 }
 
 /* Per block of rows: each vocabulary chunk's logits into the block's buffer
- * and the running log-sum-exp over them while they are in cache (the calls
- * of whet_model_nll, so the same bits); once every row's NLL is known (and
- * finite), each chunk's dlogits and its share of dlnf and dlm_head — the
- * calls of lm_head_backward, on the kept logits instead of recomputed ones. */
+ * and their log-sum-exp partials; once every row's NLL is known (and
+ * finite), each chunk's dlogits and its share of dlnf and dlm_head — what
+ * whet_model_nll and lm_head_backward do, on the kept logits instead of
+ * recomputed ones. */
 int whet_model_nll_head_backward(whet_model *m, whet_acts *a, const int32_t *targets, float loss_scale,
                                  whet_model_grads *g, double *mean_nll, whet_err *e)
 {
@@ -421,18 +525,14 @@ int whet_model_nll_head_backward(whet_model *m, whet_acts *a, const int32_t *tar
     /* no row counts: the NLL only (the caller runs no backward then) */
     int backward = counted > 0, finite = 1;
     double total = 0;
-    float *logits = a->head_logits;
+    size_t chunks = head_chunks(m);
     for (size_t r0 = 0; r0 < BT; r0 += R) {
         size_t rows = BT - r0 < R ? BT - r0 : R;
+        head_block_job j = {m, a, targets, g, r0, rows, chunks, head_groups(chunks)};
         for (size_t r = r0; r < r0 + rows; r++)
-            a->ce_max[r] = -INFINITY, a->ce_sum[r] = 0.0f, a->ce_target[r] = NAN;
-        for (size_t v0 = 0; v0 < V; v0 += WHET_CE_VOCAB) {
-            size_t vc = V - v0 < WHET_CE_VOCAB ? V - v0 : WHET_CE_VOCAB;
-            float *chunk = logits + v0 * rows;
-            whet_lm_head_forward(m, chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0, vc);
-            head_lse_job j = {c->kernels, a, chunk, r0, WHET_CE_VOCAB, vc, v0, targets};
-            whet_compute_for(c, rows, grain_for(vc), head_lse_rows, &j);
-        }
+            a->ce_target[r] = NAN;
+        whet_pool_run(c->pool, chunks, head_logits_task, &j);
+        whet_compute_for(c, rows, grain_for(chunks * 8), head_fold_rows, &j);
         for (size_t r = r0; r < r0 + rows; r++) {
             a->lse[r] = a->ce_max[r] + logf(a->ce_sum[r]);
             if (targets[r] >= 0) {
@@ -444,10 +544,9 @@ int whet_model_nll_head_backward(whet_model *m, whet_acts *a, const int32_t *tar
         /* dlogits only from finite NLLs; after a non-finite one the NLL alone */
         if (!backward || !finite)
             continue;
-        for (size_t v0 = 0; v0 < V; v0 += WHET_CE_VOCAB) {
-            size_t vc = V - v0 < WHET_CE_VOCAB ? V - v0 : WHET_CE_VOCAB;
-            head_chunk_backward(m, a, targets, a->d.ln, g, logits + v0 * rows, WHET_CE_VOCAB, r0, rows, v0, vc);
-        }
+        whet_pool_run(c->pool, j.groups, head_group_task, &j);
+        sum_parts_job sj = {c->kernels, a->d.ln + r0 * C, a->head_dln_parts, j.groups, rows, C, 1};
+        whet_compute_for(c, rows, grain_for(C), sum_parts_rows, &sj);
     }
     *mean_nll = counted ? total / (double)counted : 0.0;
     a->lse_ready = 1;

@@ -85,20 +85,15 @@ static size_t head_block_rows(size_t BT, size_t V)
  * while the training LM head runs (before the layers' backward), so the
  * head's logits [head_rows, V] share their memory: the scratch is as large as
  * the larger of the two. */
-static size_t layout_grad_acts(const whet_model_config *c, size_t BT, size_t head_rows, whet_grad_acts *d,
-                               float **head_logits, float *base)
+static size_t layout_grad_acts(const whet_model_config *c, size_t BT, size_t head_rows, whet_acts *a, float *base)
 {
     size_t C = c->hidden, F = c->ffn, QD = c->heads * c->head_dim, KVD = c->kv_heads * c->head_dim;
-    whet_grad_acts dummy;
-    if (!d)
-        d = &dummy;
+    whet_grad_acts dummy, *d = a ? &a->d : &dummy;
     memset(d, 0, sizeof *d);
     size_t o = 0;
     o = take(&d->ln, base, o, BT * C);
     o = take(&d->row_scale, base, o, BT);
     size_t scratch = o;
-    if (head_logits)
-        *head_logits = base ? base + scratch : NULL;
     o = take(&d->res, base, o, BT * C);
     o = take(&d->att, base, o, BT * QD);
     o = take(&d->q, base, o, BT * QD);
@@ -117,8 +112,13 @@ static size_t layout_grad_acts(const whet_model_config *c, size_t BT, size_t hea
         o = take(&d->gate, base, o, BT * F);
     o = take(&d->up, base, o, BT * F);
     size_t chunks = (c->vocab + WHET_CE_VOCAB - 1) / WHET_CE_VOCAB;
-    size_t logits_end = take(NULL, NULL, scratch, chunks * head_rows * WHET_CE_VOCAB);
-    return o > logits_end ? o : logits_end;
+    float *head[3];
+    size_t head_end = take(&head[0], base, scratch, chunks * head_rows * WHET_CE_VOCAB);
+    head_end = take(&head[1], base, head_end, 2 * chunks * head_rows);
+    head_end = take(&head[2], base, head_end, WHET_HEAD_GROUPS * head_rows * C);
+    if (a)
+        a->head_logits = head[0], a->head_lse_parts = head[1], a->head_dln_parts = head[2];
+    return o > head_end ? o : head_end;
 }
 
 static int32_t *take_ints(float *base, size_t *o, size_t n)
@@ -171,6 +171,8 @@ static size_t layout_acts(const whet_model_config *c, size_t B, size_t T, int mo
     o = take(a ? &a->ce_sum : &dummy, base, o, BT);
     o = take(a ? &a->ce_target : &dummy, base, o, BT);
     o = take(a ? &a->ce_chunk : &dummy, base, o, (size_t)WHET_CE_ROWS * WHET_CE_VOCAB);
+    o = take(a ? &a->ce_part_max : &dummy, base, o, WHET_CE_ROWS);
+    o = take(a ? &a->ce_part_sum : &dummy, base, o, WHET_CE_ROWS);
     int32_t *ints[5];
     for (int i = 0; i < 5; i++)
         ints[i] = take_ints(base, &o, BT);
@@ -184,7 +186,7 @@ static size_t layout_acts(const whet_model_config *c, size_t B, size_t T, int mo
         size_t head_rows = head_block_rows(BT, c->vocab);
         if (a)
             a->head_rows = head_rows;
-        o += layout_grad_acts(c, BT, head_rows, a ? &a->d : NULL, a ? &a->head_logits : NULL, base ? base + o : NULL);
+        o += layout_grad_acts(c, BT, head_rows, a, base ? base + o : NULL);
     }
     return o;
 }
@@ -643,9 +645,12 @@ static void ce_rows(void *p, size_t i0, size_t i1)
     ce_job *j = p;
     whet_acts *a = j->a;
     size_t r0 = j->r0;
-    j->k->cross_entropy_lse_update(a->ce_max + r0 + i0, a->ce_sum + r0 + i0, a->ce_chunk + i0 * WHET_CE_VOCAB,
+    for (size_t i = i0; i < i1; i++)
+        a->ce_part_max[i] = -INFINITY, a->ce_part_sum[i] = 0.0f;
+    j->k->cross_entropy_lse_update(a->ce_part_max + i0, a->ce_part_sum + i0, a->ce_chunk + i0 * WHET_CE_VOCAB,
                                    WHET_CE_VOCAB, i1 - i0, j->vc);
     for (size_t i = i0; i < i1; i++) {
+        whet_lse_fold(&a->ce_max[r0 + i], &a->ce_sum[r0 + i], a->ce_part_max[i], a->ce_part_sum[i]);
         int32_t t = j->targets[r0 + i];
         if (t >= 0 && (size_t)t >= j->v0 && (size_t)t < j->v0 + j->vc)
             a->ce_target[r0 + i] = a->ce_chunk[i * WHET_CE_VOCAB + ((size_t)t - j->v0)];
@@ -673,7 +678,7 @@ int whet_model_nll(whet_model *m, whet_acts *a, const int32_t *targets, float *l
         }
         for (size_t v0 = 0; v0 < V; v0 += WHET_CE_VOCAB) {
             size_t vc = V - v0 < WHET_CE_VOCAB ? V - v0 : WHET_CE_VOCAB;
-            whet_lm_head_forward(m, a->ce_chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0, vc);
+            whet_lm_head_forward(m, WHET_ALL_WORKERS, a->ce_chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0, vc);
             ce_job j = {c->kernels, a, r0, vc, v0, targets};
             whet_compute_for(c, rows, grain_for(vc), ce_rows, &j);
         }
@@ -717,7 +722,7 @@ int whet_model_logits(whet_model *m, whet_acts *a, const size_t *rows, size_t n_
         }
         in = gathered;
     }
-    whet_lm_head_forward(m, logits, m->cfg.vocab, in, n_rows, 0, m->cfg.vocab);
+    whet_lm_head_forward(m, WHET_ALL_WORKERS, logits, m->cfg.vocab, in, n_rows, 0, m->cfg.vocab);
     free(gathered);
     return 0;
 }

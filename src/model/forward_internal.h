@@ -4,8 +4,28 @@
 
 #include "model/model.h"
 
+#include <math.h>
+
 /* Rows per thread for row-wise kernels over rows of n floats. */
 size_t whet_grain_for(size_t n_per_row);
+
+/* Folds one vocabulary chunk's log-sum-exp partial (its maximum and
+ * Σ exp(logit − maximum)) into a row's running pair. Both LM-head paths
+ * (whet_model_nll, which folds each chunk as it is done, and the training
+ * head, whose threads take chunks as they free up and fold them afterwards)
+ * fold in chunk order through this, so a row's log-sum-exp has the same bits
+ * on either and on any thread count. */
+static inline void whet_lse_fold(float *run_max, float *run_sum, float part_max, float part_sum)
+{
+    float m = *run_max > part_max ? *run_max : part_max;
+    double sum = 0;
+    if (*run_sum != 0)
+        sum += (double)*run_sum * exp((double)*run_max - m);
+    if (part_sum != 0)
+        sum += (double)part_sum * exp((double)part_max - m);
+    *run_max = m;
+    *run_sum = (float)sum;
+}
 
 /* RoPE in place on x [rows, heads·HD] at the given positions; inverse
  * rotates back (the backward pass, on gradients). */

@@ -37,13 +37,13 @@ struct whet_base_bf16 {
  * GEMM with X (B) rounded to bf16 as the GEMM packs it (b_f32). Rounding X
  * once into a bf16 scratch first was measured no faster for the layers and
  * slower for the head, whose every vocabulary chunk reads the same rows. */
-static void weight_gradient(whet_model *m, whet_gemm *w)
+static void weight_gradient(whet_model *m, whet_gemm *w, int worker)
 {
     if (m->base_bf16 && m->base_bf16->shadow) {
         w->b_f32 = 1;
-        whet_compute_gemm_bf16(m->compute, w);
+        whet_compute_gemm_bf16_on(m->compute, w, worker);
     } else {
-        whet_compute_sgemm(m->compute, w);
+        whet_compute_sgemm_on(m->compute, w, worker);
     }
 }
 
@@ -170,7 +170,7 @@ void whet_linear_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id 
         if (gv.w) {
             whet_gemm w = {.layout = WHET_GEMM_TN, .M = v.N, .N = v.K, .K = rows, .A = dout, .lda = v.N, .B = in,
                            .ldb = v.K, .C = gv.w, .ldc = v.K, .accumulate = 1};
-            weight_gradient(m, &w);
+            weight_gradient(m, &w, WHET_ALL_WORKERS);
         }
         if (gv.b) {
             colsum_job j = {gv.b, dout, rows, v.N};
@@ -182,22 +182,22 @@ void whet_linear_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id 
 
 /* ---- LM head ------------------------------------------------------------------ */
 
-void whet_lm_head_forward(whet_model *m, float *logits, size_t ld, const float *in, size_t rows, size_t v0,
-                          size_t vc)
+void whet_lm_head_forward(whet_model *m, int worker, float *logits, size_t ld, const float *in, size_t rows,
+                          size_t v0, size_t vc)
 {
     size_t C = m->cfg.hidden;
     whet_gemm g = {.layout = WHET_GEMM_NT, .M = rows, .N = vc, .K = C, .A = in, .lda = C, .ldb = C, .C = logits,
                    .ldc = ld};
     if (m->base_bf16) {
         g.B = m->base_bf16->lm_head + v0 * C;
-        whet_compute_gemm_bf16(m->compute, &g);
+        whet_compute_gemm_bf16_on(m->compute, &g, worker);
     } else {
         g.B = m->params.lm_head + v0 * C;
-        whet_compute_sgemm(m->compute, &g);
+        whet_compute_sgemm_on(m->compute, &g, worker);
     }
 }
 
-void whet_lm_head_backward(whet_model *m, float *din, int accumulate_din, const float *dlogits, size_t ld,
+void whet_lm_head_backward(whet_model *m, int worker, float *din, int accumulate_din, const float *dlogits, size_t ld,
                            const float *in, size_t rows, size_t v0, size_t vc, whet_model_grads *g)
 {
     size_t C = m->cfg.hidden;
@@ -206,16 +206,16 @@ void whet_lm_head_backward(whet_model *m, float *din, int accumulate_din, const 
                        .C = din, .ldc = C, .accumulate = accumulate_din};
         if (m->base_bf16) {
             d.B = m->base_bf16->lm_head + v0 * C;
-            whet_compute_gemm_bf16(m->compute, &d);
+            whet_compute_gemm_bf16_on(m->compute, &d, worker);
         } else {
             d.B = m->params.lm_head + v0 * C;
-            whet_compute_sgemm(m->compute, &d);
+            whet_compute_sgemm_on(m->compute, &d, worker);
         }
     }
     if (g && g->p.lm_head) {
         whet_gemm w = {.layout = WHET_GEMM_TN, .M = vc, .N = C, .K = rows, .A = dlogits, .lda = ld, .B = in,
                        .ldb = C, .C = g->p.lm_head + v0 * C, .ldc = C, .accumulate = 1};
-        weight_gradient(m, &w);
+        weight_gradient(m, &w, worker);
     }
 }
 

@@ -173,13 +173,15 @@ void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id
  * logits[rows, vc] (leading dimension ld) = in[rows, C]·lm_head[v0:v0+vc]ᵀ,
  * from the bf16 head when the base is bf16, else from m->params.lm_head.
  * forward.c's fused cross-entropy and whet_model_logits call this instead of
- * reading m->params.lm_head (an untied head has no fp32 copy in bf16). */
-void whet_lm_head_forward(whet_model *m, float *logits, size_t ld, const float *in, size_t rows, size_t v0,
-                          size_t vc);
+ * reading m->params.lm_head (an untied head has no fp32 copy in bf16).
+ * worker: WHET_ALL_WORKERS splits the GEMMs across the pool; a worker index
+ * runs them on that worker alone, from within one of its pool tasks. */
+void whet_lm_head_forward(whet_model *m, int worker, float *logits, size_t ld, const float *in, size_t rows,
+                          size_t v0, size_t vc);
 /* Its backward for one chunk: din[rows, C] (+)= dlogits[rows, vc]·lm_head[v0:v0+vc]
  * (ld: dlogits' leading dimension; = when !accumulate_din), and when g has a
  * head gradient, g->p.lm_head[v0:v0+vc] += dlogitsᵀ·in. */
-void whet_lm_head_backward(whet_model *m, float *din, int accumulate_din, const float *dlogits, size_t ld,
+void whet_lm_head_backward(whet_model *m, int worker, float *din, int accumulate_din, const float *dlogits, size_t ld,
                            const float *in, size_t rows, size_t v0, size_t vc, whet_model_grads *g);
 
 #endif

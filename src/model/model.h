@@ -134,9 +134,12 @@ typedef struct whet_acts {
     int lse_ready;           /* whet_model_nll ran after the last forward (the backward needs lse) */
     float *ce_max, *ce_sum, *ce_target; /* [BT] cross-entropy running state */
     float *ce_chunk;         /* [WHET_CE_ROWS, WHET_CE_VOCAB] logits of one vocabulary chunk */
+    float *ce_part_max, *ce_part_sum; /* [WHET_CE_ROWS] one chunk's log-sum-exp partial (whet_model_nll) */
     float *head_logits;      /* [⌈V/WHET_CE_VOCAB⌉, head_rows, WHET_CE_VOCAB] training (KEEP, CHECKPOINT): a row
                               * block's logits chunk by chunk, then dlogits
-                              * (whet_model_nll_head_backward); shares memory with d's layer scratch */
+                              * (whet_model_nll_head_backward); shares memory with d's layer scratch, as do: */
+    float *head_lse_parts;   /* [2, ⌈V/WHET_CE_VOCAB⌉, head_rows] each chunk's log-sum-exp partial (max, then sum) */
+    float *head_dln_parts;   /* [WHET_HEAD_GROUPS, head_rows, C] each group of chunks' share of ∂loss/∂lnf */
     size_t head_rows;        /* rows per block of the training LM head, both paths (≤ WHET_CE_ROWS) */
     int head_grad_ready;     /* d.ln holds ∂loss/∂lnf from whet_model_nll_head_backward (after the last forward) */
     int32_t *tokens;         /* [BT] the last forward's input, for the embeddings' gradient */
@@ -161,6 +164,13 @@ typedef struct whet_acts {
  * (SmolLM-135M, 1 thread), for 24 MiB more of the plan (64 MiB at most). */
 #define WHET_HEAD_LOGITS_FLOATS ((size_t)1 << 24)
 #define WHET_HEAD_MIN_ROWS 16
+/* The training head shares a row block's vocabulary chunks among the threads
+ * as they free up (model/backward.c). ∂loss/∂lnf sums over chunks, so that
+ * sum is cut into this many groups of consecutive chunks, fixed whatever the
+ * thread count: each group one task, summing its chunks in order, and the
+ * groups summed in order after. More groups: shorter tails, more memory
+ * (head_rows·C floats each). */
+#define WHET_HEAD_GROUPS 16
 
 typedef struct whet_kv_cache {
     size_t B, max_T, len;  /* len tokens of each sequence are cached */

@@ -128,6 +128,31 @@ void whet_compute_gemm_bf16(whet_compute *c, const whet_gemm *g)
     compute_gemm(c, g, 1);
 }
 
+static void gemm_on(whet_compute *c, const whet_gemm *g, int bf16, int worker)
+{
+    if (worker < 0) {
+        compute_gemm(c, g, bf16);
+        return;
+    }
+    if (g->M == 0 || g->N == 0)
+        return;
+    void *ws = c->gemm_workspace[worker];
+    if (bf16)
+        c->kernels->gemm_bf16(g, 0, g->M, 0, g->N, ws);
+    else
+        c->kernels->sgemm(g, 0, g->M, 0, g->N, ws);
+}
+
+void whet_compute_sgemm_on(whet_compute *c, const whet_gemm *g, int worker)
+{
+    gemm_on(c, g, 0, worker);
+}
+
+void whet_compute_gemm_bf16_on(whet_compute *c, const whet_gemm *g, int worker)
+{
+    gemm_on(c, g, 1, worker);
+}
+
 typedef struct {
     whet_range_fn fn;
     void *ctx;

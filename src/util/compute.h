@@ -27,6 +27,14 @@ void whet_compute_destroy(whet_compute *c);
 void whet_compute_sgemm(whet_compute *c, const whet_gemm *g);
 void whet_compute_gemm_bf16(whet_compute *c, const whet_gemm *g);
 
+/* The same on one worker alone when worker ≥ 0: inside a task of a pool job
+ * that shares its work out another way (whet_pool_run hands the task its
+ * worker index, whose GEMM workspace this uses). WHET_ALL_WORKERS: split
+ * across the pool, as above. A GEMM's bits do not depend on either. */
+#define WHET_ALL_WORKERS (-1)
+void whet_compute_sgemm_on(whet_compute *c, const whet_gemm *g, int worker);
+void whet_compute_gemm_bf16_on(whet_compute *c, const whet_gemm *g, int worker);
+
 /* Runs fn(ctx, begin, end) over [0, n) cut into at most `threads` contiguous
  * ranges of at least `grain` items: for row-wise and element-wise kernels. */
 typedef void (*whet_range_fn)(void *ctx, size_t begin, size_t end);
