@@ -14,6 +14,8 @@
  *  - merging: the merged base gives the adapter's output;
  *  - 1 and 3 threads give the same bits (dropout on), and calls larger than
  *    the scratch (run in blocks) give the same forward bits;
+ *  - without dropout, the adapter's products run inside the base path's pool
+ *    jobs give the general path's bits, on 1 and 3 threads;
  *  - the bf16 base: outputs and input gradients within 1e-2 of fp32, the
  *    fp32 linear weights actually released;
  *  - the whole model (forward.c routes every projection and the LM head
@@ -607,6 +609,51 @@ static void thread_invariance(void **state)
     whet_compute_destroy(c3);
 }
 
+/* Without dropout, with the forward's xs kept and all rows in one block,
+ * whet_linear_forward/backward run the adapter's products inside the base
+ * path's pool jobs (whet_lora_forward_begin, _backward_begin); without the
+ * kept xs the backward takes the general path (whet_lora_backward). Both,
+ * and 1 or 3 threads, give the same bits. */
+static void jobs_path_matches_general_path(void **state)
+{
+    (void)state;
+    whet_compute *c1 = whet_compute_create(whet_kernels_from_env(), 1);
+    whet_compute *c3 = whet_compute_create(whet_kernels_from_env(), 3);
+    whet_model *m = init_model(odd_llama_json, c1, 41);
+    whet_lora *lora = create(m, 5, 10.0f, 0.0f, WHET_LORA_ALL_TARGETS, 42);
+    randomize_B(lora, 0.2f);
+    whet_err e;
+    assert_int_equal(whet_lora_alloc_grads(lora, &e), 0);
+    lora->training = 1;
+    const size_t rows = 157;
+    size_t floats = 0, grad_floats = 0;
+    for (int id = 0; id < WHET_LIN_COUNT; id++) {
+        floats += rows * (lora->in[id] + lora->out[id]);
+        grad_floats += lora->layers * lora->opt.rank * (lora->in[id] + lora->out[id]);
+    }
+    run general = run_all(m, lora, rows, 0);
+    run jobs = run_all(m, lora, rows, 1);
+    m->compute = c3;
+    run jobs3 = run_all(m, lora, rows, 1);
+    const run *got[2] = {&jobs, &jobs3};
+    for (int i = 0; i < 2; i++) {
+        assert_memory_equal(got[i]->out, general.out, floats * 4);
+        assert_memory_equal(got[i]->din, general.din, floats * 4);
+        assert_memory_equal(got[i]->grads, general.grads, grad_floats * 4);
+    }
+    /* the gradients are not all zero: the test compares something */
+    size_t nonzero = 0;
+    for (size_t i = 0; i < grad_floats; i++)
+        nonzero += general.grads[i] != 0.0f;
+    assert_true(nonzero > grad_floats / 2);
+    free_run(&general), free_run(&jobs), free_run(&jobs3);
+    m->compute = c1;
+    whet_lora_free(m, lora);
+    whet_model_free(m);
+    whet_compute_destroy(c1);
+    whet_compute_destroy(c3);
+}
+
 /* ---- bf16 base ----------------------------------------------------------------------- */
 
 static void near(const float *got, const float *want, size_t n, float rel, const char *what)
@@ -925,6 +972,7 @@ int main(void)
         cmocka_unit_test(zero_B_is_the_base),
         cmocka_unit_test(gradients_finite_differences),
         cmocka_unit_test(dropout_stream),
+        cmocka_unit_test(jobs_path_matches_general_path),
         cmocka_unit_test(pytorch_golden),
         cmocka_unit_test(merge_matches_adapter),
         cmocka_unit_test(thread_invariance),

@@ -37,14 +37,18 @@ struct whet_base_bf16 {
  * GEMM with X (B) rounded to bf16 as the GEMM packs it (b_f32). Rounding X
  * once into a bf16 scratch first was measured no faster for the layers and
  * slower for the head, whose every vocabulary chunk reads the same rows. */
+static int weight_gradient_bf16(const whet_model *m, whet_gemm *w)
+{
+    w->b_f32 = m->base_bf16 && m->base_bf16->shadow;
+    return w->b_f32;
+}
+
 static void weight_gradient(whet_model *m, whet_gemm *w, int worker)
 {
-    if (m->base_bf16 && m->base_bf16->shadow) {
-        w->b_f32 = 1;
+    if (weight_gradient_bf16(m, w))
         whet_compute_gemm_bf16_on(m->compute, w, worker);
-    } else {
+    else
         whet_compute_sgemm_on(m->compute, w, worker);
-    }
 }
 
 typedef struct linear_view {
@@ -120,6 +124,15 @@ void whet_linear_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id i
     const whet_bf16 *w16 = bf16_weight(m, l, id, &v);
     whet_gemm g = {.layout = WHET_GEMM_NT, .M = rows, .N = v.N, .K = v.K, .A = in, .lda = v.K,
                    .B = w16 ? (const void *)w16 : (const void *)v.w, .ldb = v.K, .C = out, .ldc = v.N};
+    whet_gemm up;
+    if (!v.b && whet_lora_forward_begin(m, a, l, id, out, in, rows, &up)) {
+        /* the adapter's out += xs·Bᵀ on each slab of out right after the base GEMM's, in one job */
+        whet_jobs jobs;
+        whet_jobs_init(&jobs, c);
+        whet_jobs_gemm(&jobs, &g, w16 != NULL, &up, 0);
+        whet_jobs_run(&jobs);
+        return;
+    }
     if (w16)
         whet_compute_gemm_bf16(c, &g);
     else
@@ -150,34 +163,44 @@ static void colsum_cols(void *p, size_t c0, size_t c1)
     }
 }
 
+/* Every product of the backward that does not wait on another goes in one
+ * pool job: din's GEMM (with the adapter's din += d(xs)·A on each of its
+ * slabs), dW's, db's column sums and the adapter's dA. */
 void whet_linear_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, int accumulate_din,
                           const float *dout, const float *in, size_t rows, whet_model_grads *g)
 {
     whet_compute *c = m->compute;
     linear_view v = linear_of(&m->cfg, &m->params, l, id);
+    whet_lora_pending lp;
+    int lora = whet_lora_backward_begin(m, a, l, id, din, dout, in, rows, &lp);
+    whet_jobs jobs;
+    whet_jobs_init(&jobs, c);
+    whet_gemm d, w;
     if (din) {
         const whet_bf16 *w16 = bf16_weight(m, l, id, &v);
-        whet_gemm d = {.layout = WHET_GEMM_NN, .M = rows, .N = v.K, .K = v.N, .A = dout, .lda = v.N,
-                       .B = w16 ? (const void *)w16 : (const void *)v.w, .ldb = v.K, .C = din, .ldc = v.K,
-                       .accumulate = accumulate_din};
-        if (w16)
-            whet_compute_gemm_bf16(c, &d);
-        else
-            whet_compute_sgemm(c, &d);
+        d = (whet_gemm){.layout = WHET_GEMM_NN, .M = rows, .N = v.K, .K = v.N, .A = dout, .lda = v.N,
+                        .B = w16 ? (const void *)w16 : (const void *)v.w, .ldb = v.K, .C = din, .ldc = v.K,
+                        .accumulate = accumulate_din};
+        whet_jobs_gemm(&jobs, &d, w16 != NULL, lora == 1 && lp.din.M ? &lp.din : NULL, 0);
     }
+    colsum_job cj;
     if (g && l >= g->first_layer) {
         linear_view gv = linear_of(&m->cfg, &g->p, l, id);
         if (gv.w) {
-            whet_gemm w = {.layout = WHET_GEMM_TN, .M = v.N, .N = v.K, .K = rows, .A = dout, .lda = v.N, .B = in,
-                           .ldb = v.K, .C = gv.w, .ldc = v.K, .accumulate = 1};
-            weight_gradient(m, &w, WHET_ALL_WORKERS);
+            w = (whet_gemm){.layout = WHET_GEMM_TN, .M = v.N, .N = v.K, .K = rows, .A = dout, .lda = v.N, .B = in,
+                            .ldb = v.K, .C = gv.w, .ldc = v.K, .accumulate = 1};
+            whet_jobs_gemm(&jobs, &w, weight_gradient_bf16(m, &w), NULL, 0);
         }
         if (gv.b) {
-            colsum_job j = {gv.b, dout, rows, v.N};
-            whet_compute_for(c, v.N, 64, colsum_cols, &j);
+            cj = (colsum_job){gv.b, dout, rows, v.N};
+            whet_jobs_for(&jobs, v.N, 64, colsum_cols, &cj);
         }
     }
-    whet_lora_backward(m, a, l, id, din, dout, in, rows);
+    if (lora == 1)
+        whet_lora_backward_add_jobs(&lp, &jobs);
+    whet_jobs_run(&jobs);
+    if (lora == 0)
+        whet_lora_backward(m, a, l, id, din, dout, in, rows);
 }
 
 /* ---- LM head ------------------------------------------------------------------ */

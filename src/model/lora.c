@@ -489,38 +489,66 @@ static void weight_grad(whet_compute *c, float *dw, float *dw_transposed, const 
     whet_compute_for(c, cols, 64, weight_grad_columns, &j);
 }
 
+/* xs [n, r] = scale·dropout(x)·Aᵀ for rows [r0, r0 + n) of in: into the acts'
+ * saved copy when there is one, else the scratch; returns it. */
+static float *forward_xs(whet_model *m, size_t l, whet_linear_id id, const float *in, size_t r0, size_t n,
+                         float *saved)
+{
+    whet_lora *lora = m->lora;
+    whet_compute *c = m->compute;
+    size_t r = lora->opt.rank, K = lora->in[id];
+    lora_work w = work_of(lora);
+    const float *x = in + r0 * K;
+    if (dropping(lora)) {
+        dropout_apply(c, lora, l, id, r0, w.x, x, n, 0);
+        x = w.x;
+    }
+    float *xs = saved ? saved + r0 * r : w.xs;
+    project(c, xs, x, K, lora->A[id] + l * r * K, K, n, r, K, lora->scale);
+    return xs;
+}
+
+static int adapted(const whet_lora *lora, size_t l, whet_linear_id id)
+{
+    return lora && id < WHET_LIN_COUNT && lora->A[id] && l < lora->layers;
+}
+
 void whet_lora_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
                        size_t rows)
 {
     whet_lora *lora = m->lora;
-    if (!lora || id >= WHET_LIN_COUNT || !lora->A[id] || l >= lora->layers)
+    if (!adapted(lora, l, id))
         return;
-    whet_compute *c = m->compute;
-    size_t r = lora->opt.rank, K = lora->in[id], N = lora->out[id];
-    const float *A = lora->A[id] + l * r * K, *B = lora->B[id] + l * N * r;
-    int drop = dropping(lora);
+    size_t r = lora->opt.rank, N = lora->out[id];
+    const float *B = lora->B[id] + l * N * r;
     float *saved = saved_xs(m, a, l, id, rows);
-    lora_work w = work_of(lora);
     /* rows are independent here: blocks of work_rows change no bit */
     size_t block = lora->work_rows;
     for (size_t r0 = 0; r0 < rows; r0 += block) {
         size_t n = rows - r0 < block ? rows - r0 : block;
-        const float *x = in + r0 * K;
-        if (drop) {
-            dropout_apply(c, lora, l, id, r0, w.x, x, n, 0);
-            x = w.x;
-        }
-        float *xs = saved ? saved + r0 * r : w.xs;
-        project(c, xs, x, K, A, K, n, r, K, lora->scale);
-        gemm(c, WHET_GEMM_NT, n, N, r, xs, r, B, r, out + r0 * N, N, 1);
+        float *xs = forward_xs(m, l, id, in, r0, n, saved);
+        gemm(m->compute, WHET_GEMM_NT, n, N, r, xs, r, B, r, out + r0 * N, N, 1);
     }
+}
+
+int whet_lora_forward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
+                            size_t rows, whet_gemm *up)
+{
+    whet_lora *lora = m->lora;
+    if (!adapted(lora, l, id) || rows > lora->work_rows)
+        return 0;
+    size_t r = lora->opt.rank, N = lora->out[id];
+    float *xs = forward_xs(m, l, id, in, 0, rows, saved_xs(m, a, l, id, rows));
+    *up = (whet_gemm){.layout = WHET_GEMM_NT, .M = rows, .N = N, .K = r, .A = xs, .lda = r,
+                      .B = lora->B[id] + l * N * r, .ldb = r, .C = out, .ldc = N, .accumulate = 1};
+    return 1;
 }
 
 void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, const float *dout,
                         const float *in, size_t rows)
 {
     whet_lora *lora = m->lora;
-    if (!lora || id >= WHET_LIN_COUNT || !lora->A[id] || l >= lora->layers)
+    if (!adapted(lora, l, id))
         return;
     float *dA = lora->dA[id] ? lora->dA[id] + l * lora->opt.rank * lora->in[id] : NULL;
     float *dB = lora->dB[id] ? lora->dB[id] + l * lora->out[id] * lora->opt.rank : NULL;
@@ -565,4 +593,58 @@ void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id
             gemm(c, WHET_GEMM_NN, n, K, r, w.dxa, r, A, K, din + r0 * K, K, 1);
         }
     }
+}
+
+int whet_lora_backward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, const float *dout,
+                             const float *in, size_t rows, whet_lora_pending *p)
+{
+    whet_lora *lora = m->lora;
+    if (!adapted(lora, l, id))
+        return -1;
+    float *dA = lora->dA[id] ? lora->dA[id] + l * lora->opt.rank * lora->in[id] : NULL;
+    float *dB = lora->dB[id] ? lora->dB[id] + l * lora->out[id] * lora->opt.rank : NULL;
+    if (!dA && !dB && !din)
+        return -1;
+    float *saved = saved_xs(m, a, l, id, rows);
+    /* dropout, xs to recompute, or more rows than one block: the general path */
+    if (dropping(lora) || (dB && !saved) || rows > lora->work_rows)
+        return 0;
+    whet_compute *c = m->compute;
+    size_t r = lora->opt.rank, K = lora->in[id], N = lora->out[id];
+    const float *A = lora->A[id] + l * r * K, *B = lora->B[id] + l * N * r;
+    lora_work w = work_of(lora);
+    if (dA || din) /* Bᵀ [r, N]: d(xs) = s·dout·B projects dout on Bᵀ's rows */
+        for (size_t o = 0; o < N; o++)
+            for (size_t j = 0; j < r; j++)
+                w.Bt[j * N + o] = B[o * r + j];
+    /* dBᵀ [r, N] = xsᵀ·dy, added to dB [N, r], and dxa [n, r] = s·dy·B: both read dout, one job */
+    whet_jobs jobs;
+    whet_jobs_init(&jobs, c);
+    weight_grad_job wj = {.k = c->kernels, .dw = w.dBt, .dw_transposed = dB, .g = saved, .x = dout, .n = rows,
+                          .r = r, .cols = N, .accumulate = 0};
+    project_job pj = {.k = c->kernels, .y = w.dxa, .x = dout, .w = w.Bt, .ldx = N, .ldw = N, .r = r, .K = N,
+                      .scale = lora->scale};
+    if (dB)
+        whet_jobs_for(&jobs, N, 64, weight_grad_columns, &wj);
+    if (dA || din)
+        whet_jobs_for(&jobs, rows, 16, project_rows, &pj);
+    whet_jobs_run(&jobs);
+    *p = (whet_lora_pending){.k = c->kernels, .dA = dA, .dxa = w.dxa, .x = in, .n = rows, .r = r, .K = K};
+    if (din)
+        p->din = (whet_gemm){.layout = WHET_GEMM_NN, .M = rows, .N = K, .K = r, .A = w.dxa, .lda = r, .B = A,
+                             .ldb = K, .C = din, .ldc = K, .accumulate = 1};
+    return 1;
+}
+
+/* dA [r, K] += dxa[n, r]ᵀ·x[n, K] over a range of columns (weight_grad's) */
+static void pending_dA_columns(void *ctx, size_t c0, size_t c1)
+{
+    const whet_lora_pending *p = ctx;
+    p->k->lowrank_weight_grad(p->dA, p->K, p->dxa, p->r, p->x, p->K, p->n, p->r, c0, c1, 1);
+}
+
+void whet_lora_backward_add_jobs(whet_lora_pending *p, whet_jobs *jobs)
+{
+    if (p->dA)
+        whet_jobs_for(jobs, p->K, 64, pending_dA_columns, p);
 }

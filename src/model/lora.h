@@ -169,6 +169,30 @@ void whet_lora_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id,
 void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, const float *dout,
                         const float *in, size_t rows);
 
+/* The same, for model/linear.c to run the adapter's wide products in the
+ * base path's pool jobs (util/compute.h: whet_jobs), when all rows fit one
+ * block of the adapter's scratch. Forward: computes xs now and fills *up,
+ * out += xs·Bᵀ, for the caller to run on each slab of out right after the
+ * base GEMM's; returns 0 (nothing done) when the block does not fit or id
+ * has no adapter. Backward, without dropout: the rank-r products of dout (dB,
+ * d(xs)) now; then *p holds din += d(xs)·A (p->din.M > 0: for the caller to
+ * run after the base GEMM on each slab of din) and dA's product, which
+ * whet_lora_backward_add_jobs adds to the caller's job. Returns 1 when begun,
+ * 0 when whet_lora_backward must run after the base path instead, -1 when id
+ * has nothing to do. The bits are whet_lora_forward's and _backward's. */
+typedef struct whet_lora_pending {
+    whet_gemm din;          /* din += d(xs)·A; M = 0: none */
+    const whet_kernels *k;  /* dA [r, K] += d(xs)[n, r]ᵀ·x[n, K] (dA NULL: none) */
+    float *dA;
+    const float *dxa, *x;
+    size_t n, r, K;
+} whet_lora_pending;
+int whet_lora_forward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
+                            size_t rows, whet_gemm *up);
+int whet_lora_backward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, const float *dout,
+                             const float *in, size_t rows, whet_lora_pending *p);
+void whet_lora_backward_add_jobs(whet_lora_pending *p, whet_jobs *jobs);
+
 /* The LM head over vocabulary columns [v0, v0 + vc):
  * logits[rows, vc] (leading dimension ld) = in[rows, C]·lm_head[v0:v0+vc]ᵀ,
  * from the bf16 head when the base is bf16, else from m->params.lm_head.

@@ -2,6 +2,8 @@
 
 #include "util/log.h"
 
+#include <assert.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,21 +102,28 @@ static void gemm_task(void *p, size_t task, int worker)
         k->sgemm(g, m0, m1, n0, n1, ws);
 }
 
-static void compute_gemm(whet_compute *c, const whet_gemm *g, int bf16)
+/* How compute_gemm cuts g: along its longer side into at most `threads`
+ * slabs of whole micro-tiles; returns the number of slabs. */
+static size_t gemm_split(const whet_compute *c, const whet_gemm *g, int *split_rows, size_t *step)
 {
-    if (g->M == 0 || g->N == 0)
-        return;
     const whet_kernels *k = c->kernels;
-    gemm_job job = {.c = c, .g = g, .bf16 = bf16};
-    job.split_rows = g->M >= g->N;
-    size_t extent = job.split_rows ? g->M : g->N;
-    size_t tile = job.split_rows ? k->gemm_tile_m : k->gemm_tile_n;
+    *split_rows = g->M >= g->N;
+    size_t extent = *split_rows ? g->M : g->N;
+    size_t tile = *split_rows ? k->gemm_tile_m : k->gemm_tile_n;
     if (tile == 0)
         tile = 1;
     size_t tiles = (extent + tile - 1) / tile;
     size_t parts = (size_t)c->threads < tiles ? (size_t)c->threads : tiles;
-    job.step = (tiles + parts - 1) / parts * tile;
-    size_t ntasks = (extent + job.step - 1) / job.step;
+    *step = (tiles + parts - 1) / parts * tile;
+    return (extent + *step - 1) / *step;
+}
+
+static void compute_gemm(whet_compute *c, const whet_gemm *g, int bf16)
+{
+    if (g->M == 0 || g->N == 0)
+        return;
+    gemm_job job = {.c = c, .g = g, .bf16 = bf16};
+    size_t ntasks = gemm_split(c, g, &job.split_rows, &job.step);
     whet_pool_run(c->pool, ntasks, gemm_task, &job);
 }
 
@@ -183,4 +192,86 @@ void whet_compute_for(whet_compute *c, size_t n, size_t grain, whet_range_fn fn,
     }
     range_job job = {.fn = fn, .ctx = ctx, .n = n, .step = (n + parts - 1) / parts};
     whet_pool_run(c->pool, (n + job.step - 1) / job.step, range_task, &job);
+}
+
+/* ---- several pieces as one job ------------------------------------------------------------------ */
+
+void whet_jobs_init(whet_jobs *b, whet_compute *c)
+{
+    b->c = c;
+    b->count = 0;
+    b->tasks = 0;
+}
+
+static whet_jobs_piece *jobs_add(whet_jobs *b, size_t tasks)
+{
+    assert(b->count < WHET_JOBS_MAX);
+    whet_jobs_piece *p = &b->piece[b->count++];
+    *p = (whet_jobs_piece){.first_task = b->tasks};
+    b->tasks += tasks;
+    return p;
+}
+
+void whet_jobs_gemm(whet_jobs *b, const whet_gemm *g, int bf16, const whet_gemm *then, int then_bf16)
+{
+    if (g->M == 0 || g->N == 0)
+        return;
+    int split_rows;
+    size_t step, tasks = gemm_split(b->c, g, &split_rows, &step);
+    whet_jobs_piece *p = jobs_add(b, tasks);
+    p->gemm = g, p->then = then, p->bf16 = bf16, p->then_bf16 = then_bf16;
+    p->split_rows = split_rows, p->step = step;
+}
+
+void whet_jobs_for(whet_jobs *b, size_t n, size_t grain, whet_range_fn fn, void *ctx)
+{
+    if (n == 0)
+        return;
+    if (grain == 0)
+        grain = 1;
+    size_t parts = n / grain;
+    if (parts > (size_t)b->c->threads)
+        parts = (size_t)b->c->threads;
+    if (parts < 1)
+        parts = 1;
+    size_t step = (n + parts - 1) / parts;
+    whet_jobs_piece *p = jobs_add(b, (n + step - 1) / step);
+    p->fn = fn, p->ctx = ctx, p->n = n, p->step = step;
+}
+
+static void jobs_task(void *ctx, size_t task, int worker)
+{
+    whet_jobs *b = ctx;
+    size_t i = b->count - 1;
+    while (task < b->piece[i].first_task)
+        i--;
+    const whet_jobs_piece *p = &b->piece[i];
+    size_t t = task - p->first_task;
+    if (p->fn) {
+        size_t begin = t * p->step, end = begin + p->step < p->n ? begin + p->step : p->n;
+        p->fn(p->ctx, begin, end);
+        return;
+    }
+    const whet_gemm *g = p->gemm;
+    size_t m0 = 0, m1 = g->M, n0 = 0, n1 = g->N;
+    if (p->split_rows) {
+        m0 = t * p->step;
+        m1 = m0 + p->step < g->M ? m0 + p->step : g->M;
+    } else {
+        n0 = t * p->step;
+        n1 = n0 + p->step < g->N ? n0 + p->step : g->N;
+    }
+    const whet_kernels *k = b->c->kernels;
+    void *ws = b->c->gemm_workspace[worker];
+    (p->bf16 ? k->gemm_bf16 : k->sgemm)(g, m0, m1, n0, n1, ws);
+    if (p->then)
+        (p->then_bf16 ? k->gemm_bf16 : k->sgemm)(p->then, m0, m1, n0, n1, ws);
+}
+
+void whet_jobs_run(whet_jobs *b)
+{
+    if (b->tasks)
+        whet_pool_run(b->c->pool, b->tasks, jobs_task, b);
+    b->count = 0;
+    b->tasks = 0;
 }

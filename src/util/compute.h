@@ -40,4 +40,36 @@ void whet_compute_gemm_bf16_on(whet_compute *c, const whet_gemm *g, int worker);
 typedef void (*whet_range_fn)(void *ctx, size_t begin, size_t end);
 void whet_compute_for(whet_compute *c, size_t n, size_t grain, whet_range_fn fn, void *ctx);
 
+/* Independent pieces of work run as one pool job: GEMMs, split as
+ * whet_compute_sgemm splits them, and ranges, split as whet_compute_for
+ * does. One wake-up and one wait instead of one per piece, and a thread done
+ * with its share of one piece takes a share of the next (pieces run in the
+ * order added: put the large ones first). A GEMM may carry a second one, on
+ * the same C with the same M and N (accumulating), that each slab runs right
+ * after the first, while the slab is in cache: the bits of the two GEMMs run
+ * one after the other. Pieces must not touch what another writes. The
+ * whet_gemm structs and contexts must live until whet_jobs_run returns. */
+enum { WHET_JOBS_MAX = 8 };
+typedef struct whet_jobs_piece {
+    const whet_gemm *gemm, *then; /* a GEMM piece (then: NULL or the GEMM that follows on each slab) */
+    int bf16, then_bf16;
+    int split_rows;
+    size_t step;                  /* rows, columns or range items per task */
+    whet_range_fn fn;             /* a range piece */
+    void *ctx;
+    size_t n;                     /* range: items */
+    size_t first_task;
+} whet_jobs_piece;
+
+typedef struct whet_jobs {
+    whet_compute *c;
+    size_t count, tasks;
+    whet_jobs_piece piece[WHET_JOBS_MAX];
+} whet_jobs;
+
+void whet_jobs_init(whet_jobs *b, whet_compute *c);
+void whet_jobs_gemm(whet_jobs *b, const whet_gemm *g, int bf16, const whet_gemm *then, int then_bf16);
+void whet_jobs_for(whet_jobs *b, size_t n, size_t grain, whet_range_fn fn, void *ctx);
+void whet_jobs_run(whet_jobs *b);
+
 #endif
