@@ -16,6 +16,8 @@
  *    the scratch (run in blocks) give the same forward bits;
  *  - without dropout, the adapter's products run inside the base path's pool
  *    jobs give the general path's bits, on 1 and 3 threads;
+ *  - whet_linear_forward_set/_backward_set (q, k, v; gate, up) give the
+ *    one-by-one calls' bits;
  *  - the bf16 base: outputs and input gradients within 1e-2 of fp32, the
  *    fp32 linear weights actually released;
  *  - the whole model (forward.c routes every projection and the LM head
@@ -654,6 +656,107 @@ static void jobs_path_matches_general_path(void **state)
     whet_compute_destroy(c3);
 }
 
+/* whet_linear_forward_set and _backward_set on q, k, v (and gate, up) give
+ * the bits of the one-by-one calls: outputs, din and the adapter's
+ * gradients, with and without dropout, with and without the kept xs, on 1
+ * and 3 threads. */
+typedef struct set_run {
+    float *out[WHET_LIN_COUNT], *din, *grads;
+} set_run;
+
+static set_run run_set(whet_model *m, whet_lora *lora, const whet_linear_id *ids, size_t n, const float *x,
+                       float *const *R, size_t rows, int saved, int as_set)
+{
+    size_t K = lora->in[ids[0]], grad_floats = 0;
+    set_run r = {{0}, calloc(rows * K, 4), NULL};
+    for (size_t i = 0; i < n; i++)
+        r.out[i] = calloc(rows * lora->out[ids[i]], 4);
+    for (int id = 0; id < WHET_LIN_COUNT; id++)
+        grad_floats += lora->layers * lora->opt.rank * (lora->in[id] + lora->out[id]);
+    r.grads = malloc(grad_floats * 4);
+    whet_lora_zero_grads(lora);
+    lora_acts la;
+    acts_init(&la, m, rows);
+    whet_acts *a = saved ? &la.a : NULL;
+    const float *douts[WHET_LIN_COUNT];
+    for (size_t i = 0; i < n; i++)
+        douts[i] = R[i];
+    for (size_t l = 0; l < lora->layers; l++) {
+        if (as_set) {
+            whet_linear_forward_set(m, a, l, ids, r.out, n, x, rows);
+            whet_linear_backward_set(m, a, l, ids, douts, n, r.din, l > 0, x, rows, NULL);
+        } else {
+            for (size_t i = 0; i < n; i++)
+                whet_linear_forward(m, a, l, ids[i], r.out[i], x, rows);
+            for (size_t i = 0; i < n; i++)
+                whet_linear_backward(m, a, l, ids[i], r.din, l > 0 || i > 0, R[i], x, rows, NULL);
+        }
+    }
+    size_t o = 0;
+    for (int id = 0; id < WHET_LIN_COUNT; id++) {
+        size_t na = lora->layers * lora->opt.rank * lora->in[id], nb = lora->layers * lora->out[id] * lora->opt.rank;
+        memcpy(r.grads + o, lora->dA[id], na * 4);
+        memcpy(r.grads + o + na, lora->dB[id], nb * 4);
+        o += na + nb;
+    }
+    free(la.a.lora);
+    return r;
+}
+
+static void sets_match_one_by_one(void **state)
+{
+    (void)state;
+    whet_compute *c[2] = {whet_compute_create(whet_kernels_from_env(), 1),
+                          whet_compute_create(whet_kernels_from_env(), 3)};
+    static const whet_linear_id qkv[3] = {WHET_LIN_Q, WHET_LIN_K, WHET_LIN_V}, mlp[2] = {WHET_LIN_GATE, WHET_LIN_UP};
+    const size_t rows = 131;
+    for (int dropout = 0; dropout < 2; dropout++) {
+        whet_model *m = init_model(odd_llama_json, c[0], 51);
+        whet_lora *lora = create(m, 4, 8.0f, dropout ? 0.25f : 0.0f, WHET_LORA_ALL_TARGETS, 52);
+        randomize_B(lora, 0.2f);
+        whet_err e;
+        assert_int_equal(whet_lora_alloc_grads(lora, &e), 0);
+        assert_int_equal(whet_lora_reserve(lora, rows, &e), 0);
+        lora->training = 1, lora->step = 3;
+        size_t grad_floats = 0;
+        for (int id = 0; id < WHET_LIN_COUNT; id++)
+            grad_floats += lora->layers * lora->opt.rank * (lora->in[id] + lora->out[id]);
+        for (int set = 0; set < 2; set++) {
+            const whet_linear_id *ids = set ? mlp : qkv;
+            size_t n = set ? 2 : 3, K = lora->in[ids[0]];
+            float *x = random_floats(rows * K, 1.0f), *R[3];
+            for (size_t i = 0; i < n; i++)
+                R[i] = random_floats(rows * lora->out[ids[i]], 1.0f);
+            for (int saved = 0; saved < 2; saved++) {
+                m->compute = c[0];
+                set_run want = run_set(m, lora, ids, n, x, R, rows, saved, 0);
+                for (int t = 0; t < 2; t++) {
+                    m->compute = c[t];
+                    set_run got = run_set(m, lora, ids, n, x, R, rows, saved, 1);
+                    for (size_t i = 0; i < n; i++)
+                        assert_memory_equal(got.out[i], want.out[i], rows * lora->out[ids[i]] * 4);
+                    assert_memory_equal(got.din, want.din, rows * K * 4);
+                    assert_memory_equal(got.grads, want.grads, grad_floats * 4);
+                    for (size_t i = 0; i < n; i++)
+                        free(got.out[i]);
+                    free(got.din), free(got.grads);
+                }
+                for (size_t i = 0; i < n; i++)
+                    free(want.out[i]);
+                free(want.din), free(want.grads);
+            }
+            free(x);
+            for (size_t i = 0; i < n; i++)
+                free(R[i]);
+        }
+        m->compute = c[0];
+        whet_lora_free(m, lora);
+        whet_model_free(m);
+    }
+    whet_compute_destroy(c[0]);
+    whet_compute_destroy(c[1]);
+}
+
 /* ---- bf16 base ----------------------------------------------------------------------- */
 
 static void near(const float *got, const float *want, size_t n, float rel, const char *what)
@@ -973,6 +1076,7 @@ int main(void)
         cmocka_unit_test(gradients_finite_differences),
         cmocka_unit_test(dropout_stream),
         cmocka_unit_test(jobs_path_matches_general_path),
+        cmocka_unit_test(sets_match_one_by_one),
         cmocka_unit_test(pytorch_golden),
         cmocka_unit_test(merge_matches_adapter),
         cmocka_unit_test(thread_invariance),

@@ -632,7 +632,7 @@ static int trainer_setup(trainer *t, train_plan *plan, whet_err *e)
     plan->activations = t->acts->floats * sizeof(float);
     plan->other = 2 * BT * sizeof(int32_t) + (size_t)o->threads * k->gemm_workspace_bytes +
                   t->m->rope_len * cfg.head_dim * sizeof(float) +
-                  (t->lora ? t->lora->work_rows * 2 * o->rank * sizeof(float) : 0);
+                  (t->lora ? whet_lora_work_bytes(t->lora) : 0);
     plan->total = plan->weights + plan->base_bf16 + plan->adapter + plan->grads + plan->optimizer +
                   plan->activations + plan->other;
     plan->trainable = whet_optim_param_floats(t->optim);

@@ -580,8 +580,9 @@ static void block_backward(whet_model *m, whet_acts *a, size_t l, whet_model_gra
     whet_compute_for(c, BT, grain_for(F), act_bw_rows, &xj);
     whet_block_recompute_ln2(m, a, l);
     if (cfg->info->act == WHET_ACT_SWIGLU) {
-        whet_linear_backward(m, a, l, WHET_LIN_GATE, d->ln, 0, d->gate, la->ln2, BT, g);
-        whet_linear_backward(m, a, l, WHET_LIN_UP, d->ln, 1, d->up, la->ln2, BT, g);
+        const whet_linear_id ids[2] = {WHET_LIN_GATE, WHET_LIN_UP};
+        const float *douts[2] = {d->gate, d->up};
+        whet_linear_backward_set(m, a, l, ids, douts, 2, d->ln, 0, la->ln2, BT, g);
     } else {
         whet_linear_backward(m, a, l, WHET_LIN_UP, d->ln, 0, d->up, la->ln2, BT, g);
     }
@@ -618,9 +619,9 @@ static void block_backward(whet_model *m, whet_acts *a, size_t l, whet_model_gra
     int need_dln = need_dx || (gp && gp->ln1_w);
     float *dln = need_dln ? d->ln : NULL;
     whet_block_recompute_ln1(m, a, l);
-    whet_linear_backward(m, a, l, WHET_LIN_Q, dln, 0, dq, la->ln1, BT, g);
-    whet_linear_backward(m, a, l, WHET_LIN_K, dln, 1, dk, la->ln1, BT, g);
-    whet_linear_backward(m, a, l, WHET_LIN_V, dln, 1, d->v, la->ln1, BT, g);
+    const whet_linear_id qkv[3] = {WHET_LIN_Q, WHET_LIN_K, WHET_LIN_V};
+    const float *dqkv[3] = {dq, dk, d->v};
+    whet_linear_backward_set(m, a, l, qkv, dqkv, 3, dln, 0, la->ln1, BT, g);
     if (need_dln)
         norm_backward(c, nk, need_dx ? d->res : NULL, GRAD(ln1_w, C), GRAD(ln1_b, C), d->ln, la->x_in,
                       LAYER(p->ln1_w, C), la->ln1_mean, la->ln1_rstd, BT, C);

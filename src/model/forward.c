@@ -453,19 +453,18 @@ static void block_forward(whet_model *m, whet_acts *a, size_t l, size_t B, size_
     /* attention */
     norm_forward(c, nk, la->ln1, la->ln1_mean, la->ln1_rstd, la->x_in, LAYER(p->ln1_w, C), LAYER(p->ln1_b, C), BT, C,
                  cfg->norm_eps);
+    /* q, k and v of ln1 in one go (whet_linear_forward_set) */
+    const whet_linear_id qkv[3] = {WHET_LIN_Q, WHET_LIN_K, WHET_LIN_V};
+    float *qkv_out[3] = {la->q, la->k, la->v};
+    if (cfg->info->qk_norm) /* Qwen3: project, then RMSNorm each head's q and k (over HD), then RoPE */
+        qkv_out[0] = la->q_raw, qkv_out[1] = la->k_raw;
+    whet_linear_forward_set(m, a, l, qkv, qkv_out, 3, la->ln1, BT);
     if (cfg->info->qk_norm) {
-        /* Qwen3: project, then RMSNorm each head's q and k (over HD), then RoPE */
-        whet_linear_forward(m, a, l, WHET_LIN_Q, la->q_raw, la->ln1, BT);
-        whet_linear_forward(m, a, l, WHET_LIN_K, la->k_raw, la->ln1, BT);
         norm_forward(c, WHET_NORM_RMS, la->q, NULL, la->q_rstd, la->q_raw, LAYER(p->q_norm, HD), NULL, BT * NH, HD,
                      cfg->norm_eps);
         norm_forward(c, WHET_NORM_RMS, la->k, NULL, la->k_rstd, la->k_raw, LAYER(p->k_norm, HD), NULL, BT * NKV, HD,
                      cfg->norm_eps);
-    } else {
-        whet_linear_forward(m, a, l, WHET_LIN_Q, la->q, la->ln1, BT);
-        whet_linear_forward(m, a, l, WHET_LIN_K, la->k, la->ln1, BT);
     }
-    whet_linear_forward(m, a, l, WHET_LIN_V, la->v, la->ln1, BT);
     if (cfg->info->positions == WHET_POS_ROPE) {
         whet_rope_apply(m, la->q, BT, NH, a->positions, 0);
         whet_rope_apply(m, la->k, BT, NKV, a->positions, 0);
@@ -488,9 +487,13 @@ static void block_forward(whet_model *m, whet_acts *a, size_t l, size_t B, size_
     /* MLP */
     norm_forward(c, nk, la->ln2, la->ln2_mean, la->ln2_rstd, la->x_mid, LAYER(p->ln2_w, C), LAYER(p->ln2_b, C), BT, C,
                  cfg->norm_eps);
-    if (cfg->info->act == WHET_ACT_SWIGLU)
-        whet_linear_forward(m, a, l, WHET_LIN_GATE, la->gate, la->ln2, BT);
-    whet_linear_forward(m, a, l, WHET_LIN_UP, la->up, la->ln2, BT);
+    if (cfg->info->act == WHET_ACT_SWIGLU) {
+        const whet_linear_id ids[2] = {WHET_LIN_GATE, WHET_LIN_UP};
+        float *outs[2] = {la->gate, la->up};
+        whet_linear_forward_set(m, a, l, ids, outs, 2, la->ln2, BT);
+    } else {
+        whet_linear_forward(m, a, l, WHET_LIN_UP, la->up, la->ln2, BT);
+    }
     act_job xj = {c->kernels, cfg->info->act, la->h, la->gate, la->up, F};
     whet_compute_for(c, BT, grain_for(F), act_rows, &xj);
     whet_linear_forward(m, a, l, WHET_LIN_DOWN, a->proj, la->h, BT);

@@ -116,33 +116,64 @@ static void bias_rows(void *p, size_t r0, size_t r1)
         j->k->add(j->y + r * j->n, j->y + r * j->n, j->bias, j->n);
 }
 
-void whet_linear_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
-                         size_t rows)
+/* out = in·Wᵀ for layer l's projection id, from the bf16 copy when there is one */
+static whet_gemm forward_gemm(const whet_model *m, size_t l, whet_linear_id id, float *out, const float *in,
+                              size_t rows, int *bf16)
 {
-    whet_compute *c = m->compute;
     linear_view v = linear_of(&m->cfg, &m->params, l, id);
     const whet_bf16 *w16 = bf16_weight(m, l, id, &v);
-    whet_gemm g = {.layout = WHET_GEMM_NT, .M = rows, .N = v.N, .K = v.K, .A = in, .lda = v.K,
-                   .B = w16 ? (const void *)w16 : (const void *)v.w, .ldb = v.K, .C = out, .ldc = v.N};
-    whet_gemm up;
-    if (!v.b && whet_lora_forward_begin(m, a, l, id, out, in, rows, &up)) {
-        /* the adapter's out += xs·Bᵀ on each slab of out right after the base GEMM's, in one job */
-        whet_jobs jobs;
-        whet_jobs_init(&jobs, c);
-        whet_jobs_gemm(&jobs, &g, w16 != NULL, &up, 0);
-        whet_jobs_run(&jobs);
-        return;
-    }
-    if (w16)
+    *bf16 = w16 != NULL;
+    return (whet_gemm){.layout = WHET_GEMM_NT, .M = rows, .N = v.N, .K = v.K, .A = in, .lda = v.K,
+                       .B = w16 ? (const void *)w16 : (const void *)v.w, .ldb = v.K, .C = out, .ldc = v.N};
+}
+
+/* One projection on its own: base GEMM, bias, then the adapter's general path. */
+static void forward_alone(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
+                          size_t rows)
+{
+    whet_compute *c = m->compute;
+    int bf16;
+    whet_gemm g = forward_gemm(m, l, id, out, in, rows, &bf16);
+    if (bf16)
         whet_compute_gemm_bf16(c, &g);
     else
         whet_compute_sgemm(c, &g);
-    if (v.b) {
-        size_t grain = 8192 / v.N ? 8192 / v.N : 1;
-        bias_job j = {c->kernels, out, v.b, v.N};
+    float *bias = linear_of(&m->cfg, &m->params, l, id).b;
+    if (bias) {
+        size_t grain = 8192 / g.N ? 8192 / g.N : 1;
+        bias_job j = {c->kernels, out, bias, g.N};
         whet_compute_for(c, rows, grain, bias_rows, &j);
     }
     whet_lora_forward(m, a, l, id, out, in, rows);
+}
+
+void whet_linear_forward_set(whet_model *m, whet_acts *a, size_t l, const whet_linear_id *ids, float *const *outs,
+                             size_t n, const float *in, size_t rows)
+{
+    whet_gemm base[WHET_LIN_COUNT], up[WHET_LIN_COUNT];
+    whet_jobs jobs;
+    whet_jobs_init(&jobs, m->compute);
+    for (size_t i = 0; i < n && i < WHET_LIN_COUNT; i++) {
+        int lora = linear_of(&m->cfg, &m->params, l, ids[i]).b
+                       ? 0
+                       : whet_lora_forward_begin(m, a, l, ids[i], outs[i], in, rows, &up[i]);
+        if (lora == 0) {
+            forward_alone(m, a, l, ids[i], outs[i], in, rows);
+            continue;
+        }
+        int bf16;
+        base[i] = forward_gemm(m, l, ids[i], outs[i], in, rows, &bf16);
+        int piece = whet_jobs_gemm(&jobs, &base[i], bf16);
+        if (lora == 1) /* the adapter's out += xs·Bᵀ on each slab right after the base GEMM's */
+            whet_jobs_then(&jobs, piece, &up[i], 0);
+    }
+    whet_jobs_run(&jobs);
+}
+
+void whet_linear_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
+                         size_t rows)
+{
+    whet_linear_forward_set(m, a, l, &id, &out, 1, in, rows);
 }
 
 typedef struct colsum_job {
@@ -163,44 +194,68 @@ static void colsum_cols(void *p, size_t c0, size_t c1)
     }
 }
 
-/* Every product of the backward that does not wait on another goes in one
- * pool job: din's GEMM (with the adapter's din += d(xs)·A on each of its
- * slabs), dW's, db's column sums and the adapter's dA. */
+void whet_linear_backward_set(whet_model *m, whet_acts *a, size_t l, const whet_linear_id *ids,
+                              const float *const *douts, size_t n, float *din, int accumulate_din, const float *in,
+                              size_t rows, whet_model_grads *g)
+{
+    if (n > WHET_LIN_COUNT)
+        n = WHET_LIN_COUNT;
+    /* an adapter on its general path adds into din after its base GEMM, before the next projection's: one at a time */
+    int alone = 0;
+    for (size_t i = 0; i < n; i++)
+        alone |= whet_lora_backward_path(m, a, l, ids[i], din, rows) == 0;
+    if (alone && n > 1) {
+        for (size_t i = 0; i < n; i++)
+            whet_linear_backward_set(m, a, l, &ids[i], &douts[i], 1, din, accumulate_din || i > 0, in, rows, g);
+        return;
+    }
+    whet_compute *c = m->compute;
+    whet_lora_pending lp[WHET_LIN_COUNT];
+    int lora[WHET_LIN_COUNT];
+    for (size_t i = 0; i < n; i++)
+        lora[i] = whet_lora_backward_begin(m, a, l, ids[i], din, douts[i], in, rows, &lp[i]);
+    whet_jobs jobs;
+    whet_jobs_init(&jobs, c);
+    whet_gemm d[WHET_LIN_COUNT], w[WHET_LIN_COUNT];
+    colsum_job cj[WHET_LIN_COUNT];
+    int din_piece = -1;
+    for (size_t i = 0; din && i < n; i++) {
+        linear_view v = linear_of(&m->cfg, &m->params, l, ids[i]);
+        const whet_bf16 *w16 = bf16_weight(m, l, ids[i], &v);
+        d[i] = (whet_gemm){.layout = WHET_GEMM_NN, .M = rows, .N = v.K, .K = v.N, .A = douts[i], .lda = v.N,
+                           .B = w16 ? (const void *)w16 : (const void *)v.w, .ldb = v.K, .C = din, .ldc = v.K,
+                           .accumulate = accumulate_din || i > 0};
+        if (i == 0)
+            din_piece = whet_jobs_gemm(&jobs, &d[i], w16 != NULL);
+        else
+            whet_jobs_then(&jobs, din_piece, &d[i], w16 != NULL);
+        if (lora[i] == 1 && lp[i].din.M)
+            whet_jobs_then(&jobs, din_piece, &lp[i].din, 0);
+    }
+    for (size_t i = 0; g && l >= g->first_layer && i < n; i++) {
+        linear_view v = linear_of(&m->cfg, &m->params, l, ids[i]), gv = linear_of(&m->cfg, &g->p, l, ids[i]);
+        if (gv.w) {
+            w[i] = (whet_gemm){.layout = WHET_GEMM_TN, .M = v.N, .N = v.K, .K = rows, .A = douts[i], .lda = v.N,
+                               .B = in, .ldb = v.K, .C = gv.w, .ldc = v.K, .accumulate = 1};
+            whet_jobs_gemm(&jobs, &w[i], weight_gradient_bf16(m, &w[i]));
+        }
+        if (gv.b) {
+            cj[i] = (colsum_job){gv.b, douts[i], rows, v.N};
+            whet_jobs_for(&jobs, v.N, 64, colsum_cols, &cj[i]);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (lora[i] == 1)
+            whet_lora_backward_add_jobs(&lp[i], &jobs);
+    whet_jobs_run(&jobs);
+    if (n == 1 && lora[0] == 0)
+        whet_lora_backward(m, a, l, ids[0], din, douts[0], in, rows);
+}
+
 void whet_linear_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, int accumulate_din,
                           const float *dout, const float *in, size_t rows, whet_model_grads *g)
 {
-    whet_compute *c = m->compute;
-    linear_view v = linear_of(&m->cfg, &m->params, l, id);
-    whet_lora_pending lp;
-    int lora = whet_lora_backward_begin(m, a, l, id, din, dout, in, rows, &lp);
-    whet_jobs jobs;
-    whet_jobs_init(&jobs, c);
-    whet_gemm d, w;
-    if (din) {
-        const whet_bf16 *w16 = bf16_weight(m, l, id, &v);
-        d = (whet_gemm){.layout = WHET_GEMM_NN, .M = rows, .N = v.K, .K = v.N, .A = dout, .lda = v.N,
-                        .B = w16 ? (const void *)w16 : (const void *)v.w, .ldb = v.K, .C = din, .ldc = v.K,
-                        .accumulate = accumulate_din};
-        whet_jobs_gemm(&jobs, &d, w16 != NULL, lora == 1 && lp.din.M ? &lp.din : NULL, 0);
-    }
-    colsum_job cj;
-    if (g && l >= g->first_layer) {
-        linear_view gv = linear_of(&m->cfg, &g->p, l, id);
-        if (gv.w) {
-            w = (whet_gemm){.layout = WHET_GEMM_TN, .M = v.N, .N = v.K, .K = rows, .A = dout, .lda = v.N, .B = in,
-                            .ldb = v.K, .C = gv.w, .ldc = v.K, .accumulate = 1};
-            whet_jobs_gemm(&jobs, &w, weight_gradient_bf16(m, &w), NULL, 0);
-        }
-        if (gv.b) {
-            cj = (colsum_job){gv.b, dout, rows, v.N};
-            whet_jobs_for(&jobs, v.N, 64, colsum_cols, &cj);
-        }
-    }
-    if (lora == 1)
-        whet_lora_backward_add_jobs(&lp, &jobs);
-    whet_jobs_run(&jobs);
-    if (lora == 0)
-        whet_lora_backward(m, a, l, id, din, dout, in, rows);
+    whet_linear_backward_set(m, a, l, &id, &dout, 1, din, accumulate_din, in, rows, g);
 }
 
 /* ---- LM head ------------------------------------------------------------------ */

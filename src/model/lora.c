@@ -217,17 +217,19 @@ static size_t max_out(const whet_lora *lora)
     return n;
 }
 
-/* lora->work, for blocks of work_rows rows (see work_of): per row xs and
- * d(xs), and dropout(x) with dropout; then two [r, max out] matrices (Bᵀ and
- * dBᵀ). */
+/* lora->work, for blocks of work_rows rows (see work_of): per row and
+ * projection xs and d(xs) — each projection its own, since a set of them
+ * (model/linear.c: whet_linear_backward_set) keeps them until one job runs
+ * all their products — and dropout(x) with dropout; then per projection Bᵀ
+ * [r, max out], and one dBᵀ [r, max out]. */
 static size_t work_row_floats(const whet_lora *lora)
 {
-    return 2 * lora->opt.rank + (lora->opt.dropout > 0.0f ? max_in(lora) : 0);
+    return 2 * WHET_LIN_COUNT * lora->opt.rank + (lora->opt.dropout > 0.0f ? max_in(lora) : 0);
 }
 
 static size_t work_fixed_floats(const whet_lora *lora)
 {
-    return 2 * lora->opt.rank * max_out(lora);
+    return (WHET_LIN_COUNT + 1) * lora->opt.rank * max_out(lora);
 }
 
 typedef struct lora_work {
@@ -236,15 +238,22 @@ typedef struct lora_work {
     float *x;        /* dropout(x) [work_rows, max in] */
 } lora_work;
 
-static lora_work work_of(const whet_lora *lora)
+/* Projection id's views of the scratch */
+static lora_work work_of(const whet_lora *lora, whet_linear_id id)
 {
-    size_t r = lora->opt.rank, wr = lora->work_rows, fixed = work_fixed_floats(lora) / 2;
+    size_t r = lora->opt.rank, wr = lora->work_rows, fixed = r * max_out(lora);
     float *w = lora->work;
-    lora_work k = {.xs = w, .dxa = w + r * wr};
-    k.Bt = w + 2 * r * wr;
-    k.dBt = k.Bt + fixed;
+    lora_work k = {.xs = w + (size_t)id * r * wr, .dxa = w + (WHET_LIN_COUNT + (size_t)id) * r * wr};
+    float *f = w + 2 * WHET_LIN_COUNT * r * wr;
+    k.Bt = f + (size_t)id * fixed;
+    k.dBt = f + WHET_LIN_COUNT * fixed;
     k.x = k.dBt + fixed;
     return k;
+}
+
+size_t whet_lora_work_bytes(const whet_lora *lora)
+{
+    return align_floats(lora->work_rows * work_row_floats(lora) + work_fixed_floats(lora)) * sizeof(float);
 }
 
 int whet_lora_reserve(whet_lora *lora, size_t rows, whet_err *e)
@@ -497,7 +506,7 @@ static float *forward_xs(whet_model *m, size_t l, whet_linear_id id, const float
     whet_lora *lora = m->lora;
     whet_compute *c = m->compute;
     size_t r = lora->opt.rank, K = lora->in[id];
-    lora_work w = work_of(lora);
+    lora_work w = work_of(lora, id);
     const float *x = in + r0 * K;
     if (dropping(lora)) {
         dropout_apply(c, lora, l, id, r0, w.x, x, n, 0);
@@ -535,7 +544,9 @@ int whet_lora_forward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_i
                             size_t rows, whet_gemm *up)
 {
     whet_lora *lora = m->lora;
-    if (!adapted(lora, l, id) || rows > lora->work_rows)
+    if (!adapted(lora, l, id))
+        return -1;
+    if (rows > lora->work_rows)
         return 0;
     size_t r = lora->opt.rank, N = lora->out[id];
     float *xs = forward_xs(m, l, id, in, 0, rows, saved_xs(m, a, l, id, rows));
@@ -560,7 +571,7 @@ void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id
     int drop = dropping(lora);
     float *saved = saved_xs(m, a, l, id, rows);
     size_t block = lora->work_rows;
-    lora_work w = work_of(lora);
+    lora_work w = work_of(lora, id);
     if (dA || din) /* Bᵀ [r, N]: d(xs) = s·dout·B projects dout on Bᵀ's rows */
         for (size_t o = 0; o < N; o++)
             for (size_t j = 0; j < r; j++)
@@ -595,24 +606,35 @@ void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id
     }
 }
 
+int whet_lora_backward_path(const whet_model *m, const whet_acts *a, size_t l, whet_linear_id id, const float *din,
+                            size_t rows)
+{
+    const whet_lora *lora = m->lora;
+    if (!adapted(lora, l, id))
+        return -1;
+    int dA = lora->dA[id] != NULL, dB = lora->dB[id] != NULL;
+    if (!dA && !dB && !din)
+        return -1;
+    /* dropout, xs to recompute, or more rows than one block: the general path */
+    if (dropping(lora) || (dB && !saved_xs(m, a, l, id, rows)) || rows > lora->work_rows)
+        return 0;
+    return 1;
+}
+
 int whet_lora_backward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, const float *dout,
                              const float *in, size_t rows, whet_lora_pending *p)
 {
+    int path = whet_lora_backward_path(m, a, l, id, din, rows);
+    if (path != 1)
+        return path;
     whet_lora *lora = m->lora;
-    if (!adapted(lora, l, id))
-        return -1;
     float *dA = lora->dA[id] ? lora->dA[id] + l * lora->opt.rank * lora->in[id] : NULL;
     float *dB = lora->dB[id] ? lora->dB[id] + l * lora->out[id] * lora->opt.rank : NULL;
-    if (!dA && !dB && !din)
-        return -1;
     float *saved = saved_xs(m, a, l, id, rows);
-    /* dropout, xs to recompute, or more rows than one block: the general path */
-    if (dropping(lora) || (dB && !saved) || rows > lora->work_rows)
-        return 0;
     whet_compute *c = m->compute;
     size_t r = lora->opt.rank, K = lora->in[id], N = lora->out[id];
     const float *A = lora->A[id] + l * r * K, *B = lora->B[id] + l * N * r;
-    lora_work w = work_of(lora);
+    lora_work w = work_of(lora, id);
     if (dA || din) /* Bᵀ [r, N]: d(xs) = s·dout·B projects dout on Bᵀ's rows */
         for (size_t o = 0; o < N; o++)
             for (size_t j = 0; j < r; j++)

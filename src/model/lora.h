@@ -100,6 +100,8 @@ whet_lora *whet_lora_create(whet_model *m, const whet_lora_options *opt, whet_er
  * but the gradients' sums are then split per block: other bits, and slower
  * with dropout). */
 int whet_lora_reserve(whet_lora *lora, size_t rows, whet_err *e);
+/* Bytes of that scratch now. */
+size_t whet_lora_work_bytes(const whet_lora *lora);
 int whet_lora_alloc_grads(whet_lora *lora, whet_err *e);
 void whet_lora_zero_grads(whet_lora *lora);
 /* Detaches from m (when attached to it; m may be NULL) and frees. */
@@ -160,6 +162,18 @@ void whet_linear_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id i
 void whet_linear_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, int accumulate_din,
                           const float *dout, const float *in, size_t rows, whet_model_grads *g);
 
+/* Projections ids[0..n) of layer l that read the same input (q, k, v; gate,
+ * up), in as few pool jobs as whet_linear_forward takes for one: out[i] as
+ * whet_linear_forward gives it; din (+)= Σ_i (in order) what
+ * whet_linear_backward gives for dout[i], din = on the first when
+ * !accumulate_din, and each one's gradients. The bits of the calls one by
+ * one. */
+void whet_linear_forward_set(whet_model *m, whet_acts *a, size_t l, const whet_linear_id *ids, float *const *outs,
+                             size_t n, const float *in, size_t rows);
+void whet_linear_backward_set(whet_model *m, whet_acts *a, size_t l, const whet_linear_id *ids,
+                              const float *const *douts, size_t n, float *din, int accumulate_din, const float *in,
+                              size_t rows, whet_model_grads *g);
+
 /* The adapter's share of whet_linear_forward/backward (model/lora.c; no-ops
  * when no adapter is attached or id is not a target): out += scale·
  * dropout(in)·Aᵀ·Bᵀ, and its backward adding into din (when not NULL) after
@@ -173,8 +187,8 @@ void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id
  * base path's pool jobs (util/compute.h: whet_jobs), when all rows fit one
  * block of the adapter's scratch. Forward: computes xs now and fills *up,
  * out += xs·Bᵀ, for the caller to run on each slab of out right after the
- * base GEMM's; returns 0 (nothing done) when the block does not fit or id
- * has no adapter. Backward, without dropout: the rank-r products of dout (dB,
+ * base GEMM's, and returns 1; 0 (nothing done) when the rows do not fit one
+ * block, -1 when id has no adapter. Backward, without dropout: the rank-r products of dout (dB,
  * d(xs)) now; then *p holds din += d(xs)·A (p->din.M > 0: for the caller to
  * run after the base GEMM on each slab of din) and dA's product, which
  * whet_lora_backward_add_jobs adds to the caller's job. Returns 1 when begun,
@@ -189,6 +203,9 @@ typedef struct whet_lora_pending {
 } whet_lora_pending;
 int whet_lora_forward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
                             size_t rows, whet_gemm *up);
+/* Which of those whet_lora_backward_begin would take, with no side effect. */
+int whet_lora_backward_path(const whet_model *m, const whet_acts *a, size_t l, whet_linear_id id, const float *din,
+                            size_t rows);
 int whet_lora_backward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, const float *dout,
                              const float *in, size_t rows, whet_lora_pending *p);
 void whet_lora_backward_add_jobs(whet_lora_pending *p, whet_jobs *jobs);

@@ -212,15 +212,26 @@ static whet_jobs_piece *jobs_add(whet_jobs *b, size_t tasks)
     return p;
 }
 
-void whet_jobs_gemm(whet_jobs *b, const whet_gemm *g, int bf16, const whet_gemm *then, int then_bf16)
+int whet_jobs_gemm(whet_jobs *b, const whet_gemm *g, int bf16)
 {
     if (g->M == 0 || g->N == 0)
-        return;
+        return -1;
     int split_rows;
     size_t step, tasks = gemm_split(b->c, g, &split_rows, &step);
     whet_jobs_piece *p = jobs_add(b, tasks);
-    p->gemm = g, p->then = then, p->bf16 = bf16, p->then_bf16 = then_bf16;
+    p->chain[0] = g, p->bf16[0] = (unsigned char)bf16, p->links = 1;
     p->split_rows = split_rows, p->step = step;
+    return (int)(b->count - 1);
+}
+
+void whet_jobs_then(whet_jobs *b, int piece, const whet_gemm *g, int bf16)
+{
+    if (piece < 0)
+        return;
+    whet_jobs_piece *p = &b->piece[piece];
+    assert(p->links > 0 && p->links < WHET_JOBS_CHAIN && g->M == p->chain[0]->M && g->N == p->chain[0]->N);
+    p->chain[p->links] = g, p->bf16[p->links] = (unsigned char)bf16;
+    p->links++;
 }
 
 void whet_jobs_for(whet_jobs *b, size_t n, size_t grain, whet_range_fn fn, void *ctx)
@@ -252,7 +263,7 @@ static void jobs_task(void *ctx, size_t task, int worker)
         p->fn(p->ctx, begin, end);
         return;
     }
-    const whet_gemm *g = p->gemm;
+    const whet_gemm *g = p->chain[0];
     size_t m0 = 0, m1 = g->M, n0 = 0, n1 = g->N;
     if (p->split_rows) {
         m0 = t * p->step;
@@ -263,9 +274,8 @@ static void jobs_task(void *ctx, size_t task, int worker)
     }
     const whet_kernels *k = b->c->kernels;
     void *ws = b->c->gemm_workspace[worker];
-    (p->bf16 ? k->gemm_bf16 : k->sgemm)(g, m0, m1, n0, n1, ws);
-    if (p->then)
-        (p->then_bf16 ? k->gemm_bf16 : k->sgemm)(p->then, m0, m1, n0, n1, ws);
+    for (size_t link = 0; link < p->links; link++)
+        (p->bf16[link] ? k->gemm_bf16 : k->sgemm)(p->chain[link], m0, m1, n0, n1, ws);
 }
 
 void whet_jobs_run(whet_jobs *b)

@@ -44,15 +44,16 @@ void whet_compute_for(whet_compute *c, size_t n, size_t grain, whet_range_fn fn,
  * whet_compute_sgemm splits them, and ranges, split as whet_compute_for
  * does. One wake-up and one wait instead of one per piece, and a thread done
  * with its share of one piece takes a share of the next (pieces run in the
- * order added: put the large ones first). A GEMM may carry a second one, on
- * the same C with the same M and N (accumulating), that each slab runs right
- * after the first, while the slab is in cache: the bits of the two GEMMs run
- * one after the other. Pieces must not touch what another writes. The
- * whet_gemm structs and contexts must live until whet_jobs_run returns. */
-enum { WHET_JOBS_MAX = 8 };
+ * order added: put the large ones first). A GEMM piece may be a chain: GEMMs
+ * on the same C with the same M and N, each slab running them in order while
+ * it is in cache — the bits of the chain's GEMMs run one after the other.
+ * Pieces must not touch what another writes. The whet_gemm structs and
+ * contexts must live until whet_jobs_run returns. */
+enum { WHET_JOBS_MAX = 16, WHET_JOBS_CHAIN = 8 };
 typedef struct whet_jobs_piece {
-    const whet_gemm *gemm, *then; /* a GEMM piece (then: NULL or the GEMM that follows on each slab) */
-    int bf16, then_bf16;
+    const whet_gemm *chain[WHET_JOBS_CHAIN]; /* a GEMM piece: chain[0] sets the split */
+    unsigned char bf16[WHET_JOBS_CHAIN];
+    size_t links;
     int split_rows;
     size_t step;                  /* rows, columns or range items per task */
     whet_range_fn fn;             /* a range piece */
@@ -68,7 +69,12 @@ typedef struct whet_jobs {
 } whet_jobs;
 
 void whet_jobs_init(whet_jobs *b, whet_compute *c);
-void whet_jobs_gemm(whet_jobs *b, const whet_gemm *g, int bf16, const whet_gemm *then, int then_bf16);
+/* A new GEMM piece (bf16: gemm_bf16, else sgemm); returns its index for
+ * whet_jobs_then, or -1 (nothing added) when C is empty. */
+int whet_jobs_gemm(whet_jobs *b, const whet_gemm *g, int bf16);
+/* g runs after the chain of piece (from whet_jobs_gemm) on each of its slabs:
+ * the same C, M and N. Nothing when piece is -1. */
+void whet_jobs_then(whet_jobs *b, int piece, const whet_gemm *g, int bf16);
 void whet_jobs_for(whet_jobs *b, size_t n, size_t grain, whet_range_fn fn, void *ctx);
 void whet_jobs_run(whet_jobs *b);
 
