@@ -601,8 +601,7 @@ static void block_backward(whet_model *m, whet_acts *a, size_t l, whet_model_gra
         whet_compute_for(c, a->n_segs * NKV, 1, attn_bw_items, &aj);
     }
     if (cfg->info->positions == WHET_POS_ROPE) {
-        whet_rope_apply(m, d->q, BT, NH, a->positions, 1);
-        whet_rope_apply(m, d->k, BT, NKV, a->positions, 1);
+        whet_rope_apply_qk(m, d->q, d->k, BT, a->positions, 1);
     }
     const float *dq = d->q, *dk = d->k;
     if (cfg->info->qk_norm) {

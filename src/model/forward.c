@@ -303,6 +303,19 @@ static void add_forward(whet_compute *c, float *y, const float *a, const float *
     whet_compute_for(c, rows, grain_for(n), add_rows, &j);
 }
 
+/* y = a + b, then norm(y), on the same rows while they are in cache */
+typedef struct add_norm_job {
+    add_job add;
+    norm_job norm;
+} add_norm_job;
+
+static void add_norm_rows(void *p, size_t r0, size_t r1)
+{
+    add_norm_job *j = p;
+    add_rows(&j->add, r0, r1);
+    norm_rows(&j->norm, r0, r1);
+}
+
 typedef struct act_job {
     const whet_kernels *k;
     whet_act_kind kind;
@@ -339,12 +352,18 @@ static void rope_rows(void *p, size_t t0, size_t t1)
                j->pairing, j->inverse);
 }
 
-void whet_rope_apply(whet_model *m, float *x, size_t rows, size_t heads, const int32_t *positions, int inverse)
+void whet_rope_apply_qk(whet_model *m, float *q, float *k, size_t rows, const int32_t *positions, int inverse)
 {
     whet_compute *c = m->compute;
-    rope_job j = {c->kernels, x, heads, m->cfg.head_dim, positions, m->rope_cos, m->rope_sin,
-                  m->cfg.info->rope_pairing, inverse};
-    whet_compute_for(c, rows, grain_for(heads * m->cfg.head_dim), rope_rows, &j);
+    size_t HD = m->cfg.head_dim, NH = m->cfg.heads, NKV = m->cfg.kv_heads;
+    rope_job jq = {c->kernels, q, NH, HD, positions, m->rope_cos, m->rope_sin, m->cfg.info->rope_pairing, inverse};
+    rope_job jk = jq;
+    jk.x = k, jk.heads = NKV;
+    whet_jobs jobs;
+    whet_jobs_init(&jobs, c);
+    whet_jobs_for(&jobs, rows, grain_for(NH * HD), rope_rows, &jq);
+    whet_jobs_for(&jobs, rows, grain_for(NKV * HD), rope_rows, &jk);
+    whet_jobs_run(&jobs);
 }
 
 typedef struct attn_job {
@@ -466,8 +485,7 @@ static void block_forward(whet_model *m, whet_acts *a, size_t l, size_t B, size_
                      cfg->norm_eps);
     }
     if (cfg->info->positions == WHET_POS_ROPE) {
-        whet_rope_apply(m, la->q, BT, NH, a->positions, 0);
-        whet_rope_apply(m, la->k, BT, NKV, a->positions, 0);
+        whet_rope_apply_qk(m, la->q, la->k, BT, a->positions, 0);
     }
     attn_job aj = {.k = c->kernels, .cfg = cfg, .a = a, .out = la->att, .lse = la->att_lse, .q = la->q, .T = T};
     if (kv) {
@@ -482,11 +500,12 @@ static void block_forward(whet_model *m, whet_acts *a, size_t l, size_t B, size_
     }
     whet_compute_for(c, a->n_segs * NH, 1, attn_items, &aj);
     whet_linear_forward(m, a, l, WHET_LIN_O, a->proj, la->att, BT);
-    add_forward(c, la->x_mid, la->x_in, a->proj, BT, C, 0);
 
-    /* MLP */
-    norm_forward(c, nk, la->ln2, la->ln2_mean, la->ln2_rstd, la->x_mid, LAYER(p->ln2_w, C), LAYER(p->ln2_b, C), BT, C,
-                 cfg->norm_eps);
+    /* MLP: x_mid = x_in + o and its norm, row by row in one job */
+    add_norm_job an = {{c->kernels, la->x_mid, la->x_in, a->proj, C, 0},
+                       {c->kernels, nk, la->ln2, la->ln2_mean, la->ln2_rstd, la->x_mid, LAYER(p->ln2_w, C),
+                        LAYER(p->ln2_b, C), C, cfg->norm_eps}};
+    whet_compute_for(c, BT, grain_for(C), add_norm_rows, &an);
     if (cfg->info->act == WHET_ACT_SWIGLU) {
         const whet_linear_id ids[2] = {WHET_LIN_GATE, WHET_LIN_UP};
         float *outs[2] = {la->gate, la->up};

@@ -27,9 +27,10 @@ static inline void whet_lse_fold(float *run_max, float *run_sum, float part_max,
     *run_sum = (float)sum;
 }
 
-/* RoPE in place on x [rows, heads·HD] at the given positions; inverse
- * rotates back (the backward pass, on gradients). */
-void whet_rope_apply(whet_model *m, float *x, size_t rows, size_t heads, const int32_t *positions, int inverse);
+/* RoPE in place on q [rows, heads·HD] and k [rows, kv_heads·HD] at the
+ * given positions, in one pool job; inverse rotates back (the backward pass,
+ * on gradients). */
+void whet_rope_apply_qk(whet_model *m, float *q, float *k, size_t rows, const int32_t *positions, int inverse);
 
 /* Gradient checkpointing: runs layer l's forward again from its kept x_in
  * into the one layer slot (nothing when the slot holds layer l already). The
