@@ -523,6 +523,18 @@ typedef struct run {
     float *out, *din, *grads;
 } run;
 
+/* every dA, then dB, of every target, in order */
+static void copy_grads(const whet_lora *lora, float *grads)
+{
+    size_t o = 0;
+    for (int id = 0; id < WHET_LIN_COUNT; id++) {
+        size_t na = lora->layers * lora->opt.rank * lora->in[id], nb = lora->layers * lora->out[id] * lora->opt.rank;
+        memcpy(grads + o, lora->dA[id], na * 4);
+        memcpy(grads + o + na, lora->dB[id], nb * 4);
+        o += na + nb;
+    }
+}
+
 static run run_all(whet_model *m, whet_lora *lora, size_t rows, int saved)
 {
     size_t floats = 0;
@@ -548,15 +560,20 @@ static run run_all(whet_model *m, whet_lora *lora, size_t rows, int saved)
         o += rows * (K + N);
         free(x), free(R);
     }
-    o = 0;
-    for (int id = 0; id < WHET_LIN_COUNT; id++) {
-        size_t na = lora->layers * lora->opt.rank * lora->in[id], nb = lora->layers * lora->out[id] * lora->opt.rank;
-        memcpy(r.grads + o, lora->dA[id], na * 4);
-        memcpy(r.grads + o + na, lora->dB[id], nb * 4);
-        o += na + nb;
-    }
+    copy_grads(lora, r.grads);
     free(la.a.lora);
     return r;
+}
+
+/* An adapter in training with random B ≠ 0 and zeroed gradients */
+static whet_lora *training_lora(whet_model *m, size_t rank, float alpha, float dropout, uint64_t seed)
+{
+    whet_lora *lora = create(m, rank, alpha, dropout, WHET_LORA_ALL_TARGETS, seed);
+    randomize_B(lora, 0.2f);
+    whet_err e;
+    assert_int_equal(whet_lora_alloc_grads(lora, &e), 0);
+    lora->training = 1;
+    return lora;
 }
 
 static void free_run(run *r)
@@ -570,11 +587,9 @@ static void thread_invariance(void **state)
     whet_compute *c1 = whet_compute_create(whet_kernels_from_env(), 1);
     whet_compute *c3 = whet_compute_create(whet_kernels_from_env(), 3);
     whet_model *m = init_model(odd_llama_json, c1, 31);
-    whet_lora *lora = create(m, 6, 12.0f, 0.2f, WHET_LORA_ALL_TARGETS, 32);
-    randomize_B(lora, 0.2f);
+    whet_lora *lora = training_lora(m, 6, 12.0f, 0.2f, 32);
     whet_err e;
-    assert_int_equal(whet_lora_alloc_grads(lora, &e), 0);
-    lora->training = 1, lora->step = 17;
+    lora->step = 17;
     const size_t rows = 203;
     size_t floats = 0, grad_floats = 0;
     for (int id = 0; id < WHET_LIN_COUNT; id++) {
@@ -622,11 +637,7 @@ static void jobs_path_matches_general_path(void **state)
     whet_compute *c1 = whet_compute_create(whet_kernels_from_env(), 1);
     whet_compute *c3 = whet_compute_create(whet_kernels_from_env(), 3);
     whet_model *m = init_model(odd_llama_json, c1, 41);
-    whet_lora *lora = create(m, 5, 10.0f, 0.0f, WHET_LORA_ALL_TARGETS, 42);
-    randomize_B(lora, 0.2f);
-    whet_err e;
-    assert_int_equal(whet_lora_alloc_grads(lora, &e), 0);
-    lora->training = 1;
+    whet_lora *lora = training_lora(m, 5, 10.0f, 0.0f, 42);
     const size_t rows = 157;
     size_t floats = 0, grad_floats = 0;
     for (int id = 0; id < WHET_LIN_COUNT; id++) {
@@ -692,13 +703,7 @@ static set_run run_set(whet_model *m, whet_lora *lora, const whet_linear_id *ids
                 whet_linear_backward(m, a, l, ids[i], r.din, l > 0 || i > 0, R[i], x, rows, NULL);
         }
     }
-    size_t o = 0;
-    for (int id = 0; id < WHET_LIN_COUNT; id++) {
-        size_t na = lora->layers * lora->opt.rank * lora->in[id], nb = lora->layers * lora->out[id] * lora->opt.rank;
-        memcpy(r.grads + o, lora->dA[id], na * 4);
-        memcpy(r.grads + o + na, lora->dB[id], nb * 4);
-        o += na + nb;
-    }
+    copy_grads(lora, r.grads);
     free(la.a.lora);
     return r;
 }
@@ -712,12 +717,10 @@ static void sets_match_one_by_one(void **state)
     const size_t rows = 131;
     for (int dropout = 0; dropout < 2; dropout++) {
         whet_model *m = init_model(odd_llama_json, c[0], 51);
-        whet_lora *lora = create(m, 4, 8.0f, dropout ? 0.25f : 0.0f, WHET_LORA_ALL_TARGETS, 52);
-        randomize_B(lora, 0.2f);
+        whet_lora *lora = training_lora(m, 4, 8.0f, dropout ? 0.25f : 0.0f, 52);
         whet_err e;
-        assert_int_equal(whet_lora_alloc_grads(lora, &e), 0);
         assert_int_equal(whet_lora_reserve(lora, rows, &e), 0);
-        lora->training = 1, lora->step = 3;
+        lora->step = 3;
         size_t grad_floats = 0;
         for (int id = 0; id < WHET_LIN_COUNT; id++)
             grad_floats += lora->layers * lora->opt.rank * (lora->in[id] + lora->out[id]);

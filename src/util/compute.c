@@ -72,38 +72,9 @@ void whet_compute_destroy(whet_compute *c)
     free(c);
 }
 
-/* A GEMM split into `parts` slabs of C along its longer side, each slab a
- * multiple of the micro-tile so no thread works on ragged tiles mid-matrix. */
-typedef struct {
-    whet_compute *c;
-    const whet_gemm *g;
-    int bf16;
-    int split_rows;
-    size_t step; /* rows or columns per task */
-} gemm_job;
-
-static void gemm_task(void *p, size_t task, int worker)
-{
-    gemm_job *job = p;
-    const whet_gemm *g = job->g;
-    size_t m0 = 0, m1 = g->M, n0 = 0, n1 = g->N;
-    if (job->split_rows) {
-        m0 = task * job->step;
-        m1 = m0 + job->step < g->M ? m0 + job->step : g->M;
-    } else {
-        n0 = task * job->step;
-        n1 = n0 + job->step < g->N ? n0 + job->step : g->N;
-    }
-    const whet_kernels *k = job->c->kernels;
-    void *ws = job->c->gemm_workspace[worker];
-    if (job->bf16)
-        k->gemm_bf16(g, m0, m1, n0, n1, ws);
-    else
-        k->sgemm(g, m0, m1, n0, n1, ws);
-}
-
-/* How compute_gemm cuts g: along its longer side into at most `threads`
- * slabs of whole micro-tiles; returns the number of slabs. */
+/* How a GEMM is cut: along its longer side into at most `threads` slabs of
+ * whole micro-tiles, so no thread works on ragged tiles mid-matrix; returns
+ * the number of slabs. */
 static size_t gemm_split(const whet_compute *c, const whet_gemm *g, int *split_rows, size_t *step)
 {
     const whet_kernels *k = c->kernels;
@@ -118,13 +89,13 @@ static size_t gemm_split(const whet_compute *c, const whet_gemm *g, int *split_r
     return (extent + *step - 1) / *step;
 }
 
+/* A GEMM alone: one piece of a job (whet_jobs, below) */
 static void compute_gemm(whet_compute *c, const whet_gemm *g, int bf16)
 {
-    if (g->M == 0 || g->N == 0)
-        return;
-    gemm_job job = {.c = c, .g = g, .bf16 = bf16};
-    size_t ntasks = gemm_split(c, g, &job.split_rows, &job.step);
-    whet_pool_run(c->pool, ntasks, gemm_task, &job);
+    whet_jobs jobs;
+    whet_jobs_init(&jobs, c);
+    whet_jobs_gemm(&jobs, g, bf16);
+    whet_jobs_run(&jobs);
 }
 
 void whet_compute_sgemm(whet_compute *c, const whet_gemm *g)
@@ -162,36 +133,12 @@ void whet_compute_gemm_bf16_on(whet_compute *c, const whet_gemm *g, int worker)
     gemm_on(c, g, 1, worker);
 }
 
-typedef struct {
-    whet_range_fn fn;
-    void *ctx;
-    size_t n, step;
-} range_job;
-
-static void range_task(void *p, size_t task, int worker)
-{
-    (void)worker;
-    range_job *job = p;
-    size_t begin = task * job->step;
-    size_t end = begin + job->step < job->n ? begin + job->step : job->n;
-    job->fn(job->ctx, begin, end);
-}
-
 void whet_compute_for(whet_compute *c, size_t n, size_t grain, whet_range_fn fn, void *ctx)
 {
-    if (n == 0)
-        return;
-    if (grain == 0)
-        grain = 1;
-    size_t parts = n / grain;
-    if (parts > (size_t)c->threads)
-        parts = (size_t)c->threads;
-    if (parts <= 1) {
-        fn(ctx, 0, n);
-        return;
-    }
-    range_job job = {.fn = fn, .ctx = ctx, .n = n, .step = (n + parts - 1) / parts};
-    whet_pool_run(c->pool, (n + job.step - 1) / job.step, range_task, &job);
+    whet_jobs jobs;
+    whet_jobs_init(&jobs, c);
+    whet_jobs_for(&jobs, n, grain, fn, ctx);
+    whet_jobs_run(&jobs);
 }
 
 /* ---- several pieces as one job ------------------------------------------------------------------ */
