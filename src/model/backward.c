@@ -333,6 +333,13 @@ static size_t head_chunks(const whet_model *m)
     return (m->cfg.vocab + WHET_CE_VOCAB - 1) / WHET_CE_VOCAB;
 }
 
+/* Vocabulary columns of chunk `chunk`: WHET_CE_VOCAB, but for the last */
+static size_t chunk_width(const whet_model *m, size_t chunk)
+{
+    size_t v0 = chunk * WHET_CE_VOCAB;
+    return m->cfg.vocab - v0 < WHET_CE_VOCAB ? m->cfg.vocab - v0 : WHET_CE_VOCAB;
+}
+
 /* Group g's chunks [*c0, *c1), of `groups` near-equal groups of `chunks`. */
 static void head_group(size_t chunks, size_t groups, size_t g, size_t *c0, size_t *c1)
 {
@@ -399,7 +406,7 @@ static void sum_parts_rows(void *p, size_t r0, size_t r1)
 static void lm_head_backward(whet_model *m, whet_acts *a, const int32_t *targets, float *dlnf, whet_model_grads *g)
 {
     whet_compute *c = m->compute;
-    size_t BT = a->cur_B * a->cur_T, C = m->cfg.hidden, V = m->cfg.vocab, R = a->head_rows;
+    size_t BT = a->cur_B * a->cur_T, C = m->cfg.hidden, R = a->head_rows;
     size_t chunks = head_chunks(m), groups = head_groups(chunks);
     float *part = a->head_dln_parts;
     for (size_t r0 = 0; r0 < BT; r0 += R) {
@@ -408,7 +415,7 @@ static void lm_head_backward(whet_model *m, whet_acts *a, const int32_t *targets
             size_t c0, c1;
             head_group(chunks, groups, grp, &c0, &c1);
             for (size_t ch = c0; ch < c1; ch++) {
-                size_t v0 = ch * WHET_CE_VOCAB, vc = V - v0 < WHET_CE_VOCAB ? V - v0 : WHET_CE_VOCAB;
+                size_t v0 = ch * WHET_CE_VOCAB, vc = chunk_width(m, ch);
                 whet_lm_head_forward(m, WHET_ALL_WORKERS, a->ce_chunk, WHET_CE_VOCAB, a->lnf + r0 * C, rows, v0, vc);
                 ce_bw_job j = {c->kernels, a->ce_chunk, WHET_CE_VOCAB, vc, v0, targets + r0, a->lse + r0,
                                a->d.row_scale + r0};
@@ -435,12 +442,6 @@ typedef struct head_block_job {
     whet_model_grads *g;
     size_t r0, rows, chunks, groups;
 } head_block_job;
-
-static size_t chunk_width(const whet_model *m, size_t chunk)
-{
-    size_t v0 = chunk * WHET_CE_VOCAB;
-    return m->cfg.vocab - v0 < WHET_CE_VOCAB ? m->cfg.vocab - v0 : WHET_CE_VOCAB;
-}
 
 /* Chunk ch's logits, kept in the block's buffer, and their log-sum-exp partial
  * (whet_model_nll's per-chunk update, folded in chunk order afterwards) and

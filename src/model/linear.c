@@ -5,6 +5,7 @@
  * a frozen base (fp32 released) or shadows of trained fp32 masters. */
 #include "model/lora.h"
 
+#include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,7 +154,8 @@ void whet_linear_forward_set(whet_model *m, whet_acts *a, size_t l, const whet_l
     whet_gemm base[WHET_LIN_COUNT], up[WHET_LIN_COUNT];
     whet_jobs jobs;
     whet_jobs_init(&jobs, m->compute);
-    for (size_t i = 0; i < n && i < WHET_LIN_COUNT; i++) {
+    assert(n <= WHET_LIN_COUNT);
+    for (size_t i = 0; i < n; i++) {
         int lora = linear_of(&m->cfg, &m->params, l, ids[i]).b
                        ? 0
                        : whet_lora_forward_begin(m, a, l, ids[i], outs[i], in, rows, &up[i]);
@@ -198,8 +200,7 @@ void whet_linear_backward_set(whet_model *m, whet_acts *a, size_t l, const whet_
                               const float *const *douts, size_t n, float *din, int accumulate_din, const float *in,
                               size_t rows, whet_model_grads *g)
 {
-    if (n > WHET_LIN_COUNT)
-        n = WHET_LIN_COUNT;
+    assert(n <= WHET_LIN_COUNT);
     /* an adapter on its general path adds into din after its base GEMM, before the next projection's: one at a time */
     int alone = 0;
     for (size_t i = 0; i < n; i++)

@@ -555,14 +555,29 @@ int whet_lora_forward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_i
     return 1;
 }
 
+/* Layer l's dA [r, in] and dB [out, r] of target id (NULL: not trained) */
+static void layer_grads(const whet_lora *lora, size_t l, whet_linear_id id, float **dA, float **dB)
+{
+    *dA = lora->dA[id] ? lora->dA[id] + l * lora->opt.rank * lora->in[id] : NULL;
+    *dB = lora->dB[id] ? lora->dB[id] + l * lora->out[id] * lora->opt.rank : NULL;
+}
+
+/* Bt [r, N] = Bᵀ of B [N, r] */
+static void transpose_B(float *Bt, const float *B, size_t N, size_t r)
+{
+    for (size_t o = 0; o < N; o++)
+        for (size_t j = 0; j < r; j++)
+            Bt[j * N + o] = B[o * r + j];
+}
+
 void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, const float *dout,
                         const float *in, size_t rows)
 {
     whet_lora *lora = m->lora;
     if (!adapted(lora, l, id))
         return;
-    float *dA = lora->dA[id] ? lora->dA[id] + l * lora->opt.rank * lora->in[id] : NULL;
-    float *dB = lora->dB[id] ? lora->dB[id] + l * lora->out[id] * lora->opt.rank : NULL;
+    float *dA, *dB;
+    layer_grads(lora, l, id, &dA, &dB);
     if (!dA && !dB && !din)
         return;
     whet_compute *c = m->compute;
@@ -573,9 +588,7 @@ void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id
     size_t block = lora->work_rows;
     lora_work w = work_of(lora, id);
     if (dA || din) /* Bᵀ [r, N]: d(xs) = s·dout·B projects dout on Bᵀ's rows */
-        for (size_t o = 0; o < N; o++)
-            for (size_t j = 0; j < r; j++)
-                w.Bt[j * N + o] = B[o * r + j];
+        transpose_B(w.Bt, B, N, r);
     for (size_t r0 = 0; r0 < rows; r0 += block) {
         size_t n = rows - r0 < block ? rows - r0 : block;
         const float *x = in + r0 * K, *dy = dout + r0 * N;
@@ -628,17 +641,15 @@ int whet_lora_backward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_
     if (path != 1)
         return path;
     whet_lora *lora = m->lora;
-    float *dA = lora->dA[id] ? lora->dA[id] + l * lora->opt.rank * lora->in[id] : NULL;
-    float *dB = lora->dB[id] ? lora->dB[id] + l * lora->out[id] * lora->opt.rank : NULL;
+    float *dA, *dB;
+    layer_grads(lora, l, id, &dA, &dB);
     float *saved = saved_xs(m, a, l, id, rows);
     whet_compute *c = m->compute;
     size_t r = lora->opt.rank, K = lora->in[id], N = lora->out[id];
     const float *A = lora->A[id] + l * r * K, *B = lora->B[id] + l * N * r;
     lora_work w = work_of(lora, id);
     if (dA || din) /* Bᵀ [r, N]: d(xs) = s·dout·B projects dout on Bᵀ's rows */
-        for (size_t o = 0; o < N; o++)
-            for (size_t j = 0; j < r; j++)
-                w.Bt[j * N + o] = B[o * r + j];
+        transpose_B(w.Bt, B, N, r);
     /* dBᵀ [r, N] = xsᵀ·dy, added to dB [N, r], and dxa [n, r] = s·dy·B: both read dout, one job */
     whet_jobs jobs;
     whet_jobs_init(&jobs, c);
