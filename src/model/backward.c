@@ -595,11 +595,11 @@ static void block_backward(whet_model *m, whet_acts *a, size_t l, whet_model_gra
     whet_linear_backward(m, a, l, WHET_LIN_O, d->att, 0, d->res, la->att, BT, g);
     attn_bw_job aj = {c->kernels, cfg, a, la};
     if (NH > NKV) {
-        whet_compute_for(c, a->n_segs * NH, 1, attn_bw_items, &aj);
+        whet_compute_for_items(c, a->n_segs * NH, 1, attn_bw_items, &aj);
         kv_parts_job kj = {c->kernels, d, NH / NKV, BT * KVD, KVD};
         whet_compute_for(c, BT, grain_for(2 * KVD), kv_parts_sum, &kj);
     } else {
-        whet_compute_for(c, a->n_segs * NKV, 1, attn_bw_items, &aj);
+        whet_compute_for_items(c, a->n_segs * NKV, 1, attn_bw_items, &aj);
     }
     if (cfg->info->positions == WHET_POS_ROPE) {
         whet_rope_apply_qk(m, d->q, d->k, BT, a->positions, 1);

@@ -498,7 +498,7 @@ static void block_forward(whet_model *m, whet_acts *a, size_t l, size_t B, size_
     } else {
         aj.k_base = la->k, aj.v_base = la->v, aj.q_offset = 0;
     }
-    whet_compute_for(c, a->n_segs * NH, 1, attn_items, &aj);
+    whet_compute_for_items(c, a->n_segs * NH, 1, attn_items, &aj);
     whet_linear_forward(m, a, l, WHET_LIN_O, a->proj, la->att, BT);
 
     /* MLP: x_mid = x_in + o and its norm, row by row in one job */

@@ -39,6 +39,10 @@ void whet_compute_gemm_bf16_on(whet_compute *c, const whet_gemm *g, int worker);
  * ranges of at least `grain` items: for row-wise and element-wise kernels. */
 typedef void (*whet_range_fn)(void *ctx, size_t begin, size_t end);
 void whet_compute_for(whet_compute *c, size_t n, size_t grain, whet_range_fn fn, void *ctx);
+/* Runs fn over [0, n) as one pool task per `per_task` items, taken by threads
+ * as they free up: for a few heavy items (attention's sequence × head pairs),
+ * where two fixed halves leave the faster thread waiting for the slower. */
+void whet_compute_for_items(whet_compute *c, size_t n, size_t per_task, whet_range_fn fn, void *ctx);
 
 /* Independent pieces of work run as one pool job: GEMMs, split as
  * whet_compute_sgemm splits them, and ranges, split as whet_compute_for
