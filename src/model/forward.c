@@ -458,7 +458,7 @@ static int ensure_rope(whet_model *m, size_t n, whet_err *e)
  * the adapter, when one is attached). With kv, the new k/v rows are appended
  * to the cache at pos0 and attention reads the cache (keys [0, pos0 + T)). */
 static void block_forward(whet_model *m, whet_acts *a, size_t l, size_t B, size_t T, size_t pos0, whet_kv_cache *kv,
-                          float *x_out)
+                          float *x_out, int ln1_ready, const norm_job *next_norm)
 {
     whet_compute *c = m->compute;
     const whet_model_config *cfg = &m->cfg;
@@ -470,8 +470,9 @@ static void block_forward(whet_model *m, whet_acts *a, size_t l, size_t B, size_
 #define LAYER(ptr, n) ((ptr) ? (ptr) + l * (n) : NULL)
 
     /* attention */
-    norm_forward(c, nk, la->ln1, la->ln1_mean, la->ln1_rstd, la->x_in, LAYER(p->ln1_w, C), LAYER(p->ln1_b, C), BT, C,
-                 cfg->norm_eps);
+    if (!ln1_ready)
+        norm_forward(c, nk, la->ln1, la->ln1_mean, la->ln1_rstd, la->x_in, LAYER(p->ln1_w, C), LAYER(p->ln1_b, C), BT,
+                     C, cfg->norm_eps);
     /* q, k and v of ln1 in one go (whet_linear_forward_set) */
     const whet_linear_id qkv[3] = {WHET_LIN_Q, WHET_LIN_K, WHET_LIN_V};
     float *qkv_out[3] = {la->q, la->k, la->v};
@@ -516,7 +517,13 @@ static void block_forward(whet_model *m, whet_acts *a, size_t l, size_t B, size_
     act_job xj = {c->kernels, cfg->info->act, la->h, la->gate, la->up, F};
     whet_compute_for(c, BT, grain_for(F), act_rows, &xj);
     whet_linear_forward(m, a, l, WHET_LIN_DOWN, a->proj, la->h, BT);
-    add_forward(c, x_out, la->x_mid, a->proj, BT, C, 0);
+    if (next_norm) { /* x_out = x_mid + down and the next norm of x_out, row by row in one job */
+        add_norm_job out = {{c->kernels, x_out, la->x_mid, a->proj, C, 0}, *next_norm};
+        out.norm.x = x_out;
+        whet_compute_for(c, BT, grain_for(C), add_norm_rows, &out);
+    } else {
+        add_forward(c, x_out, la->x_mid, a->proj, BT, C, 0);
+    }
 #undef LAYER
 }
 
@@ -526,7 +533,7 @@ void whet_block_recompute(whet_model *m, whet_acts *a, size_t l)
         return;
     /* x_out is discarded: the next layer's input is kept already (the add may
      * write over proj, its own operand) */
-    block_forward(m, a, l, a->cur_B, a->cur_T, 0, NULL, a->proj);
+    block_forward(m, a, l, a->cur_B, a->cur_T, 0, NULL, a->proj, 0, NULL);
     a->slot_layer = l;
 }
 
@@ -632,13 +639,22 @@ static int forward_impl(whet_model *m, whet_acts *a, const int32_t *tokens, cons
     whet_compute *c = m->compute;
     embed_job ej = {m, a->layers[0].x_in, tokens, a->positions};
     whet_compute_for(c, BT, grain_for(cfg->hidden), embed_rows, &ej);
+    /* each layer's residual add also norms its output: the next layer's ln1, and after the last the final norm */
+    const whet_model_params *p = &m->params;
+    size_t C = cfg->hidden;
     for (size_t l = 0; l < cfg->layers; l++) {
-        float *x_out = l + 1 < cfg->layers ? a->layers[l + 1].x_in : a->x_final;
-        block_forward(m, a, l, B, T, pos0, kv, x_out);
+        norm_job next = {c->kernels, cfg->info->norm, a->lnf, a->lnf_mean, a->lnf_rstd, NULL, p->lnf_w, p->lnf_b,
+                         C, cfg->norm_eps};
+        float *x_out = a->x_final;
+        if (l + 1 < cfg->layers) {
+            whet_layer_acts *nl = &a->layers[l + 1];
+            next.y = nl->ln1, next.mean = nl->ln1_mean, next.rstd = nl->ln1_rstd;
+            next.w = p->ln1_w + (l + 1) * C, next.b = p->ln1_b ? p->ln1_b + (l + 1) * C : NULL;
+            x_out = nl->x_in;
+        }
+        block_forward(m, a, l, B, T, pos0, kv, x_out, l > 0, &next);
     }
     a->slot_layer = a->keep_layers == WHET_ACTS_CHECKPOINT ? cfg->layers - 1 : SIZE_MAX;
-    norm_forward(c, cfg->info->norm, a->lnf, a->lnf_mean, a->lnf_rstd, a->x_final, m->params.lnf_w, m->params.lnf_b,
-                 BT, cfg->hidden, cfg->norm_eps);
     return 0;
 }
 
