@@ -287,6 +287,23 @@ static void kv_parts_sum(void *p, size_t r0, size_t r1)
     }
 }
 
+/* After attention's backward, rows [r0, r1): dk, dv summed over the slots
+ * (when sum_parts), then RoPE undone on dk (when rope_k.x) */
+typedef struct kv_rows_job {
+    kv_parts_job parts;
+    int sum_parts;
+    whet_rope_job rope_k;
+} kv_rows_job;
+
+static void kv_rows(void *p, size_t r0, size_t r1)
+{
+    kv_rows_job *j = p;
+    if (j->sum_parts)
+        kv_parts_sum(&j->parts, r0, r1);
+    if (j->rope_k.x)
+        whet_rope_rows(&j->rope_k, r0, r1);
+}
+
 typedef struct embed_bw_job {
     const whet_kernels *k;
     const float *dx;
@@ -577,9 +594,14 @@ static void block_backward(whet_model *m, whet_acts *a, size_t l, whet_model_gra
      * (h, ln2 and ln1 are recomputed just before the projection that takes them as input) */
     whet_block_recompute_h(m, a, l);
     whet_linear_backward(m, a, l, WHET_LIN_DOWN, d->h, 0, d->res, la->h, BT, g);
+    /* the activation's backward, and ln2 again for gate and up's weight gradients: one job */
     act_bw_job xj = {c->kernels, cfg->info->act, d->gate, d->up, d->h, la->gate, la->up, F};
-    whet_compute_for(c, BT, grain_for(F), act_bw_rows, &xj);
-    whet_block_recompute_ln2(m, a, l);
+    whet_norm_job ln2 = whet_block_ln_job(m, a, l, 2);
+    whet_jobs jobs;
+    whet_jobs_init(&jobs, c);
+    whet_jobs_for(&jobs, BT, grain_for(F), act_bw_rows, &xj);
+    whet_jobs_for(&jobs, BT, grain_for(C), whet_norm_rows, &ln2);
+    whet_jobs_run(&jobs);
     if (cfg->info->act == WHET_ACT_SWIGLU) {
         const whet_linear_id ids[2] = {WHET_LIN_GATE, WHET_LIN_UP};
         const float *douts[2] = {d->gate, d->up};
@@ -594,16 +616,23 @@ static void block_backward(whet_model *m, whet_acts *a, size_t l, whet_model_gra
     /* attention: x_mid = x_in + o(att);  att = attention(q, k, v);  q, k = RoPE(norm(ln1·W));  v = ln1·W */
     whet_linear_backward(m, a, l, WHET_LIN_O, d->att, 0, d->res, la->att, BT, g);
     attn_bw_job aj = {c->kernels, cfg, a, la};
-    if (NH > NKV) {
-        whet_compute_for_items(c, a->n_segs * NH, 1, attn_bw_items, &aj);
-        kv_parts_job kj = {c->kernels, d, NH / NKV, BT * KVD, KVD};
-        whet_compute_for(c, BT, grain_for(2 * KVD), kv_parts_sum, &kj);
-    } else {
-        whet_compute_for_items(c, a->n_segs * NKV, 1, attn_bw_items, &aj);
-    }
-    if (cfg->info->positions == WHET_POS_ROPE) {
-        whet_rope_apply_qk(m, d->q, d->k, BT, a->positions, 1);
-    }
+    whet_compute_for_items(c, a->n_segs * (NH > NKV ? NH : NKV), 1, attn_bw_items, &aj);
+    /* then, in one job: dk and dv summed over each KV head's query heads (GQA)
+     * with RoPE undone on dk on the same rows, RoPE undone on dq, and ln1 again
+     * for the q, k, v weight gradients */
+    int rope = cfg->info->positions == WHET_POS_ROPE;
+    kv_rows_job kj = {{c->kernels, d, NH / NKV, BT * KVD, KVD}, NH > NKV,
+                      rope ? whet_rope_job_for(m, d->k, NKV, a->positions, 1) : (whet_rope_job){0}};
+    whet_rope_job rq = rope ? whet_rope_job_for(m, d->q, NH, a->positions, 1) : (whet_rope_job){0};
+    int need_dln = need_dx || (gp && gp->ln1_w); /* ∂L/∂ln1 is needed below this layer, and for the norm's weights */
+    whet_norm_job ln1 = whet_block_ln_job(m, a, l, 1);
+    whet_jobs_init(&jobs, c);
+    if (kj.sum_parts || rope)
+        whet_jobs_for(&jobs, BT, grain_for(2 * KVD), kv_rows, &kj);
+    if (rope)
+        whet_jobs_for(&jobs, BT, grain_for(QD), whet_rope_rows, &rq);
+    whet_jobs_for(&jobs, BT, grain_for(C), whet_norm_rows, &ln1);
+    whet_jobs_run(&jobs);
     const float *dq = d->q, *dk = d->k;
     if (cfg->info->qk_norm) {
         /* per head over HD: q = rmsnorm(q_raw)·q_norm */
@@ -615,10 +644,7 @@ static void block_backward(whet_model *m, whet_acts *a, size_t l, whet_model_gra
                       la->k_rstd, BT * NKV, HD);
         dq = d->q_raw, dk = d->k_raw;
     }
-    /* ∂L/∂ln1 is needed below this layer, and for the norm's own weights */
-    int need_dln = need_dx || (gp && gp->ln1_w);
     float *dln = need_dln ? d->ln : NULL;
-    whet_block_recompute_ln1(m, a, l);
     const whet_linear_id qkv[3] = {WHET_LIN_Q, WHET_LIN_K, WHET_LIN_V};
     const float *dqkv[3] = {dq, dk, d->v};
     whet_linear_backward_set(m, a, l, qkv, dqkv, 3, dln, 0, la->ln1, BT, g);

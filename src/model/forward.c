@@ -253,16 +253,9 @@ size_t whet_grain_for(size_t n_per_row)
 
 #define grain_for whet_grain_for
 
-typedef struct norm_job {
-    const whet_kernels *k;
-    whet_norm_kind kind;
-    float *y, *mean, *rstd;
-    const float *x, *w, *b;
-    size_t n;
-    float eps;
-} norm_job;
+typedef whet_norm_job norm_job;
 
-static void norm_rows(void *p, size_t r0, size_t r1)
+void whet_norm_rows(void *p, size_t r0, size_t r1)
 {
     norm_job *j = p;
     size_t n = j->n;
@@ -278,7 +271,7 @@ static void norm_forward(whet_compute *c, whet_norm_kind kind, float *y, float *
                          const float *w, const float *b, size_t rows, size_t n, float eps)
 {
     norm_job j = {c->kernels, kind, y, mean, rstd, x, w, b, n, eps};
-    whet_compute_for(c, rows, grain_for(n), norm_rows, &j);
+    whet_compute_for(c, rows, grain_for(n), whet_norm_rows, &j);
 }
 
 typedef struct add_job {
@@ -313,7 +306,7 @@ static void add_norm_rows(void *p, size_t r0, size_t r1)
 {
     add_norm_job *j = p;
     add_rows(&j->add, r0, r1);
-    norm_rows(&j->norm, r0, r1);
+    whet_norm_rows(&j->norm, r0, r1);
 }
 
 typedef struct act_job {
@@ -334,35 +327,28 @@ static void act_rows(void *p, size_t r0, size_t r1)
         j->k->gelu_forward(j->h + off, j->up + off, n);
 }
 
-typedef struct rope_job {
-    const whet_kernels *k;
-    float *x;
-    size_t heads, head_dim;
-    const int32_t *positions;
-    const float *cos, *sin;
-    whet_rope_pairing pairing;
-    int inverse;
-} rope_job;
-
-static void rope_rows(void *p, size_t t0, size_t t1)
+void whet_rope_rows(void *p, size_t t0, size_t t1)
 {
-    rope_job *j = p;
+    whet_rope_job *j = p;
     size_t stride = j->heads * j->head_dim;
     j->k->rope(j->x + t0 * stride, t1 - t0, j->heads, j->head_dim, stride, j->positions + t0, j->cos, j->sin,
                j->pairing, j->inverse);
 }
 
-void whet_rope_apply_qk(whet_model *m, float *q, float *k, size_t rows, const int32_t *positions, int inverse)
+whet_rope_job whet_rope_job_for(const whet_model *m, float *x, size_t heads, const int32_t *positions, int inverse)
 {
-    whet_compute *c = m->compute;
+    return (whet_rope_job){m->compute->kernels, x, heads, m->cfg.head_dim, positions, m->rope_cos, m->rope_sin,
+                           m->cfg.info->rope_pairing, inverse};
+}
+
+static void rope_apply_qk(whet_model *m, float *q, float *k, size_t rows, const int32_t *positions)
+{
     size_t HD = m->cfg.head_dim, NH = m->cfg.heads, NKV = m->cfg.kv_heads;
-    rope_job jq = {c->kernels, q, NH, HD, positions, m->rope_cos, m->rope_sin, m->cfg.info->rope_pairing, inverse};
-    rope_job jk = jq;
-    jk.x = k, jk.heads = NKV;
+    whet_rope_job jq = whet_rope_job_for(m, q, NH, positions, 0), jk = whet_rope_job_for(m, k, NKV, positions, 0);
     whet_jobs jobs;
-    whet_jobs_init(&jobs, c);
-    whet_jobs_for(&jobs, rows, grain_for(NH * HD), rope_rows, &jq);
-    whet_jobs_for(&jobs, rows, grain_for(NKV * HD), rope_rows, &jk);
+    whet_jobs_init(&jobs, m->compute);
+    whet_jobs_for(&jobs, rows, grain_for(NH * HD), whet_rope_rows, &jq);
+    whet_jobs_for(&jobs, rows, grain_for(NKV * HD), whet_rope_rows, &jk);
     whet_jobs_run(&jobs);
 }
 
@@ -486,7 +472,7 @@ static void block_forward(whet_model *m, whet_acts *a, size_t l, size_t B, size_
                      cfg->norm_eps);
     }
     if (cfg->info->positions == WHET_POS_ROPE) {
-        whet_rope_apply_qk(m, la->q, la->k, BT, a->positions, 0);
+        rope_apply_qk(m, la->q, la->k, BT, a->positions);
     }
     attn_job aj = {.k = c->kernels, .cfg = cfg, .a = a, .out = la->att, .lse = la->att_lse, .q = la->q, .T = T};
     if (kv) {
@@ -541,25 +527,15 @@ void whet_block_recompute(whet_model *m, whet_acts *a, size_t l)
  * gate and up: the forward's calls on the forward's inputs, so the same bits
  * (the kept mean and rstd are not written: the kernels' y does not depend on
  * whether they store them). */
-static void recompute_norm(whet_model *m, whet_acts *a, float *y, const float *x, const float *w, const float *b,
-                           size_t l)
+whet_norm_job whet_block_ln_job(whet_model *m, whet_acts *a, size_t l, int which)
 {
     const whet_model_config *cfg = &m->cfg;
+    const whet_model_params *p = &m->params;
+    whet_layer_acts *la = &a->layers[l];
     size_t C = cfg->hidden;
-    norm_forward(m->compute, cfg->info->norm, y, NULL, NULL, x, w + l * C, b ? b + l * C : NULL,
-                 a->cur_B * a->cur_T, C, cfg->norm_eps);
-}
-
-void whet_block_recompute_ln1(whet_model *m, whet_acts *a, size_t l)
-{
-    whet_layer_acts *la = &a->layers[l];
-    recompute_norm(m, a, la->ln1, la->x_in, m->params.ln1_w, m->params.ln1_b, l);
-}
-
-void whet_block_recompute_ln2(whet_model *m, whet_acts *a, size_t l)
-{
-    whet_layer_acts *la = &a->layers[l];
-    recompute_norm(m, a, la->ln2, la->x_mid, m->params.ln2_w, m->params.ln2_b, l);
+    const float *w = which == 1 ? p->ln1_w : p->ln2_w, *b = which == 1 ? p->ln1_b : p->ln2_b;
+    return (whet_norm_job){m->compute->kernels, cfg->info->norm, which == 1 ? la->ln1 : la->ln2, NULL, NULL,
+                           which == 1 ? la->x_in : la->x_mid, w + l * C, b ? b + l * C : NULL, C, cfg->norm_eps};
 }
 
 void whet_block_recompute_h(whet_model *m, whet_acts *a, size_t l)

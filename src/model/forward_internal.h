@@ -27,10 +27,32 @@ static inline void whet_lse_fold(float *run_max, float *run_sum, float part_max,
     *run_sum = (float)sum;
 }
 
-/* RoPE in place on q [rows, heads·HD] and k [rows, kv_heads·HD] at the
- * given positions, in one pool job; inverse rotates back (the backward pass,
+/* RoPE in place on x [rows, heads·HD] at the given positions, as a range
+ * job over rows (whet_rope_rows); inverse rotates back (the backward pass,
  * on gradients). */
-void whet_rope_apply_qk(whet_model *m, float *q, float *k, size_t rows, const int32_t *positions, int inverse);
+typedef struct whet_rope_job {
+    const whet_kernels *k;
+    float *x;
+    size_t heads, head_dim;
+    const int32_t *positions;
+    const float *cos, *sin;
+    whet_rope_pairing pairing;
+    int inverse;
+} whet_rope_job;
+whet_rope_job whet_rope_job_for(const whet_model *m, float *x, size_t heads, const int32_t *positions, int inverse);
+void whet_rope_rows(void *job, size_t t0, size_t t1);
+
+/* y[rows, n] = norm(x) with weight w (and bias b, LayerNorm), storing each
+ * row's mean and rstd where given, as a range job over rows (whet_norm_rows). */
+typedef struct whet_norm_job {
+    const whet_kernels *k;
+    whet_norm_kind kind;
+    float *y, *mean, *rstd;
+    const float *x, *w, *b;
+    size_t n;
+    float eps;
+} whet_norm_job;
+void whet_norm_rows(void *job, size_t r0, size_t r1);
 
 /* Gradient checkpointing: runs layer l's forward again from its kept x_in
  * into the one layer slot (nothing when the slot holds layer l already). The
@@ -38,11 +60,10 @@ void whet_rope_apply_qk(whet_model *m, float *q, float *k, size_t rows, const in
 void whet_block_recompute(whet_model *m, whet_acts *a, size_t l);
 
 /* What no training layout keeps per layer (model/forward.c: layout_layer):
- * layer l's ln1, ln2 or h, recomputed into its shared buffer — the one ln
- * buffer holds ln1 or ln2, whichever was recomputed last — from the kept
- * x_in, x_mid or gate and up, with the same bits as the forward's. */
-void whet_block_recompute_ln1(whet_model *m, whet_acts *a, size_t l);
-void whet_block_recompute_ln2(whet_model *m, whet_acts *a, size_t l);
+ * layer l's ln1 (which = 1) or ln2 (2), to recompute into the one shared ln
+ * buffer from the kept x_in or x_mid (a norm job over its B·T rows), and h
+ * into its buffer from the kept gate and up — the same bits as the forward's. */
+whet_norm_job whet_block_ln_job(whet_model *m, whet_acts *a, size_t l, int which);
 void whet_block_recompute_h(whet_model *m, whet_acts *a, size_t l);
 
 #endif
