@@ -194,10 +194,13 @@ static void norm_backward(whet_compute *c, whet_norm_kind kind, float *dx, float
                           const float *x, const float *w, const float *mean, const float *rstd, size_t rows, size_t n)
 {
     norm_bw_job j = {c->kernels, kind, dx, dw, db, dy, x, w, mean, rstd, rows, n};
+    whet_jobs jobs; /* the weight's gradient (by columns) and the input's (by rows) are independent: one job */
+    whet_jobs_init(&jobs, c);
     if (dw)
-        whet_compute_for(c, n, grain_for(rows), norm_bw_param_cols, &j);
+        whet_jobs_for(&jobs, n, grain_for(rows), norm_bw_param_cols, &j);
     if (dx)
-        whet_compute_for(c, rows, grain_for(n), norm_bw_input_rows, &j);
+        whet_jobs_for(&jobs, rows, grain_for(n), norm_bw_input_rows, &j);
+    whet_jobs_run(&jobs);
 }
 
 typedef struct act_bw_job {
