@@ -152,13 +152,15 @@ void whet_linear_forward_set(whet_model *m, whet_acts *a, size_t l, const whet_l
                              size_t n, const float *in, size_t rows)
 {
     whet_gemm base[WHET_LIN_COUNT], up[WHET_LIN_COUNT];
-    whet_jobs jobs;
+    whet_lora_project xs[WHET_LIN_COUNT];
+    whet_jobs pre, jobs; /* the adapters' xs = in·Aᵀ, then the base GEMMs with out += xs·Bᵀ */
+    whet_jobs_init(&pre, m->compute);
     whet_jobs_init(&jobs, m->compute);
     assert(n <= WHET_LIN_COUNT);
     for (size_t i = 0; i < n; i++) {
         int lora = linear_of(&m->cfg, &m->params, l, ids[i]).b
                        ? 0
-                       : whet_lora_forward_begin(m, a, l, ids[i], outs[i], in, rows, &up[i]);
+                       : whet_lora_forward_begin(m, a, l, ids[i], outs[i], in, rows, &up[i], &pre, &xs[i]);
         if (lora == 0) {
             forward_alone(m, a, l, ids[i], outs[i], in, rows);
             continue;
@@ -169,6 +171,7 @@ void whet_linear_forward_set(whet_model *m, whet_acts *a, size_t l, const whet_l
         if (lora == 1) /* the adapter's out += xs·Bᵀ on each slab right after the base GEMM's */
             whet_jobs_then(&jobs, piece, &up[i], 0);
     }
+    whet_jobs_run(&pre);
     whet_jobs_run(&jobs);
 }
 
@@ -213,9 +216,11 @@ void whet_linear_backward_set(whet_model *m, whet_acts *a, size_t l, const whet_
     whet_compute *c = m->compute;
     whet_lora_pending lp[WHET_LIN_COUNT];
     int lora[WHET_LIN_COUNT];
+    whet_jobs pre, jobs; /* the adapters' products of dout (dB, d(xs)), then the base path with the rest */
+    whet_jobs_init(&pre, c);
     for (size_t i = 0; i < n; i++)
-        lora[i] = whet_lora_backward_begin(m, a, l, ids[i], din, douts[i], in, rows, &lp[i]);
-    whet_jobs jobs;
+        lora[i] = whet_lora_backward_begin(m, a, l, ids[i], din, douts[i], in, rows, &lp[i], &pre);
+    whet_jobs_run(&pre);
     whet_jobs_init(&jobs, c);
     whet_gemm d[WHET_LIN_COUNT], w[WHET_LIN_COUNT];
     colsum_job cj[WHET_LIN_COUNT];

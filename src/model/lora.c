@@ -229,7 +229,7 @@ static size_t work_row_floats(const whet_lora *lora)
 
 static size_t work_fixed_floats(const whet_lora *lora)
 {
-    return (WHET_LIN_COUNT + 1) * lora->opt.rank * max_out(lora);
+    return 2 * WHET_LIN_COUNT * lora->opt.rank * max_out(lora);
 }
 
 typedef struct lora_work {
@@ -246,8 +246,8 @@ static lora_work work_of(const whet_lora *lora, whet_linear_id id)
     lora_work k = {.xs = w + (size_t)id * r * wr, .dxa = w + (WHET_LIN_COUNT + (size_t)id) * r * wr};
     float *f = w + 2 * WHET_LIN_COUNT * r * wr;
     k.Bt = f + (size_t)id * fixed;
-    k.dBt = f + WHET_LIN_COUNT * fixed;
-    k.x = k.dBt + fixed;
+    k.dBt = f + (WHET_LIN_COUNT + (size_t)id) * fixed; /* a set's dB products share a job: one each */
+    k.x = f + 2 * WHET_LIN_COUNT * fixed;
     return k;
 }
 
@@ -447,13 +447,7 @@ static void gemm(whet_compute *c, whet_gemm_layout layout, size_t M, size_t N, s
 /* The rank-r products, on the lowrank kernels: a GEMM would put r (8 of a
  * 12-row tile) along its short side and pack the wide operand, rows × K,
  * for 2·r FLOPs per element; the kernels read it once where it lies. */
-typedef struct {
-    const whet_kernels *k;
-    float *y;                /* [n, r] */
-    const float *x, *w;      /* [n, K] rows ldx apart, [r, K] rows ldw apart */
-    size_t ldx, ldw, r, K;
-    float scale;
-} project_job;
+typedef whet_lora_project project_job;
 
 static void project_rows(void *p, size_t i0, size_t i1)
 {
@@ -470,13 +464,7 @@ static void project(whet_compute *c, float *y, const float *x, size_t ldx, const
     whet_compute_for(c, n, 16, project_rows, &j);
 }
 
-typedef struct {
-    const whet_kernels *k;
-    float *dw, *dw_transposed; /* [r, cols]; [cols, r] or NULL */
-    const float *g, *x;        /* [n, r], [n, cols] */
-    size_t n, r, cols;
-    int accumulate;
-} weight_grad_job;
+typedef whet_lora_weight_grad weight_grad_job;
 
 static void weight_grad_columns(void *p, size_t c0, size_t c1)
 {
@@ -541,7 +529,7 @@ void whet_lora_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id,
 }
 
 int whet_lora_forward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
-                            size_t rows, whet_gemm *up)
+                            size_t rows, whet_gemm *up, whet_jobs *pre, whet_lora_project *xs_job)
 {
     whet_lora *lora = m->lora;
     if (!adapted(lora, l, id))
@@ -549,7 +537,17 @@ int whet_lora_forward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_i
     if (rows > lora->work_rows)
         return 0;
     size_t r = lora->opt.rank, N = lora->out[id];
-    float *xs = forward_xs(m, l, id, in, 0, rows, saved_xs(m, a, l, id, rows));
+    float *xs;
+    if (pre && !dropping(lora)) { /* xs = s·in·Aᵀ as a piece of the caller's first job, as forward_xs splits it */
+        size_t K = lora->in[id];
+        float *saved = saved_xs(m, a, l, id, rows);
+        xs = saved ? saved : work_of(lora, id).xs;
+        *xs_job = (whet_lora_project){.k = m->compute->kernels, .y = xs, .x = in, .w = lora->A[id] + l * r * K,
+                                      .ldx = K, .ldw = K, .r = r, .K = K, .scale = lora->scale};
+        whet_jobs_for(pre, rows, 16, project_rows, xs_job);
+    } else {
+        xs = forward_xs(m, l, id, in, 0, rows, saved_xs(m, a, l, id, rows));
+    }
     *up = (whet_gemm){.layout = WHET_GEMM_NT, .M = rows, .N = N, .K = r, .A = xs, .lda = r,
                       .B = lora->B[id] + l * N * r, .ldb = r, .C = out, .ldc = N, .accumulate = 1};
     return 1;
@@ -635,7 +633,7 @@ int whet_lora_backward_path(const whet_model *m, const whet_acts *a, size_t l, w
 }
 
 int whet_lora_backward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, const float *dout,
-                             const float *in, size_t rows, whet_lora_pending *p)
+                             const float *in, size_t rows, whet_lora_pending *p, whet_jobs *pre)
 {
     int path = whet_lora_backward_path(m, a, l, id, din, rows);
     if (path != 1)
@@ -650,19 +648,22 @@ int whet_lora_backward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_
     lora_work w = work_of(lora, id);
     if (dA || din) /* Bᵀ [r, N]: d(xs) = s·dout·B projects dout on Bᵀ's rows */
         transpose_B(w.Bt, B, N, r);
-    /* dBᵀ [r, N] = xsᵀ·dy, added to dB [N, r], and dxa [n, r] = s·dy·B: both read dout, one job */
-    whet_jobs jobs;
-    whet_jobs_init(&jobs, c);
-    weight_grad_job wj = {.k = c->kernels, .dw = w.dBt, .dw_transposed = dB, .g = saved, .x = dout, .n = rows,
-                          .r = r, .cols = N, .accumulate = 0};
-    project_job pj = {.k = c->kernels, .y = w.dxa, .x = dout, .w = w.Bt, .ldx = N, .ldw = N, .r = r, .K = N,
-                      .scale = lora->scale};
-    if (dB)
-        whet_jobs_for(&jobs, N, 64, weight_grad_columns, &wj);
-    if (dA || din)
-        whet_jobs_for(&jobs, rows, 16, project_rows, &pj);
-    whet_jobs_run(&jobs);
+    /* dBᵀ [r, N] = xsᵀ·dy, added to dB [N, r], and dxa [n, r] = s·dy·B: both read dout, pieces of one job (the
+     * caller's, when it gives one: the other projections' join them) */
     *p = (whet_lora_pending){.k = c->kernels, .dA = dA, .dxa = w.dxa, .x = in, .n = rows, .r = r, .K = K};
+    p->dB_job = (whet_lora_weight_grad){.k = c->kernels, .dw = w.dBt, .dw_transposed = dB, .g = saved, .x = dout,
+                                        .n = rows, .r = r, .cols = N, .accumulate = 0};
+    p->dxa_job = (whet_lora_project){.k = c->kernels, .y = w.dxa, .x = dout, .w = w.Bt, .ldx = N, .ldw = N, .r = r,
+                                     .K = N, .scale = lora->scale};
+    whet_jobs own;
+    if (!pre)
+        whet_jobs_init(pre = &own, c);
+    if (dB)
+        whet_jobs_for(pre, N, 64, weight_grad_columns, &p->dB_job);
+    if (dA || din)
+        whet_jobs_for(pre, rows, 16, project_rows, &p->dxa_job);
+    if (pre == &own)
+        whet_jobs_run(&own);
     if (din)
         p->din = (whet_gemm){.layout = WHET_GEMM_NN, .M = rows, .N = K, .K = r, .A = w.dxa, .lda = r, .B = A,
                              .ldb = K, .C = din, .ldc = K, .accumulate = 1};

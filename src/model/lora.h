@@ -194,20 +194,43 @@ void whet_lora_backward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id
  * whet_lora_backward_add_jobs adds to the caller's job. Returns 1 when begun,
  * 0 when whet_lora_backward must run after the base path instead, -1 when id
  * has nothing to do. The bits are whet_lora_forward's and _backward's. */
+/* The adapter's rank-r products as range jobs (model/lora.c): y[n, r] =
+ * scale·x[n, K]·w[r, K]ᵀ by rows, and dw[r, cols] (+)= g[n, r]ᵀ·x[n, cols]
+ * by columns (into scratch dw, added transposed to dw_transposed when set). */
+typedef struct whet_lora_project {
+    const whet_kernels *k;
+    float *y;                /* [n, r] */
+    const float *x, *w;      /* [n, K] rows ldx apart, [r, K] rows ldw apart */
+    size_t ldx, ldw, r, K;
+    float scale;
+} whet_lora_project;
+typedef struct whet_lora_weight_grad {
+    const whet_kernels *k;
+    float *dw, *dw_transposed; /* [r, cols]; [cols, r] or NULL */
+    const float *g, *x;        /* [n, r], [n, cols] */
+    size_t n, r, cols;
+    int accumulate;
+} whet_lora_weight_grad;
 typedef struct whet_lora_pending {
     whet_gemm din;          /* din += d(xs)·A; M = 0: none */
     const whet_kernels *k;  /* dA [r, K] += d(xs)[n, r]ᵀ·x[n, K] (dA NULL: none) */
     float *dA;
     const float *dxa, *x;
     size_t n, r, K;
+    whet_lora_weight_grad dB_job; /* the begin call's products of dout */
+    whet_lora_project dxa_job;
 } whet_lora_pending;
+/* With pre (not NULL), the begin calls add their first rank-r products (the
+ * forward's xs without dropout; the backward's dB and d(xs)) to that job and
+ * keep what it reads in *xs_job or *p: the caller runs pre before the job
+ * that uses them, so the products of a set's projections share one job. */
 int whet_lora_forward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *out, const float *in,
-                            size_t rows, whet_gemm *up);
+                            size_t rows, whet_gemm *up, whet_jobs *pre, whet_lora_project *xs_job);
 /* Which of those whet_lora_backward_begin would take, with no side effect. */
 int whet_lora_backward_path(const whet_model *m, const whet_acts *a, size_t l, whet_linear_id id, const float *din,
                             size_t rows);
 int whet_lora_backward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_id id, float *din, const float *dout,
-                             const float *in, size_t rows, whet_lora_pending *p);
+                             const float *in, size_t rows, whet_lora_pending *p, whet_jobs *pre);
 void whet_lora_backward_add_jobs(whet_lora_pending *p, whet_jobs *jobs);
 
 /* The LM head over vocabulary columns [v0, v0 + vc):
