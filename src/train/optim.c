@@ -63,6 +63,11 @@ size_t whet_optim_param_floats(const whet_optim *o)
     return o->state_floats / 2;
 }
 
+/* Chunks per pool task: the optimizer's passes are bound by memory bandwidth,
+ * and a thread the host stops should not hold up the other's last half, so
+ * threads take a few chunks (2 MiB of one array) at a time. */
+#define CHUNKS_PER_TASK 8
+
 typedef struct optim_job {
     whet_optim *o;
     const whet_kernels *k;
@@ -81,7 +86,7 @@ static void norm_chunks(void *p, size_t c0, size_t c1)
 double whet_optim_grad_norm(whet_optim *o, whet_compute *c)
 {
     optim_job j = {.o = o, .k = c->kernels};
-    whet_compute_for(c, o->n_chunks, 1, norm_chunks, &j);
+    whet_compute_for_items(c, o->n_chunks, CHUNKS_PER_TASK, norm_chunks, &j);
     double sum = 0;
     for (size_t i = 0; i < o->n_chunks; i++)
         sum += o->partial[i];
@@ -126,7 +131,7 @@ void whet_optim_step(whet_optim *o, whet_compute *c, double lr, float grad_scale
     };
     optim_job j = {.o = o, .k = c->kernels, .h = {h, h}};
     j.h[1].weight_decay = (float)cfg->weight_decay;
-    whet_compute_for(c, o->n_chunks, 1, step_chunks, &j);
+    whet_compute_for_items(c, o->n_chunks, CHUNKS_PER_TASK, step_chunks, &j);
 }
 
 static void zero_chunks(void *p, size_t c0, size_t c1)
@@ -141,5 +146,5 @@ static void zero_chunks(void *p, size_t c0, size_t c1)
 void whet_optim_zero_grads(whet_optim *o, whet_compute *c)
 {
     optim_job j = {.o = o, .k = c->kernels};
-    whet_compute_for(c, o->n_chunks, 1, zero_chunks, &j);
+    whet_compute_for_items(c, o->n_chunks, CHUNKS_PER_TASK, zero_chunks, &j);
 }
