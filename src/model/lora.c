@@ -488,8 +488,12 @@ static void weight_grad(whet_compute *c, float *dw, float *dw_transposed, const 
 
 /* xs [n, r] = scale·dropout(x)·Aᵀ for rows [r0, r0 + n) of in: into the acts'
  * saved copy when there is one, else the scratch; returns it. */
+/* xs[n, r] = s·dropout(in rows [r0, r0+n))·Aᵀ into the kept xs (saved) or
+ * the scratch, now; or, with pre and no dropout, as a piece of the caller's
+ * job pre, whose context is *staged (dropout's scratch is one for all
+ * projections, so with dropout it runs now). */
 static float *forward_xs(whet_model *m, size_t l, whet_linear_id id, const float *in, size_t r0, size_t n,
-                         float *saved)
+                         float *saved, whet_jobs *pre, project_job *staged)
 {
     whet_lora *lora = m->lora;
     whet_compute *c = m->compute;
@@ -499,9 +503,17 @@ static float *forward_xs(whet_model *m, size_t l, whet_linear_id id, const float
     if (dropping(lora)) {
         dropout_apply(c, lora, l, id, r0, w.x, x, n, 0);
         x = w.x;
+        pre = NULL;
     }
     float *xs = saved ? saved + r0 * r : w.xs;
-    project(c, xs, x, K, lora->A[id] + l * r * K, K, n, r, K, lora->scale);
+    project_job j = {.k = c->kernels, .y = xs, .x = x, .w = lora->A[id] + l * r * K, .ldx = K, .ldw = K, .r = r,
+                     .K = K, .scale = lora->scale};
+    if (pre) {
+        *staged = j;
+        whet_jobs_for(pre, n, 16, project_rows, staged);
+    } else {
+        whet_compute_for(c, n, 16, project_rows, &j);
+    }
     return xs;
 }
 
@@ -523,7 +535,7 @@ void whet_lora_forward(whet_model *m, whet_acts *a, size_t l, whet_linear_id id,
     size_t block = lora->work_rows;
     for (size_t r0 = 0; r0 < rows; r0 += block) {
         size_t n = rows - r0 < block ? rows - r0 : block;
-        float *xs = forward_xs(m, l, id, in, r0, n, saved);
+        float *xs = forward_xs(m, l, id, in, r0, n, saved, NULL, NULL);
         gemm(m->compute, WHET_GEMM_NT, n, N, r, xs, r, B, r, out + r0 * N, N, 1);
     }
 }
@@ -537,17 +549,7 @@ int whet_lora_forward_begin(whet_model *m, whet_acts *a, size_t l, whet_linear_i
     if (rows > lora->work_rows)
         return 0;
     size_t r = lora->opt.rank, N = lora->out[id];
-    float *xs;
-    if (pre && !dropping(lora)) { /* xs = s·in·Aᵀ as a piece of the caller's first job, as forward_xs splits it */
-        size_t K = lora->in[id];
-        float *saved = saved_xs(m, a, l, id, rows);
-        xs = saved ? saved : work_of(lora, id).xs;
-        *xs_job = (whet_lora_project){.k = m->compute->kernels, .y = xs, .x = in, .w = lora->A[id] + l * r * K,
-                                      .ldx = K, .ldw = K, .r = r, .K = K, .scale = lora->scale};
-        whet_jobs_for(pre, rows, 16, project_rows, xs_job);
-    } else {
-        xs = forward_xs(m, l, id, in, 0, rows, saved_xs(m, a, l, id, rows));
-    }
+    float *xs = forward_xs(m, l, id, in, 0, rows, saved_xs(m, a, l, id, rows), pre, xs_job);
     *up = (whet_gemm){.layout = WHET_GEMM_NT, .M = rows, .N = N, .K = r, .A = xs, .lda = r,
                       .B = lora->B[id] + l * N * r, .ldb = r, .C = out, .ldc = N, .accumulate = 1};
     return 1;
