@@ -100,16 +100,41 @@ static void no_wakeup_lost_around_the_spin(void **state)
 typedef struct {
     unsigned char *covered;
     atomic_int calls;
+    size_t per_task;       /* whet_compute_for_items' (0: whet_compute_for) */
+    atomic_int misaligned; /* calls not starting at a multiple of per_task, longer than it, or empty */
 } range_ctx;
 
 static void mark_range(void *p, size_t begin, size_t end)
 {
     range_ctx *ctx = p;
     atomic_fetch_add(&ctx->calls, 1);
+    if (ctx->per_task && (begin % ctx->per_task != 0 || end - begin > ctx->per_task || end <= begin))
+        atomic_fetch_add(&ctx->misaligned, 1);
     for (size_t i = begin; i < end; i++)
         ctx->covered[i]++;
 }
 
+/* Runs whet_compute_for (per_task 0) or whet_compute_for_items over [0, n)
+ * and checks each item is covered exactly once; returns the calls made. */
+static int cover(whet_compute *c, size_t n, size_t grain, size_t per_task)
+{
+    range_ctx ctx = {.covered = calloc(n + 1, 1), .per_task = per_task};
+    atomic_init(&ctx.calls, 0);
+    atomic_init(&ctx.misaligned, 0);
+    if (per_task)
+        whet_compute_for_items(c, n, per_task, mark_range, &ctx);
+    else
+        whet_compute_for(c, n, grain, mark_range, &ctx);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(ctx.covered[i], 1);
+    assert_int_equal(atomic_load(&ctx.misaligned), 0);
+    free(ctx.covered);
+    return atomic_load(&ctx.calls);
+}
+
+/* whet_compute_for: at most one range per thread, a range smaller than the
+ * grain never split; whet_compute_for_items: one call per per_task items
+ * (the last may be short) whatever the thread count */
 static void ranges_tile_the_interval(void **state)
 {
     (void)state;
@@ -117,66 +142,16 @@ static void ranges_tile_the_interval(void **state)
     for (int threads = 1; threads <= 3; threads++) {
         whet_compute *c = whet_compute_create(k, threads);
         assert_non_null(c);
-        const size_t sizes[] = {0, 1, 2, 3, 5, 64, 1000, 4099};
-        const size_t grains[] = {1, 16, 5000};
+        const size_t sizes[] = {0, 1, 2, 3, 5, 7, 36, 64, 100, 1000, 4099};
+        const size_t grains[] = {1, 3, 16, 200, 5000};
         for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
-            for (size_t gi = 0; gi < 3; gi++) {
-                size_t n = sizes[si];
-                range_ctx ctx = {.covered = calloc(n + 1, 1)};
-                atomic_init(&ctx.calls, 0);
-                whet_compute_for(c, n, grains[gi], mark_range, &ctx);
-                for (size_t i = 0; i < n; i++)
-                    assert_int_equal(ctx.covered[i], 1);
-                assert_true(atomic_load(&ctx.calls) <= threads);
-                /* a range smaller than the grain is never split */
-                if (n > 0 && n < grains[gi])
-                    assert_int_equal(atomic_load(&ctx.calls), 1);
-                free(ctx.covered);
-            }
-        whet_compute_destroy(c);
-    }
-}
-
-/* whet_compute_for_items: one call per per_task items (the last may be
- * short), whatever the thread count, each item exactly once */
-typedef struct {
-    unsigned char *covered;
-    atomic_int calls;
-    size_t per_task;
-    atomic_int misaligned; /* calls not starting at a multiple of per_task, or longer than it */
-} items_ctx;
-
-static void mark_items(void *p, size_t begin, size_t end)
-{
-    items_ctx *ctx = p;
-    atomic_fetch_add(&ctx->calls, 1);
-    if (begin % ctx->per_task != 0 || end - begin > ctx->per_task || end <= begin)
-        atomic_fetch_add(&ctx->misaligned, 1);
-    for (size_t i = begin; i < end; i++)
-        ctx->covered[i]++;
-}
-
-static void items_one_task_each(void **state)
-{
-    (void)state;
-    const whet_kernels *k = whet_kernels_for(WHET_ISA_SCALAR);
-    for (int threads = 1; threads <= 3; threads++) {
-        whet_compute *c = whet_compute_create(k, threads);
-        assert_non_null(c);
-        const size_t sizes[] = {0, 1, 7, 36, 100};
-        const size_t per_tasks[] = {1, 3, 200};
-        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
-            for (size_t pi = 0; pi < 3; pi++) {
-                size_t n = sizes[si], per = per_tasks[pi];
-                items_ctx ctx = {.covered = calloc(n + 1, 1), .per_task = per};
-                atomic_init(&ctx.calls, 0);
-                atomic_init(&ctx.misaligned, 0);
-                whet_compute_for_items(c, n, per, mark_items, &ctx);
-                for (size_t i = 0; i < n; i++)
-                    assert_int_equal(ctx.covered[i], 1);
-                assert_int_equal(atomic_load(&ctx.calls), (int)((n + per - 1) / per));
-                assert_int_equal(atomic_load(&ctx.misaligned), 0);
-                free(ctx.covered);
+            for (size_t gi = 0; gi < sizeof grains / sizeof *grains; gi++) {
+                size_t n = sizes[si], grain = grains[gi];
+                int calls = cover(c, n, grain, 0);
+                assert_true(calls <= threads);
+                if (n > 0 && n < grain)
+                    assert_int_equal(calls, 1);
+                assert_int_equal(cover(c, n, 0, grain), (int)((n + grain - 1) / grain));
             }
         whet_compute_destroy(c);
     }
@@ -283,7 +258,6 @@ int main(void)
         cmocka_unit_test(every_task_runs_exactly_once),
         cmocka_unit_test(no_wakeup_lost_around_the_spin),
         cmocka_unit_test(ranges_tile_the_interval),
-        cmocka_unit_test(items_one_task_each),
         cmocka_unit_test(thread_count_from_environment),
         cmocka_unit_test(idle_inside_jobs_is_measured),
         cmocka_unit_test(gemm_bits_independent_of_threads),

@@ -141,6 +141,14 @@ void whet_compute_for(whet_compute *c, size_t n, size_t grain, whet_range_fn fn,
     whet_jobs_run(&jobs);
 }
 
+void whet_compute_for_items(whet_compute *c, size_t n, size_t per_task, whet_range_fn fn, void *ctx)
+{
+    whet_jobs jobs;
+    whet_jobs_init(&jobs, c);
+    whet_jobs_items(&jobs, n, per_task, fn, ctx);
+    whet_jobs_run(&jobs);
+}
+
 /* ---- several pieces as one job ------------------------------------------------------------------ */
 
 void whet_jobs_init(whet_jobs *b, whet_compute *c)
@@ -197,17 +205,14 @@ void whet_jobs_for(whet_jobs *b, size_t n, size_t grain, whet_range_fn fn, void 
     p->fn = fn, p->ctx = ctx, p->n = n, p->step = step;
 }
 
-void whet_compute_for_items(whet_compute *c, size_t n, size_t per_task, whet_range_fn fn, void *ctx)
+void whet_jobs_items(whet_jobs *b, size_t n, size_t per_task, whet_range_fn fn, void *ctx)
 {
     if (n == 0)
         return;
     if (per_task == 0)
         per_task = 1;
-    whet_jobs jobs;
-    whet_jobs_init(&jobs, c);
-    whet_jobs_piece *p = jobs_add(&jobs, (n + per_task - 1) / per_task);
+    whet_jobs_piece *p = jobs_add(b, (n + per_task - 1) / per_task);
     p->fn = fn, p->ctx = ctx, p->n = n, p->step = per_task;
-    whet_jobs_run(&jobs);
 }
 
 static void jobs_task(void *ctx, size_t task, int worker)

@@ -80,6 +80,8 @@ int whet_jobs_gemm(whet_jobs *b, const whet_gemm *g, int bf16);
  * the same C, M and N. Nothing when piece is -1. */
 void whet_jobs_then(whet_jobs *b, int piece, const whet_gemm *g, int bf16);
 void whet_jobs_for(whet_jobs *b, size_t n, size_t grain, whet_range_fn fn, void *ctx);
+/* A range cut as whet_compute_for_items cuts it: one task per per_task items. */
+void whet_jobs_items(whet_jobs *b, size_t n, size_t per_task, whet_range_fn fn, void *ctx);
 void whet_jobs_run(whet_jobs *b);
 
 #endif
