@@ -5,7 +5,8 @@
  *    dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P∘(dP − rowsum(dO∘O)), dQ = scale·dS·K,
  *    dK = scale·dSᵀ·Q (summed over the query heads of a KV head). out and lse
  *    fed to the kernel are that reference's forward, rounded to float.
- *    Shapes: n_q ∈ {1, 7, 33, 70}, head_dim ∈ {8, 64, 80, 128}, q_offset 0
+ *    Shapes: n_q ∈ {1, 7, 33, 50, 70} (AVX-512 takes rows in tiles of 32:
+ *    50 ends in a tile of 18, its second half 2 rows), head_dim ∈ {8, 64, 80, 128}, q_offset 0
  *    and > 0 (n_kv = q_offset + n_q, for half the cases plus 3 keys no query
  *    sees, holding NaN: never read, their dk/dv rows come out 0), heads/kv_heads ∈ {1/1, 4/2,
  *    9/3} taken in turn, padded strides, misaligned buffers; also head_dim
@@ -272,11 +273,11 @@ static void matches_reference_and_splits(void **state)
     (void)state;
     const whet_kernels *tables[WHET_ISA_COUNT];
     int nt = kc_tables(tables);
-    const size_t n_qs[] = {1, 7, 33, 70};
+    const size_t n_qs[] = {1, 7, 33, 50, 70};
     const size_t dims[] = {8, 64, 80, 128};
     const size_t gqa[][2] = {{1, 1}, {4, 2}, {9, 3}};
     kc_rng rng = kc_seed(31);
-    for (size_t a = 0; a < 4; a++)
+    for (size_t a = 0; a < 5; a++)
         for (size_t b = 0; b < 4; b++)
             for (size_t off = 0; off < 2; off++) {
                 size_t g = (a + b + off) % 3;
