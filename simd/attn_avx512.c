@@ -330,23 +330,20 @@ static void attend_tile(float *out, float *lse, const float *q, const float *kh,
     memset(ot, 0, D * TILE_ROWS * sizeof(float));
     __m512 m[2] = {_mm512_set1_ps(-INFINITY), _mm512_set1_ps(-INFINITY)}, l[2] = {_mm512_setzero_ps(),
                                                                                  _mm512_setzero_ps()};
-    const size_t halves = nr > LANES ? 2 : 1;
+    const size_t half_rows[2] = {nr < LANES ? nr : LANES, nr > LANES ? nr - LANES : 0};
     for (size_t j0 = 0; j0 < q_offset + i0 + nr; j0 += KEYS) {
-        size_t end[2], nb[2]; /* keys [0, end) are read by a half */
-        int sees[2];
+        size_t nb[2]; /* keys of the block each half reads (0: none) */
         for (size_t x = 0; x < 2; x++) {
-            size_t rows = x == 0 ? (nr < LANES ? nr : LANES) : (nr > LANES ? nr - LANES : 0);
-            end[x] = q_offset + i0 + x * LANES + rows;
-            sees[x] = x < halves && j0 < end[x];
-            nb[x] = sees[x] ? (end[x] - j0 < KEYS ? end[x] - j0 : KEYS) : 0;
+            const size_t end = q_offset + i0 + x * LANES + half_rows[x]; /* keys [0, end) */
+            nb[x] = half_rows[x] && j0 < end ? (end - j0 < KEYS ? end - j0 : KEYS) : 0;
         }
         const float *kb = kh + j0 * kv_stride, *vb = vh + j0 * kv_stride;
-        if (sees[0] && sees[1] && nb[0] == KEYS && nb[1] == KEYS) {
+        if (nb[0] == KEYS && nb[1] == KEYS) {
             full_block_pair(ot, qt, kb, vb, D, kv_stride, j0, q_offset + i0, scale, m, l);
             continue;
         }
         for (size_t x = 0; x < 2; x++) {
-            if (!sees[x])
+            if (!nb[x])
                 continue;
             const size_t first = q_offset + i0 + x * LANES;
             if (nb[x] == KEYS)
@@ -358,7 +355,7 @@ static void attend_tile(float *out, float *lse, const float *q, const float *kh,
         }
     }
     /* out = ot / l, transposed back into the rows */
-    for (size_t x = 0; x < halves; x++) {
+    for (size_t x = 0; x < 2 && half_rows[x]; x++) {
         const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), l[x]);
         for (size_t d = 0; d < D; d++) {
             float *o = ot + d * TILE_ROWS + x * LANES;
