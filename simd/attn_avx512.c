@@ -313,6 +313,24 @@ static void full_block_pair(float *ot, const float *qt, const float *kb, const f
     pair_update(ot, alpha, lo, hi, vb, ks, D);
 }
 
+/* The rows of a tile of nr (≤ TILE_ROWS) in each half */
+static void tile_halves(size_t half_rows[2], size_t nr)
+{
+    half_rows[0] = nr < LANES ? nr : LANES;
+    half_rows[1] = nr > LANES ? nr - LANES : 0;
+}
+
+/* nb[x]: how many keys of the block at j0 half x of a tile reads (0: none);
+ * its rows, the first at diagonal key first + x·LANES, read keys up to their
+ * last row's diagonal. */
+static void tile_block_keys(size_t nb[2], const size_t half_rows[2], size_t first, size_t j0)
+{
+    for (size_t x = 0; x < 2; x++) {
+        const size_t end = first + x * LANES + half_rows[x]; /* keys [0, end) */
+        nb[x] = half_rows[x] && j0 < end ? (end - j0 < KEYS ? end - j0 : KEYS) : 0;
+    }
+}
+
 /* Rows [i0, i0 + nr) of head h (nr ≤ TILE_ROWS) as one tile: two halves of
  * LANES rows, lanes of qt[d][TILE_ROWS] and ot[d][TILE_ROWS]. A half visits
  * the key blocks of its own rows only, so each row gets the bits it would get
@@ -330,13 +348,11 @@ static void attend_tile(float *out, float *lse, const float *q, const float *kh,
     memset(ot, 0, D * TILE_ROWS * sizeof(float));
     __m512 m[2] = {_mm512_set1_ps(-INFINITY), _mm512_set1_ps(-INFINITY)}, l[2] = {_mm512_setzero_ps(),
                                                                                  _mm512_setzero_ps()};
-    const size_t half_rows[2] = {nr < LANES ? nr : LANES, nr > LANES ? nr - LANES : 0};
+    size_t half_rows[2];
+    tile_halves(half_rows, nr);
     for (size_t j0 = 0; j0 < q_offset + i0 + nr; j0 += KEYS) {
-        size_t nb[2]; /* keys of the block each half reads (0: none) */
-        for (size_t x = 0; x < 2; x++) {
-            const size_t end = q_offset + i0 + x * LANES + half_rows[x]; /* keys [0, end) */
-            nb[x] = half_rows[x] && j0 < end ? (end - j0 < KEYS ? end - j0 : KEYS) : 0;
-        }
+        size_t nb[2];
+        tile_block_keys(nb, half_rows, q_offset + i0, j0);
         const float *kb = kh + j0 * kv_stride, *vb = vh + j0 * kv_stride;
         if (nb[0] == KEYS && nb[1] == KEYS) {
             full_block_pair(ot, qt, kb, vb, D, kv_stride, j0, q_offset + i0, scale, m, l);
@@ -687,16 +703,14 @@ static void backward_tile(float *dq, float *dk, float *dv, const float *dout, co
         delta_r[r] = _mm512_reduce_add_ps(acc);
         lse_r[r] = lse[i0 + r];
     }
-    const size_t half_rows[2] = {nr < LANES ? nr : LANES, nr > LANES ? nr - LANES : 0};
+    size_t half_rows[2];
+    tile_halves(half_rows, nr);
     const __m512 lse_v[2] = {_mm512_loadu_ps(lse_r), _mm512_loadu_ps(lse_r + LANES)};
     const __m512 delta[2] = {_mm512_loadu_ps(delta_r), _mm512_loadu_ps(delta_r + LANES)};
     const __mmask16 rows[2] = {tail_mask(half_rows[0]), tail_mask(half_rows[1])};
     for (size_t j0 = 0; j0 < q_offset + i0 + nr; j0 += KEYS) {
-        size_t nb[2]; /* keys of the block each half reads (0: none) */
-        for (size_t x = 0; x < 2; x++) {
-            const size_t end = q_offset + i0 + x * LANES + half_rows[x]; /* keys [0, end) */
-            nb[x] = half_rows[x] && j0 < end ? (end - j0 < KEYS ? end - j0 : KEYS) : 0;
-        }
+        size_t nb[2];
+        tile_block_keys(nb, half_rows, q_offset + i0, j0);
         const float *kb = kh + j0 * kv_stride, *vb = vh + j0 * kv_stride;
         float *dvb = dv + j0 * kv_stride, *dkb = dk + j0 * kv_stride;
         if (nb[0] == KEYS && nb[1] == KEYS) {
