@@ -39,13 +39,21 @@ WHET_THREADS=3 run 0 cpu
 stdout_has '^threads: +3 \(WHET_THREADS\)'
 stdout_has ' on 3 threads at once'
 # twice as many threads as CPUs: the peak of them all at once is still about
-# the CPUs' (a thread that waits for a core adds nothing), never twice that
+# the CPUs' (a thread that waits for a core adds nothing), never twice that.
+# Only on the CPU itself: under an emulator (whet's architecture not the
+# host's) the first loop measured runs while its code is still being
+# translated, so the per-core figure comes out low (0.2 GFLOP/s against 0.7
+# for four threads, seen under qemu-aarch64) and the ratio means nothing.
 cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
 WHET_THREADS=$((2 * cpus)) run 0 cpu --json
 per_core=$(sed -n 's/.*"fma_peak_gflops_per_core":\([0-9.e+-]*\),.*/\1/p' "$out")
 together=$(sed -n 's/.*"fma_peak_gflops_threads":\([0-9.e+-]*\),.*/\1/p' "$out")
-awk -v c="${per_core:-0}" -v t="${together:-0}" -v n="$cpus" 'BEGIN { exit !(t > 0 && t <= 1.5 * n * c) }' ||
-    fail "$((2 * cpus)) threads on $cpus CPUs: $together GFLOP/s at once against $per_core per core"
+awk -v t="${together:-0}" 'BEGIN { exit !(t > 0) }' ||
+    fail "$((2 * cpus)) threads on $cpus CPUs: the peak at once '$together' is not positive"
+if [ "$(sed -n 's/^{"arch":"\([a-z0-9_]*\)".*/\1/p' "$out")" = "$(uname -m)" ]; then
+    awk -v c="${per_core:-0}" -v t="${together:-0}" -v n="$cpus" 'BEGIN { exit !(t <= 1.5 * n * c) }' ||
+        fail "$((2 * cpus)) threads on $cpus CPUs: $together GFLOP/s at once against $per_core per core"
+fi
 WHET_THREADS=zero run 1 cpu
 stderr_has "^whet: WHET_THREADS='zero': expected a whole number"
 
