@@ -29,7 +29,7 @@ static __mmask16 tail_mask(size_t remaining)
 }
 
 #define LANES 16      /* query rows per block: one per lane */
-#define TILE_ROWS 32  /* the forward's query rows per tile: two blocks of LANES */
+#define TILE_ROWS 32  /* query rows per tile: two blocks (halves) of LANES */
 #define KEYS 16       /* keys per block: one score accumulator each */
 #define ROWS_MIN 4    /* fewer rows than this take the row path */
 #define QT_MAX_DIM 256 /* qt and ot on the stack: 2·256·32 floats */
@@ -138,8 +138,10 @@ static __m512 softmax_step(__m512 *s, __m512 *m, __m512 *l)
 #define REP8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 #define REP16(X) REP8(X) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
 
-/* 16 keys from kb/vb (all before n_kv): S in 16 named accumulators, the
- * softmax step, then ot += P·V eight dimensions at a time. */
+/* 16 keys from kb/vb (all before n_kv) for one block of LANES rows, its
+ * lanes ls floats apart in qt and ot (LANES, or TILE_ROWS for a tile's half):
+ * S in 16 named accumulators, the softmax step, then ot += P·V eight
+ * dimensions at a time. */
 static void full_block(float *ot, const float *qt, size_t ls, const float *kb, const float *vb, size_t D, size_t ks,
                        size_t j0, size_t first, float scale, __m512 *m, __m512 *l)
 {
@@ -566,8 +568,9 @@ static void probabilities(__m512 *s, const __m512 *dp, float *pbuf, float *dsbuf
     }
 }
 
-/* 16 keys from kb/vb: S and dP in named accumulators, P and dS, then
- * dqt += dS·K eight dimensions at a time. */
+/* 16 keys from kb/vb for one block of LANES rows, lanes ls floats apart in
+ * dqt, pbuf, dsbuf, qt and dot: S and dP in named accumulators, P and dS,
+ * then dqt += dS·K eight dimensions at a time. */
 static void full_block_backward(float *dqt, float *pbuf, float *dsbuf, size_t ls, const float *qt, const float *dot,
                                 const float *kb, const float *vb, size_t D, size_t ks, size_t j0, size_t first,
                                 __mmask16 rows, float scale, __m512 lse_v, __m512 delta)
