@@ -486,12 +486,11 @@ static void weight_grad(whet_compute *c, float *dw, float *dw_transposed, const 
     whet_compute_for(c, cols, 64, weight_grad_columns, &j);
 }
 
-/* xs [n, r] = scale·dropout(x)·Aᵀ for rows [r0, r0 + n) of in: into the acts'
- * saved copy when there is one, else the scratch; returns it. */
-/* xs[n, r] = s·dropout(in rows [r0, r0+n))·Aᵀ into the kept xs (saved) or
- * the scratch, now; or, with pre and no dropout, as a piece of the caller's
- * job pre, whose context is *staged (dropout's scratch is one for all
- * projections, so with dropout it runs now). */
+/* xs[n, r] = s·dropout(in rows [r0, r0+n))·Aᵀ into the acts' saved copy when
+ * there is one, else the scratch; returns it. Computed now, or, with pre and
+ * no dropout, staged as a piece of the caller's job pre with *staged as its
+ * context (dropout's scratch is one for all projections, so with dropout it
+ * runs now). */
 static float *forward_xs(whet_model *m, size_t l, whet_linear_id id, const float *in, size_t r0, size_t n,
                          float *saved, whet_jobs *pre, project_job *staged)
 {
