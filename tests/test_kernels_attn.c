@@ -12,8 +12,9 @@
  * inputs in [−1, 1] with a ≤ 1-ULP exp.
  * Also: keys past the causal diagonal are never read (NaN there changes
  * nothing); lse = NULL gives the same output; computing heads one at a time
- * gives the bits of one call over all heads; out beyond the written heads and
- * rows is untouched. */
+ * gives the bits of one call over all heads, and so do queries split into
+ * parts of rows (as the model splits long sequences); out beyond the written
+ * heads and rows is untouched. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -177,6 +178,47 @@ static void one_query_at_a_time_matches(void **state)
     }
 }
 
+/* The model splits a long sequence's queries into parts, one head per call
+ * (model/forward.c): rows [r0, r1) as n_q = r1 − r0 queries at q_offset r0
+ * over keys [0, r1), each part's lse as [heads, r1 − r0]. Any such split
+ * gives the bits of one call over all rows and heads: parts that start
+ * inside a tile of rows or a block of keys, and ones that start on them. */
+static void query_row_parts_match(void **state)
+{
+    (void)state;
+    const whet_kernels *tables[WHET_ISA_COUNT];
+    int nt = kc_tables(tables);
+    const size_t T = 150, H = 3, KVH = 1, D = 64, qs = H * D, ks = KVH * D;
+    const size_t splits[][6] = {{0, 37, 69, 128, 150}, {0, 64, 150}, {0, 1, 149, 150}};
+    for (int t = 0; t < nt; t++) {
+        const whet_kernels *kt = tables[t];
+        kc_rng rng = kc_seed(6);
+        float *q = kc_floats(T * qs), *k = kc_floats(T * ks), *v = kc_floats(T * ks);
+        float *out = kc_floats(T * qs), *parts = kc_floats(T * qs), *lse = kc_floats(H * T), *lse_p = kc_floats(H * T);
+        kc_fill(&rng, q, T * qs, -2.0f, 2.0f);
+        kc_fill(&rng, k, T * ks, -2.0f, 2.0f);
+        kc_fill(&rng, v, T * ks, -1.0f, 1.0f);
+        kt->attention_forward(out, lse, q, k, v, T, T, 0, H, KVH, D, qs, ks, qs, 0.125f, 0, H);
+        for (size_t sp = 0; sp < sizeof splits / sizeof splits[0]; sp++) {
+            memset(parts, 0, T * qs * sizeof *parts);
+            for (size_t p = 0; splits[sp][p] < T; p++) {
+                size_t r0 = splits[sp][p], n = splits[sp][p + 1] - r0;
+                for (size_t h = 0; h < H; h++)
+                    kt->attention_forward(parts + r0 * qs, lse_p + H * r0, q + r0 * qs, k, v, n, r0 + n, r0, H, KVH, D,
+                                          qs, ks, qs, 0.125f, h, h + 1);
+                for (size_t h = 0; h < H; h++)
+                    for (size_t i = 0; i < n; i++)
+                        if (lse_p[H * r0 + h * n + i] != lse[h * T + r0 + i])
+                            fail_msg("%s: split %zu, row %zu, head %zu: lse %.9g vs %.9g", kt->name, sp, r0 + i, h,
+                                     lse_p[H * r0 + h * n + i], lse[h * T + r0 + i]);
+            }
+            if (memcmp(out, parts, T * qs * sizeof *out) != 0)
+                fail_msg("%s: split %zu: the output differs from one call's", kt->name, sp);
+        }
+        kc_free(q), kc_free(k), kc_free(v), kc_free(out), kc_free(parts), kc_free(lse), kc_free(lse_p);
+    }
+}
+
 /* Large scores (|s| up to ~100): the online rescaling must not overflow. */
 static void large_scores_stay_finite(void **state)
 {
@@ -212,6 +254,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(matches_naive_reference),
         cmocka_unit_test(one_query_at_a_time_matches),
+        cmocka_unit_test(query_row_parts_match),
         cmocka_unit_test(large_scores_stay_finite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,9 +10,12 @@
  *  - central finite differences of whet_model_nll's mean loss, per tensor
  *    kind, along a random ±1 direction over the whole tensor and on its
  *    largest-gradient element;
+ *  - attention's query rows split into parts of 5 (whet_acts_create_parts):
+ *    the same loss bits and gradients within the same 1e-4;
  *  - bit-identical gradients for 1, 2 and 3 threads on every ISA table, with
- *    and without gradient checkpointing, on the golden models and on wider
- *    random ones whose rows and columns really split across threads;
+ *    and without gradient checkpointing and attention's parts, on the golden
+ *    models and on wider random ones whose rows and columns really split
+ *    across threads;
  *  - the training selection: frozen views NULL, the last N layers' gradients
  *    equal to the full ones, LoRA-only without base gradients. */
 #include <setjmp.h>
@@ -135,17 +138,24 @@ static double forward_nll(whet_model *m, whet_acts *a, const golden *g)
     return nll;
 }
 
+/* Attention's query rows in parts of this many (whet_acts_create_parts):
+ * every golden's sequences, 13 to 140 rows, split into several parts, which
+ * starts them off the kernels' tiles and blocks and makes the keys' gradients
+ * sum over parts. */
+#define SMALL_PARTS 5
+
 /* Full fine-tuning gradients of the golden's mean loss, in mode (KEEP or
- * CHECKPOINT); the caller frees them. */
-static whet_model_grads *gradients(whet_model *m, const golden *g, int mode, const whet_train_selection *sel,
-                                   double *loss)
+ * CHECKPOINT), attention in parts of part_rows query rows; the caller frees
+ * them. */
+static whet_model_grads *gradients_parts(whet_model *m, const golden *g, int mode, const whet_train_selection *sel,
+                                         size_t part_rows, double *loss)
 {
     whet_err e;
     whet_train_selection full = {.full = 1};
     whet_model_grads *gr = whet_model_grads_create(m, sel ? sel : &full, &e);
     assert_non_null(gr);
     whet_model_grads_zero(gr);
-    whet_acts *a = whet_acts_create(m, g->B, g->T, mode, &e);
+    whet_acts *a = whet_acts_create_parts(m, g->B, g->T, mode, part_rows, &e);
     assert_non_null(a);
     double nll = forward_nll(m, a, g);
     if (loss)
@@ -154,6 +164,12 @@ static whet_model_grads *gradients(whet_model *m, const golden *g, int mode, con
         fail_msg("%s", e.msg);
     whet_acts_free(a);
     return gr;
+}
+
+static whet_model_grads *gradients(whet_model *m, const golden *g, int mode, const whet_train_selection *sel,
+                                   double *loss)
+{
+    return gradients_parts(m, g, mode, sel, WHET_ATTN_PART_ROWS, loss);
 }
 
 /* Under an emulator (check-aarch64 sets EMULATOR) one thread only, and fewer
@@ -255,6 +271,15 @@ static void matches_pytorch_gradients(void **state)
             worst = err > worst ? err : worst;
             worst_loss = le > worst_loss ? le : worst_loss;
             whet_model_grads_free(gr);
+            /* attention in small parts: the forward's bits, the same gradients up to the order of the keys' sums */
+            double parts_loss;
+            gr = gradients_parts(m, &g, WHET_ACTS_KEEP, NULL, SMALL_PARTS, &parts_loss);
+            if (parts_loss != loss)
+                fail_msg("%s on %s: attention in parts of %d rows: loss %.9g, one part %.9g", CASES[ci].name,
+                         tables[t]->name, SMALL_PARTS, parts_loss, loss);
+            err = compare_with_golden(&CASES[ci], m, gr, &g, tables[t]->name);
+            worst = err > worst ? err : worst;
+            whet_model_grads_free(gr);
             whet_model_free(m);
             whet_compute_destroy(c);
         }
@@ -264,7 +289,8 @@ static void matches_pytorch_gradients(void **state)
     }
 }
 
-/* 1, 2, 3 threads and KEEP/CHECKPOINT: the same bits, on every table */
+/* 1, 2, 3 threads and KEEP/CHECKPOINT: the same bits, on every table, with
+ * attention in one part per sequence and in small parts */
 static void thread_and_checkpoint_invariance(void **state)
 {
     (void)state;
@@ -274,20 +300,22 @@ static void thread_and_checkpoint_invariance(void **state)
     for (size_t ci = 0; ci < N_CASES; ci++) {
         golden g;
         load_golden(&CASES[ci], &g);
-        for (int t = 0; t < nt; t++) {
+        for (int t = 0; t < 2 * nt; t++) {
+            size_t part_rows = t < nt ? WHET_ATTN_PART_ROWS : SMALL_PARTS;
             whet_model_grads *ref = NULL;
             for (int threads = 1; threads <= top; threads++) {
                 for (int mode = WHET_ACTS_KEEP; mode <= WHET_ACTS_CHECKPOINT; mode++) {
-                    whet_compute *c = whet_compute_create(tables[t], threads);
+                    whet_compute *c = whet_compute_create(tables[t % nt], threads);
                     whet_model *m = load_model(&CASES[ci], c);
-                    whet_model_grads *gr = gradients(m, &g, mode, NULL, NULL);
+                    whet_model_grads *gr = gradients_parts(m, &g, mode, NULL, part_rows, NULL);
                     if (!ref) {
                         ref = gr;
                     } else {
                         assert_int_equal(gr->floats, ref->floats);
                         if (memcmp(gr->memory, ref->memory, gr->floats * sizeof(float)) != 0)
-                            fail_msg("%s on %s: %d threads, %s: gradients differ from 1 thread, all layers kept",
-                                     CASES[ci].name, tables[t]->name, threads,
+                            fail_msg("%s on %s, attention in parts of %zu rows: %d threads, %s: gradients differ "
+                                     "from 1 thread, all layers kept",
+                                     CASES[ci].name, tables[t % nt]->name, part_rows, threads,
                                      mode == WHET_ACTS_CHECKPOINT ? "checkpointed" : "all layers kept");
                         whet_model_grads_free(gr);
                     }
@@ -342,21 +370,24 @@ static void wide_models_thread_invariance(void **state)
         whet_model_config cfg;
         if (whet_config_parse(&cfg, WIDE_CONFIGS[ci], strlen(WIDE_CONFIGS[ci]), "wide config", &e))
             fail_msg("%s", e.msg);
-        for (int t = 0; t < nt; t++) {
+        for (int t = 0; t < 2 * nt; t++) {
+            /* then attention in parts of 64 rows: 2, 2 and 4 parts of (80 + 120) and 200 */
+            size_t part_rows = t < nt ? WHET_ATTN_PART_ROWS : 64;
             whet_model_grads *ref = NULL;
             for (int threads = 1; threads <= 3; threads++) {
                 int mode = threads == 2 ? WHET_ACTS_CHECKPOINT : WHET_ACTS_KEEP;
-                whet_compute *c = whet_compute_create(tables[t], threads);
+                whet_compute *c = whet_compute_create(tables[t % nt], threads);
                 whet_model *m;
                 if (whet_model_init(&m, &cfg, c, 5, &e))
                     fail_msg("%s", e.msg);
-                whet_model_grads *gr = gradients(m, &g, mode, NULL, NULL);
+                whet_model_grads *gr = gradients_parts(m, &g, mode, NULL, part_rows, NULL);
                 if (!ref) {
                     ref = gr;
                 } else {
                     if (memcmp(gr->memory, ref->memory, gr->floats * sizeof(float)) != 0)
-                        fail_msg("%s on %s: %d threads (%s) changed the gradients", cfg.info->name, tables[t]->name,
-                                 threads, mode == WHET_ACTS_CHECKPOINT ? "checkpointed" : "all layers kept");
+                        fail_msg("%s on %s, attention in parts of %zu rows: %d threads (%s) changed the gradients",
+                                 cfg.info->name, tables[t % nt]->name, part_rows, threads,
+                                 mode == WHET_ACTS_CHECKPOINT ? "checkpointed" : "all layers kept");
                     whet_model_grads_free(gr);
                 }
                 whet_model_free(m);

@@ -228,15 +228,25 @@ typedef struct attn_bw_job {
     const whet_layer_acts *la;
 } attn_bw_job;
 
-/* Without grouped-query attention, items are (segment s, head g) pairs,
- * s·NKV + g; each writes the dq, dk and dv of its head, for its rows only.
+/* Attention's backward writes dk and dv straight into place when a KV head
+ * has one query head and every segment one part: items are (segment s,
+ * head g) pairs, s·NKV + g, each writing the dq, dk and dv of its head, for
+ * its rows only.
  *
- * With it, a KV head's dk and dv sum over its group's query heads, and
- * (segment, KV head) items would be too few to share: one sequence of a
- * 3-KV-head model is 3 items, and two threads idled a third of the time. So
- * items are (segment s, query head h), s·NH + h: each writes its dq and its
- * share of dk, dv into slot h % group of k_parts, v_parts, which kv_parts_sum
- * then adds in slot order: a fixed order, whatever the split of the items. */
+ * Otherwise a KV head's dk and dv sum over its group's query heads and over
+ * the parts of its segment's query rows, and items are the forward's
+ * whet_attn_task's (segment, part, query head h) (one sequence of a
+ * 3-KV-head model would be 3 (segment, KV head) items, and two threads idled
+ * a third of the time): each writes its dq rows and its share of dk, dv, for
+ * the keys [0, r0 + n) its queries see, into slot p·group + h % group of
+ * k_parts, v_parts; kv_parts_sum then adds, for each key, the slots of the
+ * parts that see it, in slot order: a fixed order, whatever the split of the
+ * items. */
+static int attn_bw_slotted(const whet_model_config *c, const whet_acts *a)
+{
+    return c->heads > c->kv_heads || a->attn_parts > 1;
+}
+
 static void attn_bw_items(void *p, size_t i0, size_t i1)
 {
     attn_bw_job *j = p;
@@ -245,16 +255,18 @@ static void attn_bw_items(void *p, size_t i0, size_t i1)
     const whet_layer_acts *la = j->la;
     const whet_grad_acts *d = &a->d;
     size_t NH = c->heads, NKV = c->kv_heads, HD = c->head_dim, QD = NH * HD, KVD = NKV * HD, T = a->cur_T;
+    size_t slot_floats = a->cur_B * T * KVD;
     float scale = 1.0f / sqrtf((float)HD);
-    if (NH > NKV) {
+    if (attn_bw_slotted(c, a)) {
         size_t group = NH / NKV;
         for (size_t i = i0; i < i1; i++) {
-            size_t s = i / NH, h = i % NH, g = h / group, slot = h % group;
-            size_t row = (size_t)a->seg_row[s], len = (size_t)a->seg_len[s], b = row / T, row0 = row % T;
-            size_t qo = row * QD + h * HD, ko = row * KVD + g * HD, part = slot * a->cur_B * T * KVD + ko;
+            whet_attn_task t = whet_attn_task_of(a, NH, i);
+            size_t g = t.h / group, slot = t.p * group + t.h % group, b = t.row / T, row0 = t.row % T;
+            size_t qo = (t.row + t.r0) * QD + t.h * HD, ko = t.row * KVD + g * HD, part = slot * slot_floats + ko;
             j->k->attention_backward(d->q + qo, d->k_parts + part, d->v_parts + part, d->att + qo, la->att + qo,
-                                     la->att_lse + b * NH * T + NH * row0 + h * len, la->q + qo, la->k + ko,
-                                     la->v + ko, len, len, 0, 1, 1, HD, QD, KVD, QD, scale, 0, 1);
+                                     la->att_lse + b * NH * T + NH * (row0 + t.r0) + t.h * t.n, la->q + qo,
+                                     la->k + ko, la->v + ko, t.n, t.r0 + t.n, t.r0, 1, 1, HD, QD, KVD, QD, scale, 0,
+                                     1);
         }
         return;
     }
@@ -272,21 +284,50 @@ static void attn_bw_items(void *p, size_t i0, size_t i1)
 
 typedef struct kv_parts_job {
     const whet_kernels *k;
-    const whet_grad_acts *d;
+    const whet_acts *a;
     size_t group, slot_floats, KVD; /* slot_floats: BT·KVD */
 } kv_parts_job;
 
-/* dk, dv = Σ over slots of k_parts, v_parts, slot 0 first, for rows [r0, r1) */
+/* dk, dv for rows [r0, r1) = Σ of the slots that hold a share of them: for a
+ * key t rows into its segment, the parts p ≥ t / attn_part_rows (the ones
+ * whose queries see it), each part's group slots in order. Run by run of
+ * rows that the same parts see. */
 static void kv_parts_sum(void *p, size_t r0, size_t r1)
 {
     kv_parts_job *j = p;
-    const whet_grad_acts *d = j->d;
-    size_t off = r0 * j->KVD, n = (r1 - r0) * j->KVD;
-    j->k->add(d->k + off, d->k_parts + off, d->k_parts + j->slot_floats + off, n);
-    j->k->add(d->v + off, d->v_parts + off, d->v_parts + j->slot_floats + off, n);
-    for (size_t s = 2; s < j->group; s++) {
-        j->k->add(d->k + off, d->k + off, d->k_parts + s * j->slot_floats + off, n);
-        j->k->add(d->v + off, d->v + off, d->v_parts + s * j->slot_floats + off, n);
+    const whet_acts *a = j->a;
+    const whet_grad_acts *d = &a->d;
+    size_t lo = 0, hi = a->n_segs - 1, PR = a->attn_part_rows;
+    while (lo < hi) { /* the segment holding row r0 */
+        size_t mid = (lo + hi + 1) / 2;
+        if ((size_t)a->seg_row[mid] <= r0)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    for (size_t s = lo, r = r0; r < r1;) {
+        size_t start = (size_t)a->seg_row[s], end = start + (size_t)a->seg_len[s];
+        size_t parts = (size_t)(a->seg_part0[s + 1] - a->seg_part0[s]), p0 = (r - start) / PR;
+        size_t run_end = start + (p0 + 1) * PR;
+        run_end = run_end < end ? run_end : end;
+        run_end = run_end < r1 ? run_end : r1;
+        size_t off = r * j->KVD, n = (run_end - r) * j->KVD;
+        size_t first = p0 * j->group, slots = parts * j->group;
+        const float *k0 = d->k_parts + first * j->slot_floats + off, *v0 = d->v_parts + first * j->slot_floats + off;
+        if (slots - first == 1) {
+            memcpy(d->k + off, k0, n * sizeof(float));
+            memcpy(d->v + off, v0, n * sizeof(float));
+        } else {
+            j->k->add(d->k + off, k0, k0 + j->slot_floats, n);
+            j->k->add(d->v + off, v0, v0 + j->slot_floats, n);
+        }
+        for (size_t sl = first + 2; sl < slots; sl++) {
+            j->k->add(d->k + off, d->k + off, d->k_parts + sl * j->slot_floats + off, n);
+            j->k->add(d->v + off, d->v + off, d->v_parts + sl * j->slot_floats + off, n);
+        }
+        r = run_end;
+        if (r == end)
+            s++;
     }
 }
 
@@ -619,12 +660,13 @@ static void block_backward(whet_model *m, whet_acts *a, size_t l, whet_model_gra
     /* attention: x_mid = x_in + o(att);  att = attention(q, k, v);  q, k = RoPE(norm(ln1·W));  v = ln1·W */
     whet_linear_backward(m, a, l, WHET_LIN_O, d->att, 0, d->res, la->att, BT, g);
     attn_bw_job aj = {c->kernels, cfg, a, la};
-    whet_compute_for_items(c, a->n_segs * (NH > NKV ? NH : NKV), 1, attn_bw_items, &aj);
+    int slotted = attn_bw_slotted(cfg, a);
+    whet_compute_for_items(c, slotted ? whet_attn_task_count(a, NH) : a->n_segs * NKV, 1, attn_bw_items, &aj);
     /* then, in one job: dk and dv summed over each KV head's query heads (GQA)
      * with RoPE undone on dk on the same rows, RoPE undone on dq, and ln1 again
      * for the q, k, v weight gradients */
     int rope = cfg->info->positions == WHET_POS_ROPE;
-    kv_rows_job kj = {{c->kernels, d, NH / NKV, BT * KVD, KVD}, NH > NKV,
+    kv_rows_job kj = {{c->kernels, a, NH / NKV, BT * KVD, KVD}, slotted,
                       rope ? whet_rope_job_for(m, d->k, NKV, a->positions, 1) : (whet_rope_job){0}};
     whet_rope_job rq = rope ? whet_rope_job_for(m, d->q, NH, a->positions, 1) : (whet_rope_job){0};
     int need_dln = need_dx || (gp && gp->ln1_w); /* ∂L/∂ln1 is needed below this layer, and for the norm's weights */

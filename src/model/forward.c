@@ -85,7 +85,8 @@ static size_t head_block_rows(size_t BT, size_t V)
  * while the training LM head runs (before the layers' backward), so the
  * head's logits [head_rows, V] share their memory: the scratch is as large as
  * the larger of the two. */
-static size_t layout_grad_acts(const whet_model_config *c, size_t BT, size_t head_rows, whet_acts *a, float *base)
+static size_t layout_grad_acts(const whet_model_config *c, size_t BT, size_t head_rows, size_t attn_parts,
+                               whet_acts *a, float *base)
 {
     size_t C = c->hidden, F = c->ffn, QD = c->heads * c->head_dim, KVD = c->kv_heads * c->head_dim;
     whet_grad_acts dummy, *d = a ? &a->d : &dummy;
@@ -103,9 +104,9 @@ static size_t layout_grad_acts(const whet_model_config *c, size_t BT, size_t hea
         o = take(&d->q_raw, base, o, BT * QD);
         o = take(&d->k_raw, base, o, BT * KVD);
     }
-    if (c->heads > c->kv_heads) {
-        o = take(&d->k_parts, base, o, BT * QD);
-        o = take(&d->v_parts, base, o, BT * QD);
+    if (c->heads > c->kv_heads || attn_parts > 1) { /* parts·group slots of [BT, KVD]: parts·[BT, QD] */
+        o = take(&d->k_parts, base, o, attn_parts * BT * QD);
+        o = take(&d->v_parts, base, o, attn_parts * BT * QD);
     }
     o = take(&d->h, base, o, BT * F);
     if (c->info->act == WHET_ACT_SWIGLU)
@@ -136,8 +137,8 @@ static int32_t *take_ints(float *base, size_t *o, size_t n)
  * all layers. An adapter's scratch is lora_floats per layer (model/lora.h:
  * slot l unless REUSE; under CHECKPOINT too, being small, so each layer keeps
  * its own). */
-static size_t layout_acts(const whet_model_config *c, size_t B, size_t T, int mode, size_t lora_floats, whet_acts *a,
-                          float *base)
+static size_t layout_acts(const whet_model_config *c, size_t B, size_t T, int mode, size_t lora_floats,
+                          size_t attn_part_rows, whet_acts *a, float *base)
 {
     size_t BT = B * T, C = c->hidden, L = c->layers;
     int keep = mode == WHET_ACTS_KEEP, checkpoint = mode == WHET_ACTS_CHECKPOINT;
@@ -173,12 +174,12 @@ static size_t layout_acts(const whet_model_config *c, size_t B, size_t T, int mo
     o = take(a ? &a->ce_chunk : &dummy, base, o, (size_t)WHET_CE_ROWS * WHET_CE_VOCAB);
     o = take(a ? &a->ce_part_max : &dummy, base, o, WHET_CE_ROWS);
     o = take(a ? &a->ce_part_sum : &dummy, base, o, WHET_CE_ROWS);
-    int32_t *ints[5];
-    for (int i = 0; i < 5; i++)
-        ints[i] = take_ints(base, &o, BT);
+    int32_t *ints[6];
+    for (int i = 0; i < 6; i++)
+        ints[i] = take_ints(base, &o, i == 5 ? BT + 1 : BT);
     if (a) {
         a->positions = ints[0], a->seg_start = ints[1], a->tokens = ints[2];
-        a->seg_row = ints[3], a->seg_len = ints[4];
+        a->seg_row = ints[3], a->seg_len = ints[4], a->seg_part0 = ints[5];
     }
     if (lora_floats)
         o = take(a ? &a->lora : &dummy, base, o, (mode == WHET_ACTS_REUSE ? 1 : L) * lora_floats);
@@ -186,7 +187,8 @@ static size_t layout_acts(const whet_model_config *c, size_t B, size_t T, int mo
         size_t head_rows = head_block_rows(BT, c->vocab);
         if (a)
             a->head_rows = head_rows;
-        o += layout_grad_acts(c, BT, head_rows, a, base ? base + o : NULL);
+        size_t attn_parts = (T + attn_part_rows - 1) / attn_part_rows;
+        o += layout_grad_acts(c, BT, head_rows, attn_parts, a, base ? base + o : NULL);
     }
     return o;
 }
@@ -195,17 +197,27 @@ whet_memory_estimate whet_model_memory(const whet_model_config *cfg, size_t B, s
 {
     whet_memory_estimate m;
     m.weights = whet_model_param_count(cfg) * sizeof(float);
-    m.activations = layout_acts(cfg, B, T, keep_layers, 0, NULL, NULL) * sizeof(float);
-    m.activations_kept = layout_acts(cfg, B, T, WHET_ACTS_KEEP, 0, NULL, NULL) * sizeof(float);
-    m.activations_checkpointed = layout_acts(cfg, B, T, WHET_ACTS_CHECKPOINT, 0, NULL, NULL) * sizeof(float);
+    m.activations = layout_acts(cfg, B, T, keep_layers, 0, WHET_ATTN_PART_ROWS, NULL, NULL) * sizeof(float);
+    m.activations_kept = layout_acts(cfg, B, T, WHET_ACTS_KEEP, 0, WHET_ATTN_PART_ROWS, NULL, NULL) * sizeof(float);
+    m.activations_checkpointed = layout_acts(cfg, B, T, WHET_ACTS_CHECKPOINT, 0, WHET_ATTN_PART_ROWS, NULL, NULL) * sizeof(float);
     m.kv_cache = 2 * cfg->layers * B * T * cfg->kv_heads * cfg->head_dim * sizeof(float);
     return m;
 }
 
 whet_acts *whet_acts_create(const whet_model *m, size_t B, size_t T, int keep_layers, whet_err *e)
 {
+    return whet_acts_create_parts(m, B, T, keep_layers, WHET_ATTN_PART_ROWS, e);
+}
+
+whet_acts *whet_acts_create_parts(const whet_model *m, size_t B, size_t T, int keep_layers, size_t attn_part_rows,
+                                  whet_err *e)
+{
     if (B == 0 || T == 0) {
         whet_fail(e, "%s: activations need at least one sequence of one token (asked for %zu × %zu)", m->path, B, T);
+        return NULL;
+    }
+    if (attn_part_rows == 0) {
+        whet_fail(e, "%s: attention's query rows cannot go in parts of 0 rows", m->path);
         return NULL;
     }
     if (keep_layers < WHET_ACTS_REUSE || keep_layers > WHET_ACTS_CHECKPOINT) {
@@ -216,17 +228,17 @@ whet_acts *whet_acts_create(const whet_model *m, size_t B, size_t T, int keep_la
     whet_acts *a = calloc(1, sizeof *a);
     if (!a)
         goto oom;
-    a->B = B, a->T = T, a->keep_layers = keep_layers;
+    a->B = B, a->T = T, a->keep_layers = keep_layers, a->attn_part_rows = attn_part_rows;
     a->slot_layer = SIZE_MAX;
     a->layers = calloc(m->cfg.layers, sizeof *a->layers);
     if (!a->layers)
         goto oom;
     size_t lora_floats = m->lora ? whet_lora_acts_floats(m, B * T) : 0;
-    a->floats = layout_acts(&m->cfg, B, T, keep_layers, lora_floats, NULL, NULL);
+    a->floats = layout_acts(&m->cfg, B, T, keep_layers, lora_floats, attn_part_rows, NULL, NULL);
     a->memory = aligned_alloc(64, a->floats * sizeof(float));
     if (!a->memory)
         goto oom;
-    layout_acts(&m->cfg, B, T, keep_layers, lora_floats, a, a->memory);
+    layout_acts(&m->cfg, B, T, keep_layers, lora_floats, attn_part_rows, a, a->memory);
     return a;
 oom:
     whet_fail(e, "%s: out of memory for activations of %zu × %zu tokens", m->path, B, T);
@@ -362,34 +374,32 @@ typedef struct attn_job {
     whet_kv_cache *kv;    /* decoding: keys and values from the cache, up to q_offset + T */
 } attn_job;
 
-/* items are (segment s, head h) pairs, s·NH + h: a segment is one packed
- * example (a whole sequence without packing); its queries attend to its own
- * keys only. Its log-sum-exps sit at att_lse + b·NH·T + NH·row0 as
- * [NH, len], the kernel's per-call layout, so the segments tile each
- * sequence's [NH·T] block and the backward finds them the same way. */
+/* items are whet_attn_task's (segment, part, head) tasks: a segment is one
+ * packed example (a whole sequence without packing), whose queries attend to
+ * its own keys only. A part's log-sum-exps sit at att_lse + b·NH·T +
+ * NH·(row0 + r0) as [NH, n], the kernel's per-call layout, so the parts tile
+ * each sequence's [NH·T] block and the backward finds them the same way. */
 static void attn_items(void *p, size_t i0, size_t i1)
 {
     attn_job *j = p;
     const whet_model_config *c = j->cfg;
-    const whet_acts *a = j->a;
     size_t NH = c->heads, HD = c->head_dim, QD = NH * HD, KVD = c->kv_heads * HD;
     float scale = 1.0f / sqrtf((float)HD);
-    for (size_t i = i0; i < i1;) {
-        size_t s = i / NH, h0 = i % NH;
-        size_t h1 = (s + 1) * NH < i1 ? NH : i1 - s * NH;
-        size_t row = (size_t)a->seg_row[s], len = (size_t)a->seg_len[s], b = row / j->T, row0 = row % j->T;
+    for (size_t i = i0; i < i1; i++) {
+        whet_attn_task t = whet_attn_task_of(j->a, NH, i);
+        size_t b = t.row / j->T, row0 = t.row % j->T, q_row = t.row + t.r0;
         const float *k, *v;
-        size_t n_kv;
+        size_t n_kv, q_offset;
         if (j->kv) {
             k = j->k_base + b * j->kv->max_T * KVD, v = j->v_base + b * j->kv->max_T * KVD;
-            n_kv = j->q_offset + len;
+            q_offset = j->q_offset + t.r0;
         } else {
-            k = j->k_base + row * KVD, v = j->v_base + row * KVD;
-            n_kv = len;
+            k = j->k_base + t.row * KVD, v = j->v_base + t.row * KVD;
+            q_offset = t.r0;
         }
-        j->k->attention_forward(j->out + row * QD, j->lse + b * NH * j->T + NH * row0, j->q + row * QD, k, v, len,
-                                n_kv, j->q_offset, NH, c->kv_heads, HD, QD, KVD, QD, scale, h0, h1);
-        i = s * NH + h1;
+        n_kv = q_offset + t.n;
+        j->k->attention_forward(j->out + q_row * QD, j->lse + b * NH * j->T + NH * (row0 + t.r0), j->q + q_row * QD,
+                                k, v, t.n, n_kv, q_offset, NH, c->kv_heads, HD, QD, KVD, QD, scale, t.h, t.h + 1);
     }
 }
 
@@ -485,7 +495,7 @@ static void block_forward(whet_model *m, whet_acts *a, size_t l, size_t B, size_
     } else {
         aj.k_base = la->k, aj.v_base = la->v, aj.q_offset = 0;
     }
-    whet_compute_for_items(c, a->n_segs * NH, 1, attn_items, &aj);
+    whet_compute_for_items(c, whet_attn_task_count(a, NH), 1, attn_items, &aj);
     whet_linear_forward(m, a, l, WHET_LIN_O, a->proj, la->att, BT);
 
     /* MLP: x_mid = x_in + o and its norm, row by row in one job */
@@ -578,6 +588,11 @@ static int set_positions(whet_model *m, whet_acts *a, const int32_t *positions, 
         if ((size_t)a->seg_len[a->n_segs - 1] > *span)
             *span = (size_t)a->seg_len[a->n_segs - 1];
     }
+    size_t PR = a->attn_part_rows;
+    a->seg_part0[0] = 0;
+    for (size_t s = 0; s < a->n_segs; s++)
+        a->seg_part0[s + 1] = a->seg_part0[s] + (int32_t)(((size_t)a->seg_len[s] + PR - 1) / PR);
+    a->attn_parts = (*span + PR - 1) / PR;
     return 0;
 }
 

@@ -27,6 +27,40 @@ static inline void whet_lse_fold(float *run_max, float *run_sum, float part_max,
     *run_sum = (float)sum;
 }
 
+/* One attention task: head h over query rows [r0, r0 + n) of the segment
+ * starting at row `row` (b·T + t) of length len, which attends to its keys
+ * [0, r0 + n). Tasks are numbered part by part, heads within a part, and a
+ * segment's parts from its last (the most keys) to its first: the longest
+ * tasks go first and the rest fill in behind them. There are
+ * seg_part0[n_segs]·heads (whet_attn_task_count). */
+typedef struct whet_attn_task {
+    size_t s, p, h, row, len, r0, n;
+} whet_attn_task;
+
+static inline size_t whet_attn_task_count(const whet_acts *a, size_t heads)
+{
+    return (size_t)a->seg_part0[a->n_segs] * heads;
+}
+
+static inline whet_attn_task whet_attn_task_of(const whet_acts *a, size_t heads, size_t i)
+{
+    size_t part = i / heads, lo = 0, hi = a->n_segs - 1;
+    while (lo < hi) { /* the last segment whose first part is ≤ part */
+        size_t mid = (lo + hi + 1) / 2;
+        if ((size_t)a->seg_part0[mid] <= part)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    whet_attn_task t = {.s = lo, .h = i % heads};
+    size_t parts = (size_t)(a->seg_part0[lo + 1] - a->seg_part0[lo]);
+    t.p = parts - 1 - (part - (size_t)a->seg_part0[lo]);
+    t.row = (size_t)a->seg_row[lo], t.len = (size_t)a->seg_len[lo];
+    t.r0 = t.p * a->attn_part_rows;
+    t.n = t.len - t.r0 < a->attn_part_rows ? t.len - t.r0 : a->attn_part_rows;
+    return t;
+}
+
 /* RoPE in place on x [rows, heads·HD] at the given positions, as a range
  * job over rows (whet_rope_rows); inverse rotates back (the backward pass,
  * on gradients). */

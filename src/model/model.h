@@ -105,8 +105,9 @@ typedef struct whet_grad_acts {
     float *att;               /* [BT, QD] of the attention output */
     float *q, *k, *v;         /* [BT, QD], [BT, KVD], [BT, KVD] of q, k, v (after RoPE, then un-rotated in place) */
     float *q_raw, *k_raw;     /* [BT, QD], [BT, KVD] before the q/k norm (Qwen3) */
-    float *k_parts, *v_parts; /* grouped-query attention: [group, BT, KVD] each, query head h's share of its
-                               * KV head's dk, dv in slot h % group (NULL without GQA) */
+    float *k_parts, *v_parts; /* [parts·group, BT, KVD] each: query head h's share of its KV head's dk, dv over
+                               * the query rows of attention part p, in slot p·group + h % group (NULL when
+                               * neither GQA nor more than one part per example; model/backward.c) */
     float *h;                 /* [BT, F] of the activation output */
     float *gate, *up;         /* [BT, F] of the gate (SwiGLU) and up projections */
     float *row_scale;         /* [BT] loss_scale for rows with a target, 0 otherwise */
@@ -147,6 +148,9 @@ typedef struct whet_acts {
     int32_t *seg_start;      /* [BT] packed example start row within its sequence (whet_model_forward_packed) */
     int32_t *seg_row, *seg_len; /* [n_segs] each packed example's first row (b·T + t) and length, in row order */
     size_t n_segs;
+    size_t attn_part_rows;   /* attention's query rows per task, fixed at creation (WHET_ATTN_PART_ROWS) */
+    int32_t *seg_part0;      /* [n_segs + 1] segment s's attention parts are [seg_part0[s], seg_part0[s + 1]) */
+    size_t attn_parts;       /* the last forward's most parts in one segment */
     float *lora;             /* adapter scratch: whet_lora_acts_floats(m, B·T) floats per layer (one slot for REUSE;
                               * see model/lora.h), NULL when no adapter was attached at whet_acts_create */
     whet_grad_acts d;        /* backward buffers (KEEP and CHECKPOINT only; all NULL for REUSE) */
@@ -171,6 +175,14 @@ typedef struct whet_acts {
  * groups summed in order after. More groups: shorter tails, more memory
  * (head_rows·C floats each). */
 #define WHET_HEAD_GROUPS 16
+
+/* Attention splits each example's query rows into parts of this many rows,
+ * and each (part, head) is one task: a long sequence alone (B = 1, T = 2048:
+ * 9 heads) then still has enough tasks to keep every thread busy. A
+ * row's output does not depend on its part; the keys' gradients are summed
+ * over the parts in part order (model/backward.c), so this, not the thread
+ * count, fixes their bits. A multiple of every kernel's block of query rows. */
+#define WHET_ATTN_PART_ROWS 512
 
 typedef struct whet_kv_cache {
     size_t B, max_T, len;  /* len tokens of each sequence are cached */
@@ -282,6 +294,10 @@ int whet_model_backward(whet_model *m, whet_acts *a, const int32_t *targets, flo
  * (WHET_ACTS_REUSE, _KEEP or _CHECKPOINT). An adapter must be attached to m
  * before, so that its scratch is laid out per layer slot. */
 whet_acts *whet_acts_create(const whet_model *m, size_t B, size_t T, int keep_layers, whet_err *e);
+/* The same with attention's query rows in parts of attn_part_rows (≥ 1)
+ * instead of WHET_ATTN_PART_ROWS: tests split short sequences with it. */
+whet_acts *whet_acts_create_parts(const whet_model *m, size_t B, size_t T, int keep_layers, size_t attn_part_rows,
+                                  whet_err *e);
 void whet_acts_free(whet_acts *a);
 
 /* tokens [B, T] → a->x_final and a->lnf (no logits). */
