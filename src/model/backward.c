@@ -297,15 +297,8 @@ static void kv_parts_sum(void *p, size_t r0, size_t r1)
     kv_parts_job *j = p;
     const whet_acts *a = j->a;
     const whet_grad_acts *d = &a->d;
-    size_t lo = 0, hi = a->n_segs - 1, PR = a->attn_part_rows;
-    while (lo < hi) { /* the segment holding row r0 */
-        size_t mid = (lo + hi + 1) / 2;
-        if ((size_t)a->seg_row[mid] <= r0)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    for (size_t s = lo, r = r0; r < r1;) {
+    size_t PR = a->attn_part_rows;
+    for (size_t s = whet_last_at_most(a->seg_row, a->n_segs, r0), r = r0; r < r1;) {
         size_t start = (size_t)a->seg_row[s], end = start + (size_t)a->seg_len[s];
         size_t parts = (size_t)(a->seg_part0[s + 1] - a->seg_part0[s]), p0 = (r - start) / PR;
         size_t run_end = start + (p0 + 1) * PR;
@@ -663,8 +656,8 @@ static void block_backward(whet_model *m, whet_acts *a, size_t l, whet_model_gra
     int slotted = attn_bw_slotted(cfg, a);
     whet_compute_for_items(c, slotted ? whet_attn_task_count(a, NH) : a->n_segs * NKV, 1, attn_bw_items, &aj);
     /* then, in one job: dk and dv summed over each KV head's query heads (GQA)
-     * with RoPE undone on dk on the same rows, RoPE undone on dq, and ln1 again
-     * for the q, k, v weight gradients */
+     * and its queries' parts, with RoPE undone on dk on the same rows, RoPE
+     * undone on dq, and ln1 again for the q, k, v weight gradients */
     int rope = cfg->info->positions == WHET_POS_ROPE;
     kv_rows_job kj = {{c->kernels, a, NH / NKV, BT * KVD, KVD}, slotted,
                       rope ? whet_rope_job_for(m, d->k, NKV, a->positions, 1) : (whet_rope_job){0}};

@@ -42,16 +42,24 @@ static inline size_t whet_attn_task_count(const whet_acts *a, size_t heads)
     return (size_t)a->seg_part0[a->n_segs] * heads;
 }
 
-static inline whet_attn_task whet_attn_task_of(const whet_acts *a, size_t heads, size_t i)
+/* The last i < n with sorted[i] ≤ x (sorted ascending, sorted[0] ≤ x):
+ * the segment whose first row, or first part, x is or follows. */
+static inline size_t whet_last_at_most(const int32_t *sorted, size_t n, size_t x)
 {
-    size_t part = i / heads, lo = 0, hi = a->n_segs - 1;
-    while (lo < hi) { /* the last segment whose first part is ≤ part */
+    size_t lo = 0, hi = n - 1;
+    while (lo < hi) {
         size_t mid = (lo + hi + 1) / 2;
-        if ((size_t)a->seg_part0[mid] <= part)
+        if ((size_t)sorted[mid] <= x)
             lo = mid;
         else
             hi = mid - 1;
     }
+    return lo;
+}
+
+static inline whet_attn_task whet_attn_task_of(const whet_acts *a, size_t heads, size_t i)
+{
+    size_t part = i / heads, lo = whet_last_at_most(a->seg_part0, a->n_segs, part);
     whet_attn_task t = {.s = lo, .h = i % heads};
     size_t parts = (size_t)(a->seg_part0[lo + 1] - a->seg_part0[lo]);
     t.p = parts - 1 - (part - (size_t)a->seg_part0[lo]);
