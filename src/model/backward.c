@@ -2,8 +2,9 @@
  * the forward's shape comment, gradients of the activations in one set of
  * buffers (whet_acts.d) reused by every layer, parameter gradients
  * accumulated into whet_model_grads. Work is split as in the forward — rows,
- * columns, (example, KV head) — never along a reduction, so the gradients are
- * bit-identical for any thread count. Every projection goes through
+ * columns, (example, part of its rows, head) — never along a reduction (the
+ * keys' gradients add the parts' shares in a fixed order), so the gradients
+ * are bit-identical for any thread count. Every projection goes through
  * whet_linear_backward, which also takes a LoRA adapter's gradients. */
 #include "model/model.h"
 

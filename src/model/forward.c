@@ -1,7 +1,8 @@
 /* The fp32 forward pass, llm.c style: activations in one allocation with
  * named views, each layer's forward read top-down, every heavy operation
  * through the kernel table (GEMMs via whet_compute_sgemm, row-wise kernels
- * split over rows with whet_compute_for, attention over (sequence, head)). */
+ * split over rows with whet_compute_for, attention over (example, part of
+ * its rows, head)). */
 #include "model/model.h"
 
 #include "model/forward_internal.h"
