@@ -169,7 +169,7 @@ static whet_model_grads *gradients_parts(whet_model *m, const golden *g, int mod
 static whet_model_grads *gradients(whet_model *m, const golden *g, int mode, const whet_train_selection *sel,
                                    double *loss)
 {
-    return gradients_parts(m, g, mode, sel, WHET_ATTN_PART_ROWS, loss);
+    return gradients_parts(m, g, mode, sel, whet_attn_part_rows(g->T), loss);
 }
 
 /* Under an emulator (check-aarch64 sets EMULATOR) one thread only, and fewer
@@ -301,7 +301,7 @@ static void thread_and_checkpoint_invariance(void **state)
         golden g;
         load_golden(&CASES[ci], &g);
         for (int t = 0; t < 2 * nt; t++) {
-            size_t part_rows = t < nt ? WHET_ATTN_PART_ROWS : SMALL_PARTS;
+            size_t part_rows = t < nt ? whet_attn_part_rows(g.T) : SMALL_PARTS;
             whet_model_grads *ref = NULL;
             for (int threads = 1; threads <= top; threads++) {
                 for (int mode = WHET_ACTS_KEEP; mode <= WHET_ACTS_CHECKPOINT; mode++) {
@@ -372,7 +372,7 @@ static void wide_models_thread_invariance(void **state)
             fail_msg("%s", e.msg);
         for (int t = 0; t < 2 * nt; t++) {
             /* then attention in parts of 64 rows: 2, 2 and 4 parts of (80 + 120) and 200 */
-            size_t part_rows = t < nt ? WHET_ATTN_PART_ROWS : 64;
+            size_t part_rows = t < nt ? whet_attn_part_rows(T) : 64;
             whet_model_grads *ref = NULL;
             for (int threads = 1; threads <= 3; threads++) {
                 int mode = threads == 2 ? WHET_ACTS_CHECKPOINT : WHET_ACTS_KEEP;

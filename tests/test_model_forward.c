@@ -306,6 +306,17 @@ static void memory_estimate_matches(void **state)
         whet_model_free(m);
     }
     whet_compute_destroy(c);
+    /* attention's parts: 512 rows up to T = 2048, then the fewest multiple of 512 rows that keeps to 4 parts */
+    const size_t lengths[] = {1, 511, 512, 513, 2048, 2049, 3000, 4096, 8192, 100000};
+    for (size_t i = 0; i < sizeof lengths / sizeof *lengths; i++) {
+        size_t T = lengths[i], rows = whet_attn_part_rows(T);
+        assert_int_equal(rows % WHET_ATTN_PART_ROWS, 0);
+        assert_true((T + rows - 1) / rows <= WHET_ATTN_MAX_PARTS);
+        if (T <= WHET_ATTN_PART_ROWS * WHET_ATTN_MAX_PARTS)
+            assert_int_equal(rows, WHET_ATTN_PART_ROWS);
+        else
+            assert_true((T + rows - WHET_ATTN_PART_ROWS - 1) / (rows - WHET_ATTN_PART_ROWS) > WHET_ATTN_MAX_PARTS);
+    }
 }
 
 /* ---- config.json errors ---- */

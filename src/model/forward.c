@@ -198,16 +198,24 @@ whet_memory_estimate whet_model_memory(const whet_model_config *cfg, size_t B, s
 {
     whet_memory_estimate m;
     m.weights = whet_model_param_count(cfg) * sizeof(float);
-    m.activations = layout_acts(cfg, B, T, keep_layers, 0, WHET_ATTN_PART_ROWS, NULL, NULL) * sizeof(float);
-    m.activations_kept = layout_acts(cfg, B, T, WHET_ACTS_KEEP, 0, WHET_ATTN_PART_ROWS, NULL, NULL) * sizeof(float);
-    m.activations_checkpointed = layout_acts(cfg, B, T, WHET_ACTS_CHECKPOINT, 0, WHET_ATTN_PART_ROWS, NULL, NULL) * sizeof(float);
+    size_t part_rows = whet_attn_part_rows(T);
+    m.activations = layout_acts(cfg, B, T, keep_layers, 0, part_rows, NULL, NULL) * sizeof(float);
+    m.activations_kept = layout_acts(cfg, B, T, WHET_ACTS_KEEP, 0, part_rows, NULL, NULL) * sizeof(float);
+    m.activations_checkpointed = layout_acts(cfg, B, T, WHET_ACTS_CHECKPOINT, 0, part_rows, NULL, NULL) * sizeof(float);
     m.kv_cache = 2 * cfg->layers * B * T * cfg->kv_heads * cfg->head_dim * sizeof(float);
     return m;
 }
 
+size_t whet_attn_part_rows(size_t T)
+{
+    size_t rows = (T + WHET_ATTN_MAX_PARTS - 1) / WHET_ATTN_MAX_PARTS;
+    rows = (rows + WHET_ATTN_PART_ROWS - 1) / WHET_ATTN_PART_ROWS * WHET_ATTN_PART_ROWS;
+    return rows > WHET_ATTN_PART_ROWS ? rows : WHET_ATTN_PART_ROWS;
+}
+
 whet_acts *whet_acts_create(const whet_model *m, size_t B, size_t T, int keep_layers, whet_err *e)
 {
-    return whet_acts_create_parts(m, B, T, keep_layers, WHET_ATTN_PART_ROWS, e);
+    return whet_acts_create_parts(m, B, T, keep_layers, whet_attn_part_rows(T), e);
 }
 
 whet_acts *whet_acts_create_parts(const whet_model *m, size_t B, size_t T, int keep_layers, size_t attn_part_rows,

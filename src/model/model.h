@@ -148,7 +148,7 @@ typedef struct whet_acts {
     int32_t *seg_start;      /* [BT] packed example start row within its sequence (whet_model_forward_packed) */
     int32_t *seg_row, *seg_len; /* [n_segs] each packed example's first row (b·T + t) and length, in row order */
     size_t n_segs;
-    size_t attn_part_rows;   /* attention's query rows per task, fixed at creation (WHET_ATTN_PART_ROWS) */
+    size_t attn_part_rows;   /* attention's query rows per task, fixed at creation (whet_attn_part_rows) */
     int32_t *seg_part0;      /* [n_segs + 1] segment s's attention parts are [seg_part0[s], seg_part0[s + 1]) */
     size_t attn_parts;       /* the last forward's most parts in one segment */
     float *lora;             /* adapter scratch: whet_lora_acts_floats(m, B·T) floats per layer (one slot for REUSE;
@@ -180,9 +180,17 @@ typedef struct whet_acts {
  * and each (part, head) is one task: a long sequence alone (B = 1, T = 2048:
  * 9 heads) then still has enough tasks to keep every thread busy. A
  * row's output does not depend on its part; the keys' gradients are summed
- * over the parts in part order (model/backward.c), so this, not the thread
- * count, fixes their bits. A multiple of every kernel's block of query rows. */
+ * over the parts in part order (model/backward.c), so the part size, not the
+ * thread count, fixes their bits. A multiple of every kernel's block of
+ * query rows. */
 #define WHET_ATTN_PART_ROWS 512
+/* ... in at most this many parts: activations for longer sequences take
+ * longer parts (whet_attn_part_rows), so that the parts' shares of the keys'
+ * gradients, parts × [B·T, QD] floats for each of dk and dv, grow as T
+ * rather than T². */
+#define WHET_ATTN_MAX_PARTS 4
+/* The rows per part for activations of T tokens per sequence. */
+size_t whet_attn_part_rows(size_t T);
 
 typedef struct whet_kv_cache {
     size_t B, max_T, len;  /* len tokens of each sequence are cached */
@@ -295,7 +303,7 @@ int whet_model_backward(whet_model *m, whet_acts *a, const int32_t *targets, flo
  * before, so that its scratch is laid out per layer slot. */
 whet_acts *whet_acts_create(const whet_model *m, size_t B, size_t T, int keep_layers, whet_err *e);
 /* The same with attention's query rows in parts of attn_part_rows (≥ 1)
- * instead of WHET_ATTN_PART_ROWS: tests split short sequences with it. */
+ * instead of whet_attn_part_rows(T): tests split short sequences with it. */
 whet_acts *whet_acts_create_parts(const whet_model *m, size_t B, size_t T, int keep_layers, size_t attn_part_rows,
                                   whet_err *e);
 void whet_acts_free(whet_acts *a);
