@@ -27,14 +27,14 @@ static inline void whet_lse_fold(float *run_max, float *run_sum, float part_max,
     *run_sum = (float)sum;
 }
 
-/* One attention task: head h over query rows [r0, r0 + n) of the segment
- * starting at row `row` (b·T + t) of length len, which attends to its keys
- * [0, r0 + n). Tasks are numbered part by part, heads within a part, and a
- * segment's parts from its last (the most keys) to its first: the longest
- * tasks go first and the rest fill in behind them. There are
- * seg_part0[n_segs]·heads (whet_attn_task_count). */
+/* One attention task: head h over query rows [r0, r0 + n) (part p) of the
+ * segment starting at row `row` (b·T + t) of length len, which attends to
+ * its keys [0, r0 + n). Tasks are numbered part by part, heads within a
+ * part, and a segment's parts from its last (the most keys) to its first:
+ * each segment's longest tasks go first and its shorter ones fill in behind
+ * them. There are seg_part0[n_segs]·heads (whet_attn_task_count). */
 typedef struct whet_attn_task {
-    size_t s, p, h, row, len, r0, n;
+    size_t p, h, row, len, r0, n;
 } whet_attn_task;
 
 static inline size_t whet_attn_task_count(const whet_acts *a, size_t heads)
@@ -60,7 +60,7 @@ static inline size_t whet_last_at_most(const int32_t *sorted, size_t n, size_t x
 static inline whet_attn_task whet_attn_task_of(const whet_acts *a, size_t heads, size_t i)
 {
     size_t part = i / heads, lo = whet_last_at_most(a->seg_part0, a->n_segs, part);
-    whet_attn_task t = {.s = lo, .h = i % heads};
+    whet_attn_task t = {.h = i % heads};
     size_t parts = (size_t)(a->seg_part0[lo + 1] - a->seg_part0[lo]);
     t.p = parts - 1 - (part - (size_t)a->seg_part0[lo]);
     t.row = (size_t)a->seg_row[lo], t.len = (size_t)a->seg_len[lo];

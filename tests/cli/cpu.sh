@@ -50,7 +50,9 @@ per_core=$(sed -n 's/.*"fma_peak_gflops_per_core":\([0-9.e+-]*\),.*/\1/p' "$out"
 together=$(sed -n 's/.*"fma_peak_gflops_threads":\([0-9.e+-]*\),.*/\1/p' "$out")
 awk -v t="${together:-0}" 'BEGIN { exit !(t > 0) }' ||
     fail "$((2 * cpus)) threads on $cpus CPUs: the peak at once '$together' is not positive"
-if [ "$(sed -n 's/^{"arch":"\([a-z0-9_]*\)".*/\1/p' "$out")" = "$(uname -m)" ]; then
+arch=$(sed -n 's/^{"arch":"\([a-z0-9_]*\)".*/\1/p' "$out")
+[ -n "$arch" ] || fail "whet cpu --json: no \"arch\" first in its output"
+if [ "$arch" = "$(uname -m)" ]; then
     awk -v c="${per_core:-0}" -v t="${together:-0}" -v n="$cpus" 'BEGIN { exit !(t <= 1.5 * n * c) }' ||
         fail "$((2 * cpus)) threads on $cpus CPUs: $together GFLOP/s at once against $per_core per core"
 fi
